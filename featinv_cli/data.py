@@ -1,0 +1,116 @@
+"""Training and evaluation data: images from a folder, crops, flips, features made in workers."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .features.base import Extractor
+from .io import list_images, read_image
+
+
+def resize_shorter(image: torch.Tensor, shorter: int) -> torch.Tensor:
+    """Bilinear resize of (3, H, W) so the shorter side is ``shorter`` (antialiased when shrinking)."""
+    h, w = image.shape[-2:]
+    s = shorter / min(h, w)
+    size = (max(shorter, round(h * s)), max(shorter, round(w * s)))
+    if size == (h, w):
+        return image
+    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False,
+                         antialias=s < 1)[0].clamp(0, 1)
+
+
+def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = image.shape[-2:]
+    if h < size or w < size:
+        raise ValueError(f"cannot crop {size}x{size} from {h}x{w}")
+    top, left = (h - size) // 2, (w - size) // 2
+    return image[..., top:top + size, left:left + size]
+
+
+def eval_view(image: torch.Tensor, size: int) -> torch.Tensor:
+    """The evaluation protocol: shorter side bilinear-resized to ``size``, then the centre square."""
+    return center_crop(resize_shorter(image, size), size)
+
+
+def fingerprint(files: list[Path]) -> str:
+    """Names and sizes of the training files: enough to tell two data sets apart in metadata."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.name}:{f.stat().st_size}\n".encode())
+    return h.hexdigest()[:16]
+
+
+class CropDataset(torch.utils.data.Dataset):
+    """Random ``crop`` x ``crop`` crops with random horizontal flips, and their features.
+
+    The crop and flip of sample ``i`` in epoch ``e`` depend only on ``(seed, e, i)``, so a run gives
+    the same batches whatever the number of workers and after ``--resume``.
+    Returns (image (3, crop, crop) in [0, 1], features (C, Hc, Wc)).
+    """
+
+    def __init__(self, files: list[Path], extractor: Extractor, crop: int, seed: int):
+        self.files, self.extractor, self.crop, self.seed = files, extractor, crop, seed
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _image(self, i: int) -> torch.Tensor:
+        img = self._cache.get(i)
+        if img is None:
+            img = read_image(self.files[i])
+            if min(img.shape[-2:]) < self.crop:
+                img = resize_shorter(img, self.crop)
+            img = (img * 255).round().to(torch.uint8)  # 4x less memory per cached image
+            self._cache[i] = img
+        return img
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, i = key  # the sampler passes the epoch along, so persistent workers stay in step
+        img = self._image(i)
+        rng = np.random.default_rng([self.seed, epoch, i])
+        h, w = img.shape[-2:]
+        top = int(rng.integers(0, h - self.crop + 1))
+        left = int(rng.integers(0, w - self.crop + 1))
+        x = img[:, top:top + self.crop, left:left + self.crop].float() / 255.0
+        if rng.random() < 0.5:
+            x = x.flip(-1)
+        with torch.no_grad():
+            feats = self.extractor(x[None])[0]
+        return x, feats
+
+
+class EpochBatches(torch.utils.data.Sampler):
+    """Batches of ``(epoch, index)`` keys from ``start_step`` on; each epoch a seeded permutation."""
+
+    def __init__(self, n: int, batch: int, seed: int, start_step: int, total_steps: int):
+        if n < batch:
+            raise ValueError(f"{n} images cannot fill a batch of {batch}")
+        self.n, self.batch, self.seed = n, batch, seed
+        self.start, self.total = start_step, total_steps
+        self.per_epoch = n // batch
+
+    def __len__(self) -> int:
+        return self.total - self.start
+
+    def __iter__(self):
+        step = self.start
+        while step < self.total:
+            epoch, k = divmod(step, self.per_epoch)
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
+            while k < self.per_epoch and step < self.total:
+                yield [(epoch, int(i)) for i in order[k * self.batch:(k + 1) * self.batch]]
+                k += 1
+                step += 1
+
+
+def worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # workers make features; the main process owns the cores for training
+
+
+def image_files(data: str | Path) -> list[Path]:
+    return list_images(data)

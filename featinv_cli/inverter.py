@@ -1,0 +1,71 @@
+"""A trained inverter loaded from a model file: features in, images out."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from .errors import FeatinvError
+from .features import Extractor, from_metadata
+from .io import ModelFile, load_model
+from .models import build
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+def shipped_model(extractor: Extractor) -> Path:
+    """The model that ships for this kind of feature, or a FeatinvError saying how to get one."""
+    path = ASSETS / f"{extractor.name}.safetensors"
+    if not path.exists():
+        raise FeatinvError(f"no shipped model for {extractor.name!r} features; train one with "
+                           f"'featinv train {extractor.spec} --data DIR -o model.safetensors' and pass -m")
+    return path
+
+
+class Inverter:
+    """Rebuilds the network of a model file; ``__call__`` maps features to images in [0, 1]."""
+
+    def __init__(self, path: str | Path, device: str = "cpu"):
+        self.path = Path(path)
+        self.file: ModelFile = load_model(path)
+        self.extractor = from_metadata(self.file.feature, None if not self.file.params else
+                                       __import__("json").dumps(self.file.params))
+        self.net = build(self.file.arch)
+        try:
+            self.net.load_state_dict(self.file.state)
+        except RuntimeError:
+            raise FeatinvError(f"{path}: weights do not fit the architecture in its metadata; "
+                               f"the file is damaged or was edited") from None
+        self.device = torch.device(device)
+        self.net.to(self.device).eval()
+        self.mean = torch.tensor(self.file.normalization.get("mean", [0.0] * 3),
+                                 dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+
+    def check(self, extractor: Extractor, channels: int, name: str) -> None:
+        """Refuse features this model was not trained on, saying what differs."""
+        if extractor.name != self.extractor.name:
+            raise FeatinvError(f"{name}: holds {extractor.spec} features but model {self.path.name} "
+                               f"inverts {self.extractor.spec}")
+        if extractor.params != self.extractor.params:
+            raise FeatinvError(f"{name}: extractor settings {extractor.params} differ from the model's "
+                               f"{self.extractor.params}")
+        if channels != self.file.arch.get("in_channels", channels):
+            raise FeatinvError(f"{name}: features have {channels} channels, model {self.path.name} "
+                               f"expects {self.file.arch['in_channels']}")
+
+    @torch.no_grad()
+    def __call__(self, features: torch.Tensor, image_size: tuple[int, int] | None = None,
+                 batch: int = 16) -> torch.Tensor:
+        """features: (N, C, Hc, Wc) -> images (N, 3, H, W) in [0, 1].
+
+        The network predicts an image of ``Hc*stride x Wc*stride``; it is resized bilinearly to
+        ``image_size`` (the size the features came from) when given.
+        """
+        out = []
+        for chunk in features.split(batch):
+            y = self.net(chunk.to(self.device, torch.float32)) + self.mean
+            if image_size is not None and tuple(y.shape[-2:]) != tuple(image_size):
+                y = F.interpolate(y, size=tuple(image_size), mode="bilinear", align_corners=False)
+            out.append(y.clamp(0, 1).cpu())
+        return torch.cat(out)

@@ -1,0 +1,352 @@
+"""Files at the edges: images, feature files, model files, '-' streams, atomic writes (DESIGN §2)."""
+from __future__ import annotations
+
+import io as _io
+import json
+import os
+import struct
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import FeatinvError
+
+FEATURES_FORMAT = "featinv-features/1"
+MODEL_FORMAT = "featinv-model/1"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm"}
+NPY_MAGIC = b"\x93NUMPY"
+
+
+# ---------------------------------------------------------------------------------------- bytes
+
+def read_bytes(path: str | Path) -> bytes:
+    """Whole file, or stdin for '-'."""
+    if str(path) == "-":
+        return sys.stdin.buffer.read()
+    p = Path(path)
+    if not p.exists():
+        raise FeatinvError(f"{p}: no such file")
+    if p.is_dir():
+        raise FeatinvError(f"{p}: is a directory, expected a file")
+    try:
+        return p.read_bytes()
+    except OSError as e:
+        raise FeatinvError(f"{p}: cannot read ({e.strerror})") from None
+
+
+def check_not_input(output: str | Path, inputs) -> None:
+    """Refuse to write over one of the command's own inputs (DESIGN §7)."""
+    if str(output) == "-":
+        return
+    out = Path(output).resolve()
+    for item in inputs:
+        if str(item) != "-" and Path(item).resolve() == out:
+            raise FeatinvError(f"{output}: output would overwrite an input; choose another name")
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file beside the target, fsync, rename: never a half-written file.
+
+    '-' writes to stdout.
+    """
+    if str(path) == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    p = Path(path)
+    directory = p.parent if str(p.parent) else Path(".")
+    if not directory.is_dir():
+        raise FeatinvError(f"{p}: directory {directory} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise FeatinvError(f"{p}: cannot write ({e.strerror})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise FeatinvError(f"{p}: cannot write ({e.strerror})") from None
+        raise
+
+
+# --------------------------------------------------------------------------------------- images
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """An image file as (3, H, W) float32 in [0, 1]; gray, 16-bit, RGBA and palette images too."""
+    import imageio.v3 as iio
+
+    data = read_bytes(path)
+    try:
+        arr = np.asarray(iio.imread(data))
+    except Exception:
+        raise FeatinvError(f"{path}: not a readable image (PNG, JPEG, ...)") from None
+    return image_from_array(arr, str(path))
+
+
+def image_from_array(arr: np.ndarray, name: str = "image") -> torch.Tensor:
+    if arr.ndim == 3 and arr.shape[0] == 1 and arr.shape[-1] not in (1, 3, 4):  # single-frame stack
+        arr = arr[0]
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
+        raise FeatinvError(f"{name}: unsupported image layout {arr.shape}")
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise FeatinvError(f"{name}: image is empty ({arr.shape[0]}x{arr.shape[1]})")
+    if arr.dtype == np.uint8:
+        x = arr.astype(np.float32) / 255.0
+    elif arr.dtype == np.uint16:
+        x = arr.astype(np.float32) / 65535.0
+    elif arr.dtype == bool:
+        x = arr.astype(np.float32)
+    elif np.issubdtype(arr.dtype, np.floating):
+        x = np.clip(arr.astype(np.float32), 0.0, 1.0)
+    else:
+        info = np.iinfo(arr.dtype)
+        x = (arr.astype(np.float64) - info.min) / (info.max - info.min)
+        x = x.astype(np.float32)
+    channels = x.shape[2]
+    if channels in (2, 4):  # drop alpha: features describe the colour, not the mask
+        x = x[:, :, :channels - 1]
+    if x.shape[2] == 1:
+        x = np.repeat(x, 3, axis=2)
+    if not np.isfinite(x).all():
+        raise FeatinvError(f"{name}: image contains NaN or Inf")
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+def image_to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float -> (H, W, 3) uint8, clipped."""
+    x = image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    return np.round(x * 255.0).astype(np.uint8)
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    import imageio.v3 as iio
+
+    return iio.imwrite("<bytes>", array, extension=".png")
+
+
+def write_image(path: str | Path, image: torch.Tensor | np.ndarray) -> None:
+    """Write (3, H, W) float in [0, 1] or (H, W, 3) uint8 as an 8-bit RGB PNG, atomically."""
+    arr = image if isinstance(image, np.ndarray) else image_to_uint8(image)
+    if str(path) != "-" and Path(path).suffix.lower() not in (".png", ""):
+        raise FeatinvError(f"{path}: featinv writes PNG images; name the output *.png")
+    atomic_write(path, encode_png(arr))
+
+
+def list_images(directory: str | Path) -> list[Path]:
+    """Image files of a directory in sorted name order."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise FeatinvError(f"{d}: not a directory")
+    files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise FeatinvError(f"{d}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+def expand_image_args(args) -> list[Path]:
+    """Command-line image arguments: files as given, directories expanded to their images."""
+    out: list[Path] = []
+    for a in args:
+        p = Path(a)
+        out.extend(list_images(p) if p.is_dir() else [p])
+    return out
+
+
+# -------------------------------------------------------------------------------- safetensors
+
+def parse_safetensors(data: bytes, name: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of safetensors bytes, with every length checked first.
+
+    A truncated or tampered file becomes a FeatinvError, not a crash deep inside the library.
+    """
+    from safetensors.torch import load as st_load
+
+    bad = f"{name}: not a valid safetensors file"
+    if len(data) < 8:
+        raise FeatinvError(f"{bad} (only {len(data)} bytes)")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > len(data) - 8:
+        raise FeatinvError(f"{bad} (truncated: header says {header_len} bytes, file has {len(data) - 8})")
+    try:
+        header = json.loads(data[8:8 + header_len])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise FeatinvError(f"{bad} (header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise FeatinvError(f"{bad} (header is not a JSON object)")
+    metadata = header.pop("__metadata__", None) or {}
+    body = len(data) - 8 - header_len
+    for key, info in header.items():
+        try:
+            start, end = info["data_offsets"]
+        except (TypeError, KeyError, ValueError):
+            raise FeatinvError(f"{bad} (entry {key!r} has no data offsets)") from None
+        if not (0 <= start <= end <= body):
+            raise FeatinvError(f"{bad} (truncated: tensor {key!r} ends past the end of the file)")
+    try:
+        tensors = st_load(data)
+    except Exception as e:
+        raise FeatinvError(f"{bad} ({str(e).splitlines()[0][:200]})") from None
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise FeatinvError(f"{bad} (metadata must map strings to strings)")
+    return tensors, metadata
+
+
+def encode_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    from safetensors.torch import save as st_save
+
+    return st_save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
+
+
+def json_field(metadata: dict[str, str], key: str, name: str, default=None):
+    if key not in metadata:
+        return default
+    try:
+        return json.loads(metadata[key])
+    except json.JSONDecodeError:
+        raise FeatinvError(f"{name}: metadata field {key!r} is not valid JSON") from None
+
+
+# ------------------------------------------------------------------------------ feature files
+
+@dataclass
+class FeatureFile:
+    """Features plus what they are. ``features``: (N, C, H, W) or (N, D) float32."""
+
+    features: torch.Tensor
+    feature: str | None = None  # spec string; None for a bare .npy nobody has described yet
+    params: dict | None = None
+    image_size: tuple[int, int] | None = None
+    sources: list[str] = field(default_factory=list)
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. SIFT keypoints
+    history: list[str] = field(default_factory=list)  # operations applied (perturb, interpolate, ...)
+    labels: list[str] = field(default_factory=list)  # one per row, for grids
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+    def metadata(self) -> dict[str, str]:
+        meta = {"format": FEATURES_FORMAT, "feature": self.feature or "",
+                "params": json.dumps(self.params or {}, sort_keys=True),
+                "sources": json.dumps(self.sources)}
+        if self.image_size:
+            meta["image_size"] = json.dumps(list(self.image_size))
+        if self.history:
+            meta["history"] = json.dumps(self.history)
+        if self.labels:
+            meta["labels"] = json.dumps(self.labels)
+        return meta
+
+
+def save_features(path: str | Path, ff: FeatureFile) -> None:
+    """safetensors with metadata, unless the name ends in .npy (then the bare array)."""
+    feats = ff.features.detach().to(torch.float32).contiguous()
+    if str(path) != "-" and str(path).lower().endswith(".npy"):
+        buf = _io.BytesIO()
+        np.save(buf, feats.cpu().numpy(), allow_pickle=False)
+        atomic_write(path, buf.getvalue())
+        return
+    atomic_write(path, encode_safetensors({"features": feats, **ff.extra}, ff.metadata()))
+
+
+def load_features(path: str | Path) -> FeatureFile:
+    """Read a .npy or featinv .safetensors (or either from '-'), checking shape and values."""
+    data = read_bytes(path)
+    name = "<stdin>" if str(path) == "-" else str(path)
+    if data[:6] == NPY_MAGIC:
+        try:
+            arr = np.load(_io.BytesIO(data), allow_pickle=False)
+        except Exception:
+            raise FeatinvError(f"{name}: not a valid .npy file (truncated or corrupt)") from None
+        if not np.issubdtype(arr.dtype, np.number):
+            raise FeatinvError(f"{name}: .npy holds {arr.dtype}, expected numbers")
+        ff = FeatureFile(torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)))
+    else:
+        if str(path) != "-" and str(path).lower().endswith(".npy"):
+            raise FeatinvError(f"{name}: not a valid .npy file (bad magic bytes)")
+        tensors, meta = parse_safetensors(data, name)
+        if meta.get("format") != FEATURES_FORMAT:
+            what = meta.get("format") or "no featinv metadata"
+            raise FeatinvError(f"{name}: not a featinv feature file ({what})")
+        if "features" not in tensors:
+            raise FeatinvError(f"{name}: feature file has no 'features' tensor")
+        size = json_field(meta, "image_size", name)
+        if size is not None and (not isinstance(size, list) or len(size) != 2
+                                 or not all(isinstance(v, int) and v > 0 for v in size)):
+            raise FeatinvError(f"{name}: metadata image_size must be [H, W], got {meta['image_size']}")
+        ff = FeatureFile(
+            features=tensors.pop("features").to(torch.float32),
+            feature=meta.get("feature") or None,
+            params=json_field(meta, "params", name, {}),
+            image_size=tuple(size) if size else None,
+            sources=json_field(meta, "sources", name, []),
+            extra=tensors,
+            history=json_field(meta, "history", name, []),
+            labels=json_field(meta, "labels", name, []),
+        )
+    f = ff.features
+    if f.ndim == 3:  # a single (C, H, W) map is a batch of one
+        ff.features = f = f.unsqueeze(0)
+    if f.ndim == 1:
+        ff.features = f = f.unsqueeze(0)
+    if f.ndim not in (2, 4) or f.numel() == 0:
+        raise FeatinvError(f"{name}: features must be (N, C, H, W) or (N, D), got {tuple(f.shape)}")
+    if not torch.isfinite(f).all():
+        raise FeatinvError(f"{name}: features contain NaN or Inf")
+    return ff
+
+
+# -------------------------------------------------------------------------------- model files
+
+@dataclass
+class ModelFile:
+    state: dict[str, torch.Tensor]
+    feature: str
+    params: dict
+    arch: dict
+    image_size: list[int]
+    normalization: dict
+    train: dict
+    version: str
+
+
+def save_model(path: str | Path, mf: ModelFile, dtype: torch.dtype = torch.float32) -> None:
+    meta = {"format": MODEL_FORMAT, "feature": mf.feature, "params": json.dumps(mf.params, sort_keys=True),
+            "arch": json.dumps(mf.arch, sort_keys=True), "image_size": json.dumps(mf.image_size),
+            "normalization": json.dumps(mf.normalization), "train": json.dumps(mf.train),
+            "featinv_version": mf.version}
+    state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in mf.state.items()}
+    atomic_write(path, encode_safetensors(state, meta))
+
+
+def load_model(path: str | Path) -> ModelFile:
+    name = str(path)
+    tensors, meta = parse_safetensors(read_bytes(path), name)
+    if meta.get("format") != MODEL_FORMAT:
+        raise FeatinvError(f"{name}: not a featinv model file "
+                           f"({meta.get('format') or 'no featinv metadata'})")
+    for key in ("feature", "params", "arch", "normalization"):
+        if key not in meta:
+            raise FeatinvError(f"{name}: model metadata lacks {key!r}; the file is damaged")
+    arch = json_field(meta, "arch", name)
+    if not isinstance(arch, dict) or "name" not in arch:
+        raise FeatinvError(f"{name}: model metadata 'arch' must name an architecture")
+    return ModelFile(
+        state={k: v.float() if v.is_floating_point() else v for k, v in tensors.items()},
+        feature=meta["feature"], params=json_field(meta, "params", name, {}), arch=arch,
+        image_size=json_field(meta, "image_size", name, []),
+        normalization=json_field(meta, "normalization", name, {}),
+        train=json_field(meta, "train", name, {}), version=meta.get("featinv_version", "?"))

@@ -1,0 +1,54 @@
+"""Inverters for dense hand-made features (HOG, LBP, gridded SIFT): paper §2.2.
+
+A contracting part of stride-2 5x5 convolutions takes the feature map (at 1/stride of the image) down
+to 1/64 of the image size, so the network can judge absolute brightness over large regions; six
+up-convolutions bring it back to full resolution. Fully convolutional: features of any size are
+padded to a multiple of the 1/64 grid and the output is cropped back.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .blocks import conv, init_weights, upconv
+
+BOTTLENECK = 64  # the contracting part ends at 1/64 of the image size (paper §2.2)
+UP_CHANNELS = (512, 256, 128, 64, 32)  # after the bottleneck, as in the paper's networks
+DOWN_CHANNELS = (256, 512, 1024, 1024)
+
+
+class ShallowInverter(nn.Module):
+    """features: (N, in_channels, Hc, Wc) -> images (N, 3, Hc*stride, Wc*stride), mean-subtracted."""
+
+    def __init__(self, in_channels: int, stride: int, width: float = 1.0):
+        super().__init__()
+        if BOTTLENECK % stride or stride & (stride - 1):
+            raise ValueError(f"feature stride {stride} must be a power of two dividing {BOTTLENECK}")
+        self.in_channels, self.stride = in_channels, stride
+        self.cells_multiple = BOTTLENECK // stride
+        downs = int(math.log2(self.cells_multiple))
+        ch = lambda c: max(8, int(round(c * width)))  # noqa: E731
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for i in range(downs):
+            layers.append(conv(cin, ch(DOWN_CHANNELS[i]), stride=2))
+            cin = ch(DOWN_CHANNELS[i])
+        for c in UP_CHANNELS:
+            layers.append(upconv(cin, ch(c)))
+            cin = ch(c)
+        layers.append(upconv(cin, 3, act=False))
+        self.net = nn.Sequential(*layers)
+        init_weights(self)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        n, c, hc, wc = features.shape
+        if c != self.in_channels:
+            raise ValueError(f"expected {self.in_channels} channels, got {c}")
+        m = self.cells_multiple
+        ph, pw = (-hc) % m, (-wc) % m
+        x = F.pad(features, (0, pw, 0, ph)) if ph or pw else features
+        y = self.net(x)
+        return y[..., : hc * self.stride, : wc * self.stride]

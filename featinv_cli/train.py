@@ -1,0 +1,155 @@
+"""The training loop (paper eq. 3): MSE in pixel space, Adam, seeded, checkpointed, resumable."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.nn import functional as F
+
+from . import __version__
+from .data import CropDataset, EpochBatches, fingerprint, image_files, worker_init
+from .errors import FeatinvError
+from .features import parse_spec
+from .io import ModelFile, encode_safetensors, atomic_write, parse_safetensors, read_bytes, save_model
+from .models import for_extractor
+
+
+@dataclass
+class TrainConfig:
+    feature: str
+    data: str
+    output: str
+    arch: str = "paper"
+    width: float = 1.0
+    crop: int = 128
+    batch: int = 64
+    steps: int = 2000
+    lr: float = 1e-3
+    decay_from: float = 0.6  # fraction of steps after which the learning rate decays (cosine to 1%)
+    seed: int = 0
+    workers: int = 1
+    checkpoint_every: int = 200
+    device: str = "cpu"
+    dtype: str = "float16"  # of the final model file; checkpoints are float32
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Constant, then a cosine decay to 1% over the last ``1 - decay_from`` of training."""
+    start = int(cfg.decay_from * cfg.steps)
+    if step < start:
+        return cfg.lr
+    t = (step - start) / max(1, cfg.steps - start)
+    return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def checkpoint_path(output: str | Path) -> Path:
+    return Path(str(output) + ".ckpt")
+
+
+def mean_color(files) -> list[float]:
+    from .io import read_image
+
+    total = torch.zeros(3, dtype=torch.float64)
+    for f in files:
+        total += read_image(f).double().mean(dim=(1, 2))
+    return (total / len(files)).tolist()
+
+
+def _save_checkpoint(path: Path, model, opt, step: int, cfg: TrainConfig, extra: dict) -> None:
+    tensors = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
+    for i, state in opt.state_dict()["state"].items():
+        for k, v in state.items():
+            tensors[f"opt.{i}.{k}"] = torch.as_tensor(v).detach().cpu()
+    meta = {"format": "featinv-checkpoint/1", "step": str(step),
+            "config": json.dumps(dataclasses.asdict(cfg)), "extra": json.dumps(extra)}
+    atomic_write(path, encode_safetensors(tensors, meta))
+
+
+def _load_checkpoint(path: Path, model, opt, cfg: TrainConfig) -> tuple[int, dict]:
+    tensors, meta = parse_safetensors(read_bytes(path), str(path))
+    if meta.get("format") != "featinv-checkpoint/1":
+        raise FeatinvError(f"{path}: not a featinv training checkpoint")
+    saved = json.loads(meta["config"])
+    for key in ("feature", "arch", "width", "crop", "batch", "seed", "steps"):
+        if saved.get(key) != getattr(cfg, key):
+            raise FeatinvError(f"{path}: checkpoint was made with {key}={saved.get(key)!r}, this run has "
+                               f"{getattr(cfg, key)!r}; resume with the same settings")
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state = opt.state_dict()
+    for i in range(len(state["param_groups"][0]["params"])):
+        if f"opt.{i}.exp_avg" in tensors:
+            state["state"][i] = {k: tensors[f"opt.{i}.{k}"] for k in ("step", "exp_avg", "exp_avg_sq")}
+    opt.load_state_dict(state)
+    return int(meta["step"]), json.loads(meta.get("extra", "{}"))
+
+
+def train(cfg: TrainConfig, resume: bool = False,
+          on_step: Callable[[int, int, float, float], None] | None = None) -> dict:
+    """Train an inverter and write it to ``cfg.output``. Returns the ``train`` metadata."""
+    torch.manual_seed(cfg.seed)
+    extractor = parse_spec(cfg.feature)
+    files = image_files(cfg.data)
+    if len(files) < cfg.batch:
+        raise FeatinvError(f"{cfg.data}: {len(files)} images cannot fill a batch of {cfg.batch}; "
+                           f"lower --batch")
+    if cfg.crop % 64:
+        raise FeatinvError(f"--crop {cfg.crop} must be a multiple of 64 (the network's 1/64 bottleneck)")
+    device = torch.device(cfg.device)
+    model, arch = for_extractor(cfg.arch, extractor, width=cfg.width)
+    model.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    ckpt = checkpoint_path(cfg.output)
+    start, extra = 0, {}
+    if resume:
+        if not ckpt.exists():
+            raise FeatinvError(f"{ckpt}: no checkpoint to resume from")
+        start, extra = _load_checkpoint(ckpt, model, opt, cfg)
+    if "mean" not in extra:
+        extra["mean"] = mean_color(files)
+    mean = torch.tensor(extra["mean"], device=device).view(1, 3, 1, 1)
+
+    dataset = CropDataset(files, extractor, cfg.crop, cfg.seed)
+    sampler = EpochBatches(len(files), cfg.batch, cfg.seed, start, cfg.steps)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, num_workers=cfg.workers, worker_init_fn=worker_init,
+        persistent_workers=False, prefetch_factor=4 if cfg.workers else None)
+    model.train()
+    step, loss_avg, t0, seen = start, None, time.perf_counter(), 0
+    for images, feats in loader:
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(cfg, step)
+        images, feats = images.to(device, non_blocking=True), feats.to(device, non_blocking=True)
+        pred = model(feats)
+        loss = F.mse_loss(pred, images - mean)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        seen += images.shape[0]
+        value = loss.item()
+        loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
+        if on_step:
+            on_step(step, cfg.steps, loss_avg, seen / (time.perf_counter() - t0))
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            extra["loss"] = loss_avg
+            _save_checkpoint(ckpt, model, opt, step, cfg, extra)
+    meta = {"config": dataclasses.asdict(cfg), "steps_done": step, "final_loss": loss_avg,
+            "epochs": round(step * cfg.batch / len(files), 2), "data_images": len(files),
+            "data_fingerprint": fingerprint(files)}
+    save_model(cfg.output, ModelFile(
+        state={k: v.detach().cpu() for k, v in model.state_dict().items()}, feature=extractor.spec,
+        params=extractor.params, arch=arch, image_size=[cfg.crop, cfg.crop],
+        normalization={"mean": extra["mean"], "scale": 1.0}, train=meta, version=__version__),
+        dtype=getattr(torch, cfg.dtype))
+    return meta
+
+
+def default_workers() -> int:
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
