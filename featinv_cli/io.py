@@ -7,6 +7,7 @@ import os
 import struct
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,12 @@ def check_not_input(output: str | Path, inputs) -> None:
             raise FeatinvError(f"{output}: output would overwrite an input; choose another name")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, data: bytes) -> None:
     """Write to a temporary file beside the target, fsync, rename: never a half-written file.
 
@@ -66,6 +73,7 @@ def atomic_write(path: str | Path, data: bytes) -> None:
     except OSError as e:
         raise FeatinvError(f"{p}: cannot write ({e.strerror})") from None
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a normal file respects the umask
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -89,7 +97,9 @@ def read_image(path: str | Path) -> torch.Tensor:
 
     data = read_bytes(path)
     try:
-        arr = np.asarray(iio.imread(data))
+        with warnings.catch_warnings():  # imageio warns while it tries plugins on a non-image
+            warnings.simplefilter("ignore")
+            arr = np.asarray(iio.imread(data))
     except Exception:
         raise FeatinvError(f"{path}: not a readable image (PNG, JPEG, ...)") from None
     return image_from_array(arr, str(path))
@@ -264,8 +274,11 @@ def save_features(path: str | Path, ff: FeatureFile) -> None:
 
 def load_features(path: str | Path) -> FeatureFile:
     """Read a .npy or featinv .safetensors (or either from '-'), checking shape and values."""
-    data = read_bytes(path)
     name = "<stdin>" if str(path) == "-" else str(path)
+    return features_from_bytes(read_bytes(path), name)
+
+
+def features_from_bytes(data: bytes, name: str) -> FeatureFile:
     if data[:6] == NPY_MAGIC:
         try:
             arr = np.load(_io.BytesIO(data), allow_pickle=False)
@@ -275,9 +288,11 @@ def load_features(path: str | Path) -> FeatureFile:
             raise FeatinvError(f"{name}: .npy holds {arr.dtype}, expected numbers")
         ff = FeatureFile(torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)))
     else:
-        if str(path) != "-" and str(path).lower().endswith(".npy"):
+        if name.lower().endswith(".npy"):
             raise FeatinvError(f"{name}: not a valid .npy file (bad magic bytes)")
         tensors, meta = parse_safetensors(data, name)
+        if meta.get("format") == MODEL_FORMAT:
+            raise FeatinvError(f"{name}: is a model file; give a feature file (made by featinv extract)")
         if meta.get("format") != FEATURES_FORMAT:
             what = meta.get("format") or "no featinv metadata"
             raise FeatinvError(f"{name}: not a featinv feature file ({what})")

@@ -64,3 +64,42 @@ def _default_channels(cls: type[Extractor]) -> int | None:
         return cls().channels
     except Exception:  # extractors whose width depends on weights have no default
         return None
+
+
+def resolve(ff, name: str, feature: str | None = None,
+            image_size: tuple[int, int] | None = None) -> tuple[Extractor, tuple[int, int]]:
+    """Which extractor made a feature file's array, and the size of the image it came from.
+
+    Metadata wins; ``feature``/``image_size`` (the --feature/--image-size flags) describe a bare
+    ``.npy`` and must agree with metadata when both exist. A bare array is identified by its channel
+    count where exactly one extractor fits, with image size = cells x cell size (DESIGN §2).
+    """
+    shape = tuple(ff.features.shape)
+    if ff.feature:
+        extractor = from_metadata(ff.feature, json.dumps(ff.params) if ff.params else None)
+        if feature and parse_spec(feature).spec != extractor.spec:
+            raise FeatinvError(f"{name}: file holds {extractor.spec} features, not {feature}")
+    elif feature:
+        extractor = parse_spec(feature)
+    else:
+        extractor = guess_from_channels(shape[1]) if len(shape) == 4 else None
+        if extractor is None:
+            raise FeatinvError(f"{name}: cannot tell which extractor made an array of shape {shape}; "
+                               f"add --feature SPEC (one of: {', '.join(names())})")
+    if len(shape) == 4 and shape[1] != extractor.channels:
+        raise FeatinvError(f"{name}: {extractor.spec} features have {extractor.channels} channels, "
+                           f"this array has {shape[1]}")
+    size = ff.image_size or image_size
+    if ff.image_size and image_size and tuple(image_size) != tuple(ff.image_size):
+        raise FeatinvError(f"{name}: file says the image was {ff.image_size[0]}x{ff.image_size[1]}, "
+                           f"--image-size says {image_size[0]}x{image_size[1]}")
+    if size is None:
+        if len(shape) != 4:
+            raise FeatinvError(f"{name}: a bare array of shape {shape} does not say the image size; "
+                               f"add --image-size HxW")
+        size = extractor.image_size_from_grid(shape[2], shape[3])
+    size = (int(size[0]), int(size[1]))
+    if len(shape) == 4 and extractor.grid_size(*size) != shape[2:]:
+        raise FeatinvError(f"{name}: a {size[0]}x{size[1]} image gives a {extractor.grid_size(*size)} "
+                           f"{extractor.name} grid, but the array is {shape[2]}x{shape[3]}")
+    return extractor, size

@@ -1,0 +1,87 @@
+"""The featinv command line: one module per subcommand, wired together here.
+
+Each subcommand parses, calls the library, writes. Errors users can cause are FeatinvError, printed
+once here as a single line; a traceback appears only with --debug.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from .. import __version__
+from ..errors import FeatinvError
+from . import demo, extract, info, invert, score, train
+
+app = typer.Typer(
+    name="featinv", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]},
+    help="What does a feature representation still know about the image?\n\n"
+         "Invert HOG (and, as they land, LBP, SIFT and CNN layers) with up-convolutional networks, "
+         "after Dosovitskiy & Brox, CVPR 2016. Stages read and write files, so they pipe:\n\n"
+         "  featinv extract hog photo.jpg -o - | featinv invert - -o recon.png\n\n"
+         "Probing commands (perturb, interpolate, sample) slot in between extract and invert.")
+
+# Order = the data flow: extract -> (probe) -> train / invert -> score; helpers last.
+app.command(name="extract")(extract.extract)
+app.command(name="train")(train.train)
+app.command(name="invert")(invert.invert)
+app.command(name="score")(score.score)
+app.command(name="info")(info.info)
+app.command(name="demo")(demo.demo)
+
+_debug = False
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"featinv {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks for errors."),
+):
+    global _debug
+    _debug = debug or bool(os.environ.get("FEATINV_DEBUG"))
+
+
+def _fail(message: str, code: int) -> None:
+    sys.stderr.write(f"featinv: error: {message}\n")
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the app, turning every expected failure into one line and an exit code."""
+    global _debug
+    _debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("FEATINV_DEBUG"))
+    try:
+        app(args=argv, prog_name="featinv", standalone_mode=False)
+    except FeatinvError as e:
+        if _debug:
+            raise
+        _fail(str(e), e.exit_code)
+    except typer.TyperException as e:  # typer's usage errors: bad flag, missing argument
+        if type(e).__name__ == "NoArgsIsHelpError":
+            e.show()
+            sys.exit(2)
+        ctx = getattr(e, "ctx", None)
+        hint = f"  (see '{ctx.command_path} --help')" if ctx is not None else ""
+        _fail(e.format_message() + hint, e.exit_code)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        _fail("interrupted", 130)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(1)
+    except Exception as e:  # a bug, not the user's fault: still one line unless --debug
+        if _debug:
+            raise
+        _fail(f"unexpected {type(e).__name__}: {e} (rerun with --debug for a traceback; please report it)", 1)

@@ -1,0 +1,82 @@
+"""What every subcommand shares: options, progress bars, device choice, size parsing."""
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import typer
+from rich.console import Console
+
+from ..errors import FeatinvError, UsageError
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False)
+
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or chatter on stderr.")
+DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda (auto takes cuda when available).")
+JSON = typer.Option(False, "--json", help="Print machine-readable JSON on stdout instead of a table.")
+SEED = typer.Option(0, "--seed", help="Random seed; the same seed gives the same result.")
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise FeatinvError("--device cuda: this torch has no usable CUDA device; use --device cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise UsageError(f"--device {name!r}: choose auto, cpu or cuda")
+    return name
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """'480x640' (H x W) or '256' -> (H, W)."""
+    if text is None:
+        return None
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        raise UsageError(f"size {text!r}: write HxW, e.g. 480x640") from None
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise UsageError(f"size {text!r}: write HxW with positive numbers, e.g. 480x640")
+    return parts[0], parts[1]
+
+
+def is_dir_target(path: str) -> bool:
+    return path != "-" and (path.endswith("/") or Path(path).is_dir())
+
+
+class _NoProgress:
+    def advance(self, n: int = 1, **fields) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        pass
+
+
+class _RichProgress:
+    def __init__(self, progress, task):
+        self.progress, self.task = progress, task
+
+    def advance(self, n: int = 1, **fields) -> None:
+        self.progress.update(self.task, advance=n, **fields)
+
+    def note(self, text: str) -> None:
+        self.progress.update(self.task, info=text)
+
+
+@contextmanager
+def progress(total: int, description: str, quiet: bool = False):
+    """A rich progress bar on stderr, shown only when stderr is a terminal and not --quiet."""
+    if quiet or not sys.stderr.isatty():
+        yield _NoProgress()
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=err,
+                  transient=True) as p:
+        yield _RichProgress(p, p.add_task(description, total=total, info=""))

@@ -1,0 +1,79 @@
+"""featinv train: fit an inverter for one kind of feature on a folder of images."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from ..errors import UsageError
+from ..train import TrainConfig, default_workers, train as run_training
+from .common import DEVICE, QUIET, err, resolve_device
+
+
+def train(
+    feature: str = typer.Argument(..., help="Feature spec to invert: hog, hog:cell=8, ..."),
+    data: Path = typer.Option(..., "--data", "-d", help="Folder of training images (random crops and flips)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Model file to write (.safetensors). "
+                                "Checkpoints go beside it as OUTPUT.ckpt."),
+    arch: str = typer.Option("paper", help="Network architecture (paper: contracting to 1/64, then "
+                             "up-convolutions; DESIGN §4)."),
+    width: float = typer.Option(1.0, help="Channel multiplier of the architecture (1.0 = the paper's widths)."),
+    crop: int = typer.Option(128, help="Training crop size in pixels (a multiple of 64)."),
+    batch: int = typer.Option(64, help="Images per step (the paper: 64)."),
+    steps: int = typer.Option(2000, help="Optimizer steps in all."),
+    lr: float = typer.Option(1e-3, help="Adam learning rate; decays (cosine) over the last 40% of steps."),
+    seed: int = typer.Option(0, help="Seed for weights, crops and batch order."),
+    workers: int = typer.Option(-1, help="DataLoader processes computing features (-1: cores - 1, max 4)."),
+    checkpoint_every: int = typer.Option(250, help="Write a checkpoint every N steps (and at the end)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT.ckpt with the same settings."),
+    half: bool = typer.Option(True, "--half/--full", help="Store the final weights as float16 (half the size)."),
+    log_every: int = typer.Option(50, help="When stderr is not a terminal, print a log line every N steps."),
+    device: str = DEVICE,
+    quiet: bool = QUIET,
+):
+    """Train an up-convolutional network to predict the image from its features (paper eq. 3).
+
+    Adam (0.9, 0.999), batch 64, lr 1e-3 decayed towards the end, MSE in pixel space; features are
+    computed from random crops in DataLoader workers. Seeded: the same seed and data give the same
+    model on CPU. A killed run continues with --resume.
+
+    \b
+    Examples:
+      featinv train hog --data ../shared/data/imagenet-sample/train -o hog.safetensors
+      featinv train hog -d photos/ -o hog.safetensors --width 0.25 --steps 5000
+      featinv train hog -d photos/ -o hog.safetensors --steps 5000 --resume
+    """
+    if steps < 1 or batch < 1 or checkpoint_every < 1:
+        raise UsageError("--steps, --batch and --checkpoint-every must be positive")
+    if width <= 0:
+        raise UsageError("--width must be positive")
+    cfg = TrainConfig(feature=feature, data=str(data), output=str(output), arch=arch, width=width, crop=crop,
+                      batch=batch, steps=steps, lr=lr, seed=seed,
+                      workers=default_workers() if workers < 0 else workers,
+                      checkpoint_every=checkpoint_every, device=resolve_device(device),
+                      dtype="float16" if half else "float32")
+    tty = sys.stderr.isatty() and not quiet
+    start = time.perf_counter()
+    if tty:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      TextColumn("loss {task.fields[loss]}  {task.fields[rate]} img/s"), console=err) as p:
+            task = p.add_task("train", total=steps, loss="-", rate="-")
+
+            def on_step(step, total, loss, rate):
+                p.update(task, completed=step, loss=f"{loss:.5f}", rate=f"{rate:.0f}")
+
+            meta = run_training(cfg, resume=resume, on_step=on_step)
+    else:
+        def on_step(step, total, loss, rate):
+            if not quiet and (step % log_every == 0 or step == total):
+                err.print(f"step {step}/{total}  loss {loss:.5f}  {rate:.0f} img/s  "
+                          f"{time.perf_counter() - start:.0f}s")
+
+        meta = run_training(cfg, resume=resume, on_step=on_step)
+    if not quiet:
+        err.print(f"wrote {output} ({meta['steps_done']} steps, {meta['epochs']} epochs, "
+                  f"loss {meta['final_loss']:.5f})")

@@ -1,0 +1,60 @@
+"""How good is a reconstruction: the paper's normalized error, PSNR and SSIM (DESIGN §5)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+
+def match_size(recon: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling of (N, 3, h, w) to ``size`` (paper §4.1: evaluate at the input size)."""
+    if tuple(recon.shape[-2:]) == tuple(size):
+        return recon
+    shrink = recon.shape[-2] > size[0] or recon.shape[-1] > size[1]
+    return F.interpolate(recon, size=tuple(size), mode="bilinear", align_corners=False, antialias=shrink)
+
+
+def mean_pairwise_distance(images: torch.Tensor) -> float:
+    """N of the paper: mean Euclidean distance between distinct pairs of test images (N, ...)."""
+    flat = images.reshape(images.shape[0], -1).double()
+    if flat.shape[0] < 2:
+        raise ValueError("the normalized error needs at least two reference images")
+    d = torch.cdist(flat, flat)
+    n = flat.shape[0]
+    return float(d.sum() / (n * (n - 1)))
+
+
+def normalized_errors(recon: torch.Tensor, ref: torch.Tensor, norm: float | None = None) -> torch.Tensor:
+    """Per-image ||x_i - f(phi(x_i))||_2 / N for (N, 3, H, W) in [0, 1]; the paper reports the mean."""
+    if norm is None:
+        norm = mean_pairwise_distance(ref)
+    diff = (recon.double() - ref.double()).reshape(ref.shape[0], -1)
+    return diff.norm(dim=1) / norm
+
+
+def psnr(recon: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    mse = ((recon.double() - ref.double()) ** 2).flatten(1).mean(1)
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
+
+
+def ssim(recon: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    from skimage.metrics import structural_similarity
+
+    out = []
+    for a, b in zip(recon, ref):
+        a_np = a.permute(1, 2, 0).double().numpy()
+        b_np = b.permute(1, 2, 0).double().numpy()
+        win = min(7, *a_np.shape[:2])
+        win -= 1 - win % 2  # odd window no larger than the image
+        out.append(structural_similarity(a_np, b_np, channel_axis=2, data_range=1.0, win_size=max(win, 3)))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def score(recon: torch.Tensor, ref: torch.Tensor) -> dict:
+    """All metrics for same-size batches; recon is resized to ref's size first."""
+    recon = match_size(recon.float(), tuple(ref.shape[-2:])).clamp(0, 1)
+    errors = normalized_errors(recon, ref)
+    p, s = psnr(recon, ref), ssim(recon, ref)
+    return {"normalized_error": errors.tolist(), "psnr": p.tolist(), "ssim": s.tolist(),
+            "mean": {"normalized_error": float(errors.mean()), "psnr": float(p.mean()),
+                     "ssim": float(s.mean())}}

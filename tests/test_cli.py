@@ -1,0 +1,162 @@
+"""The command line as a user meets it: one test (or more) per command, and every error is one line."""
+import json
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from conftest import one_line_error
+from featinv_cli.inverter import ASSETS
+
+
+def test_help_and_version(cli):
+    r = cli("--help")
+    assert r.code == 0
+    for cmd in ("extract", "train", "invert", "score", "info", "demo"):
+        assert cmd in r.text
+    assert cli("--version").text.startswith("featinv ")
+    r = cli("invert", "--help")
+    assert "Examples" in r.text and "--model" in r.text
+
+
+def test_extract_invert_restores_original_size(cli, photos, tiny_model, tmp_path):
+    feats, out = tmp_path / "h.safetensors", tmp_path / "r.png"
+    assert cli("extract", "hog", photos["chelsea"], "-o", feats).code == 0
+    r = cli("invert", feats, "-m", tiny_model, "-o", out)
+    assert r.code == 0, r.err
+    assert iio.imread(out).shape == (300, 451, 3)
+    assert cli("invert", feats, "-m", tiny_model, "--grid-size", "-o", out).code == 0
+    assert iio.imread(out).shape == (38 * 8, 56 * 8, 3)
+
+
+@pytest.mark.skipif(not (ASSETS / "hog.safetensors").exists(), reason="no shipped HOG model")
+def test_invert_without_model_uses_shipped_one(cli, photos, tmp_path):
+    feats, out = tmp_path / "h.safetensors", tmp_path / "r.png"
+    assert cli("extract", "hog", photos["chelsea"], "-o", feats).code == 0
+    r = cli("invert", feats, "-o", out)
+    assert r.code == 0, r.err
+    assert iio.imread(out).shape == (300, 451, 3)
+
+
+def test_bare_npy_just_works(cli, photos, tiny_model, tmp_path):
+    """`featinv invert hog.npy -o out.png`: 31 channels means HOG, size = cells x 8."""
+    npy = tmp_path / "hog.npy"
+    assert cli("extract", "hog", photos["chelsea"], "-o", npy).code == 0
+    assert np.load(npy).shape == (1, 31, 38, 56)
+    assert cli("invert", npy, "-m", tiny_model, "-o", tmp_path / "r.png").code == 0
+    assert iio.imread(tmp_path / "r.png").shape == (304, 448, 3)
+    r = cli("invert", npy, "-m", tiny_model, "--image-size", "300x451", "-o", tmp_path / "r2.png")
+    assert r.code == 0 and iio.imread(tmp_path / "r2.png").shape == (300, 451, 3)
+
+
+def test_batch_to_grid_and_directory(cli, photos, tiny_model, tmp_path):
+    feats = tmp_path / "b.safetensors"
+    r = cli("extract", "hog", photos["chelsea"], photos["astronaut"], "--resize", "64", "--crop", "64",
+            "-o", feats)
+    assert r.code == 0, r.err
+    info = json.loads(cli("info", feats, "--json").out)
+    assert info["shape"] == [2, 31, 8, 8] and info["image_size"] == [64, 64]
+    assert info["sources"] == ["chelsea.jpg", "astronaut.png"]
+    assert cli("invert", feats, "-m", tiny_model, "-o", tmp_path / "grid.png").code == 0
+    grid = iio.imread(tmp_path / "grid.png")
+    assert grid.shape[1] > 2 * 192  # two labelled tiles side by side
+    assert cli("invert", feats, "-m", tiny_model, "-o", f"{tmp_path}/each/").code == 0
+    assert sorted(p.name for p in (tmp_path / "each").iterdir()) == ["astronaut.png", "chelsea.png"]
+
+
+def test_score_json(cli, photos, tmp_path):
+    from featinv_cli.cli.extract import prepare
+    from featinv_cli.io import read_image, write_image
+
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    write_image(a, prepare(read_image(photos["astronaut"]), 64, 64, "a"))
+    write_image(b, prepare(read_image(photos["coffee"]), 64, 64, "b"))
+    ra, rb = photos["astronaut"], photos["coffee"]
+    r = cli("score", a, b, "-r", ra, "-r", rb, "--resize", "64", "--crop", "64", "--json")
+    assert r.code == 0, r.err
+    res = json.loads(r.out)
+    assert res["mean"]["normalized_error"] == pytest.approx(0, abs=0.01)  # only 8-bit rounding
+    assert res["mean"]["psnr"] > 45
+    r = cli("score", b, a, "-r", ra, "-r", rb, "--resize", "64", "--crop", "64", "--json")
+    assert json.loads(r.out)["mean"]["normalized_error"] == pytest.approx(1.0, abs=0.01)
+
+
+def test_info_on_model(cli, tiny_model):
+    r = cli("info", tiny_model, "--json")
+    d = json.loads(r.out)
+    assert d["kind"] == "model" and d["feature"] == "hog" and d["arch"]["name"] == "paper"
+    assert d["train"]["steps_done"] == 3
+
+
+# ------------------------------------------------------------------ every bad input: one line, exit != 0
+
+def test_missing_file(cli, tmp_path, tiny_model):
+    assert "no such file" in one_line_error(cli("extract", "hog", tmp_path / "nope.jpg", "-o", tmp_path / "x"))
+    assert "no such file" in one_line_error(cli("invert", tmp_path / "nope.npy", "-o", tmp_path / "x.png"))
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_not_an_image(cli, tmp_path):
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("this is not a JPEG")
+    assert "not a readable image" in one_line_error(cli("extract", "hog", bad, "-o", tmp_path / "f.safetensors"))
+    assert not (tmp_path / "f.safetensors").exists()
+
+
+def test_truncated_safetensors(cli, photos, tmp_path, tiny_model):
+    f = tmp_path / "h.safetensors"
+    cli("extract", "hog", photos["chelsea"], "-o", f)
+    f.write_bytes(f.read_bytes()[:300])
+    msg = one_line_error(cli("invert", f, "-m", tiny_model, "-o", tmp_path / "r.png"))
+    assert "not a valid safetensors file" in msg and "truncated" in msg
+    assert not (tmp_path / "r.png").exists()
+
+
+def test_channel_count_mismatch(cli, tmp_path, tiny_model):
+    np.save(tmp_path / "f58.npy", np.random.rand(1, 58, 4, 4).astype(np.float32))
+    msg = one_line_error(cli("invert", tmp_path / "f58.npy", "--feature", "hog", "-m", tiny_model,
+                             "-o", tmp_path / "r.png"))
+    assert "31 channels" in msg and "58" in msg
+    msg = one_line_error(cli("invert", tmp_path / "f58.npy", "-m", tiny_model, "-o", tmp_path / "r.png"))
+    assert "--feature" in msg
+
+
+def test_npy_without_metadata_where_size_is_needed(cli, tmp_path, tiny_model):
+    np.save(tmp_path / "vec.npy", np.random.rand(2, 4096).astype(np.float32))
+    msg = one_line_error(cli("invert", tmp_path / "vec.npy", "--feature", "hog", "-m", tiny_model,
+                             "-o", tmp_path / "r.png"))
+    assert "--image-size" in msg
+
+
+def test_output_may_not_overwrite_input(cli, photos, tiny_model, tmp_path):
+    f = tmp_path / "h.safetensors"
+    cli("extract", "hog", photos["chelsea"], "-o", f)
+    before = f.read_bytes()
+    assert "overwrite an input" in one_line_error(cli("invert", f, "-m", tiny_model, "-o", f))
+    assert f.read_bytes() == before
+
+
+def test_usage_errors_exit_2(cli):
+    r = cli("extract", "hog")
+    assert r.code == 2 and r.err.startswith("featinv: error:")
+    r = cli("invert", "x", "-o", "y.png", "--device", "tpu")
+    assert r.code == 2
+
+
+def test_wrong_feature_kind_for_model(cli, photos, tiny_model, tmp_path):
+    f = tmp_path / "h4.safetensors"
+    assert cli("extract", "hog:cell=4", photos["chelsea"], "-o", f).code == 0
+    msg = one_line_error(cli("invert", f, "-m", tiny_model, "-o", tmp_path / "r.png"))
+    assert "model" in msg
+
+
+def test_pipe_through_real_processes(photos, tiny_model, tmp_path):
+    """extract -o - | invert - : safetensors bytes on a real pipe."""
+    out = tmp_path / "r.png"
+    cmd = (f"{sys.executable} -m featinv_cli extract hog {photos['astronaut']} -o - | "
+           f"{sys.executable} -m featinv_cli invert - -m {tiny_model} -o {out}")
+    r = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert iio.imread(out).shape == (512, 512, 3)

@@ -1,0 +1,106 @@
+"""Feature and model files: round trips, streams, damaged files, atomic writes."""
+import io
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from featinv_cli.errors import FeatinvError
+from featinv_cli.io import (FeatureFile, atomic_write, features_from_bytes, load_features, load_model,
+                            read_image, save_features)
+
+
+def sample() -> FeatureFile:
+    return FeatureFile(torch.rand(2, 31, 4, 5), "hog", {"cell": 8, "orientations": 9}, (36, 44),
+                       ["a.png", "b.png"], history=["dropout 0.5"], labels=["x", "y"])
+
+
+def test_safetensors_round_trip(tmp_path):
+    ff = sample()
+    save_features(tmp_path / "f.safetensors", ff)
+    back = load_features(tmp_path / "f.safetensors")
+    assert torch.equal(back.features, ff.features)
+    assert (back.feature, back.params, back.image_size, back.sources) == \
+        (ff.feature, ff.params, ff.image_size, ff.sources)
+    assert back.history == ["dropout 0.5"] and back.labels == ["x", "y"]
+
+
+def test_npy_is_a_bare_array(tmp_path):
+    ff = sample()
+    save_features(tmp_path / "f.npy", ff)
+    arr = np.load(tmp_path / "f.npy")
+    assert arr.shape == (2, 31, 4, 5) and arr.dtype == np.float32
+    back = load_features(tmp_path / "f.npy")
+    assert back.feature is None and back.image_size is None
+    assert torch.equal(back.features, ff.features)
+
+
+def test_single_map_is_batch_of_one(tmp_path):
+    np.save(tmp_path / "one.npy", np.zeros((31, 3, 3), np.float32))
+    assert load_features(tmp_path / "one.npy").features.shape == (1, 31, 3, 3)
+
+
+def test_truncated_safetensors(tmp_path):
+    save_features(tmp_path / "f.safetensors", sample())
+    data = (tmp_path / "f.safetensors").read_bytes()
+    for cut in (4, 20, len(data) // 2, len(data) - 1):
+        (tmp_path / "cut.safetensors").write_bytes(data[:cut])
+        with pytest.raises(FeatinvError, match="not a valid safetensors"):
+            load_features(tmp_path / "cut.safetensors")
+
+
+def test_corrupt_npy_and_pickled_npy(tmp_path):
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((31, 2, 2), np.float32))
+    with pytest.raises(FeatinvError, match="not a valid .npy"):
+        features_from_bytes(buf.getvalue()[:-10], "x.npy")
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(FeatinvError):  # never unpickled
+        features_from_bytes(buf.getvalue(), "obj.npy")
+
+
+def test_nan_features_refused(tmp_path):
+    f = torch.rand(1, 31, 2, 2)
+    f[0, 0, 0, 0] = float("nan")
+    save_features(tmp_path / "nan.safetensors", FeatureFile(f, "hog", {}, (16, 16)))
+    with pytest.raises(FeatinvError, match="NaN or Inf"):
+        load_features(tmp_path / "nan.safetensors")
+
+
+def test_model_file_is_not_features(tiny_model):
+    with pytest.raises(FeatinvError, match="is a model file"):
+        load_features(tiny_model)
+    assert load_model(tiny_model).arch["name"] == "paper"
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+
+    def boom(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", boom)
+    with pytest.raises(FeatinvError, match="cannot write"):
+        atomic_write(target, b"new" * 1000)
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_read_image_kinds(tmp_path):
+    import imageio.v3 as iio
+
+    iio.imwrite(tmp_path / "g.png", np.full((5, 7), 128, np.uint8))
+    iio.imwrite(tmp_path / "g16.png", np.full((5, 7), 65535, np.uint16))
+    iio.imwrite(tmp_path / "rgba.png", np.full((5, 7, 4), 255, np.uint8))
+    for name, value in (("g.png", 128 / 255), ("g16.png", 1.0), ("rgba.png", 1.0)):
+        img = read_image(tmp_path / name)
+        assert img.shape == (3, 5, 7)
+        assert torch.allclose(img, torch.full_like(img, value), atol=1e-6)
+    (tmp_path / "text.png").write_text("hello")
+    with pytest.raises(FeatinvError, match="not a readable image"):
+        read_image(tmp_path / "text.png")
+    with pytest.raises(FeatinvError, match="no such file"):
+        read_image(tmp_path / "missing.png")

@@ -1,0 +1,37 @@
+"""The paper's normalized error, PSNR and SSIM."""
+import math
+
+import pytest
+import torch
+
+from featinv_cli import metrics
+
+
+def test_perfect_reconstruction_scores_zero_error():
+    x = torch.rand(4, 3, 16, 16)
+    s = metrics.score(x, x)
+    assert s["mean"]["normalized_error"] == 0
+    assert s["mean"]["ssim"] == pytest.approx(1.0)
+
+
+def test_normalizer_is_mean_pairwise_distance():
+    a, b, c = torch.zeros(3, 2, 2), torch.ones(3, 2, 2), torch.full((3, 2, 2), 0.5)
+    refs = torch.stack([a, b, c])
+    d_ab, d_ac, d_bc = math.sqrt(12), math.sqrt(3), math.sqrt(3)
+    assert metrics.mean_pairwise_distance(refs) == pytest.approx((d_ab + d_ac + d_bc) / 3)
+
+
+def test_error_of_swapping_two_images_is_about_one():
+    """Predicting another test image costs about N: the error scale the paper's numbers live on."""
+    refs = torch.rand(2, 3, 8, 8)
+    err = metrics.normalized_errors(refs.flip(0), refs)
+    assert torch.allclose(err, torch.ones(2, dtype=torch.float64))
+
+
+def test_reconstruction_is_upsampled_to_reference():
+    smooth = torch.rand(3, 3, 4, 4)
+    ref = torch.nn.functional.interpolate(smooth, size=(32, 32), mode="bilinear")
+    small = torch.nn.functional.interpolate(ref, size=(16, 16), mode="bilinear", antialias=True)
+    s = metrics.score(small, ref)
+    assert s["normalized_error"] and len(s["normalized_error"]) == 3
+    assert 0 < s["mean"]["normalized_error"] < 0.2
