@@ -20,6 +20,44 @@ def to_gray(images: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nchw,c->nhw", images, w)
 
 
+def _axis_weights(length: int, cell: int, cells: int, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """For each pixel along one axis, its two nearest cells and bilinear weights (VLFeat's rule).
+
+    Cell centres sit at ``(i + 0.5) * cell - 0.5``. Border pixels (index 0 and ``length - 1``) get
+    weight zero: VLFeat only measures interior pixels. Returns [(cell index, weight)] x 2, where a
+    cell index outside the grid carries weight zero and is clamped to stay addressable.
+    """
+    x = torch.arange(length, dtype=torch.float64, device=device)
+    h = (x + 0.5) / cell - 0.5
+    lo = torch.floor(h)
+    w_hi = h - lo
+    interior = ((x >= 1) & (x <= length - 2)).double()
+    out = []
+    for idx, w in ((lo.long(), 1.0 - w_hi), (lo.long() + 1, w_hi)):
+        ok = (idx >= 0) & (idx < cells)
+        out.append((idx.clamp(0, cells - 1), w * interior * ok))
+    return out
+
+
+def spread_to_cells(bins: torch.Tensor, weight: torch.Tensor, nbins: int, cell: int,
+                    cells: tuple[int, int]) -> torch.Tensor:
+    """Per-pixel votes -> cell histograms, spread bilinearly over the 4 nearest cells.
+
+    bins: (N, H, W) long in [0, nbins); weight: (N, H, W). Returns (N, nbins, Hc, Wc) float64.
+    Four scatter-adds, so the cost is O(N H W) whatever the number of bins; differentiable in weight.
+    """
+    n, h, w = bins.shape
+    hc, wc = cells
+    base = (torch.arange(n, device=bins.device).view(n, 1, 1) * nbins + bins) * hc
+    out = torch.zeros(n * nbins * hc * wc, dtype=torch.float64, device=bins.device)
+    wt = weight.double()
+    for cy, wy in _axis_weights(h, cell, hc, bins.device):
+        for cx, wx in _axis_weights(w, cell, wc, bins.device):
+            idx = (base + cy.view(1, h, 1)) * wc + cx.view(1, 1, w)
+            out = out.index_add(0, idx.reshape(-1), (wt * wy.view(1, h, 1) * wx.view(1, 1, w)).reshape(-1))
+    return out.view(n, nbins, hc, wc)
+
+
 class Extractor:
     """A feature extractor: a frozen dataclass of its parameters plus ``__call__(images)``.
 

@@ -6,30 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Extractor, to_gray
-
-
-def cell_spread_matrix(length: int, cell: int, cells: int, *, dtype=torch.float32, device=None) -> torch.Tensor:
-    """Bilinear pixel-to-cell weights along one axis: ``(cells, length)``.
-
-    Cell centres sit at ``(i + 0.5) * cell - 0.5`` (VLFeat's convention); border pixels (index 0 and
-    ``length - 1``) contribute nothing because VLFeat only takes gradients on interior pixels.
-    Spreading the whole gradient image is then two matrix products, which is what makes this fast.
-    """
-    x = torch.arange(length, dtype=torch.float64)
-    h = (x + 0.5) / cell - 0.5
-    lo = torch.floor(h)
-    w_hi = h - lo
-    w_lo = 1.0 - w_hi
-    lo = lo.long()
-    m = torch.zeros(cells, length, dtype=torch.float64)
-    inside = (x >= 1) & (x <= length - 2)
-    cols = torch.arange(length)
-    ok = inside & (lo >= 0) & (lo <= cells - 1)
-    m[lo[ok], cols[ok]] += w_lo[ok]
-    ok = inside & (lo + 1 >= 0) & (lo + 1 <= cells - 1)
-    m[lo[ok] + 1, cols[ok]] += w_hi[ok]
-    return m.to(dtype=dtype, device=device)
+from .base import Extractor, spread_to_cells, to_gray
 
 
 def hog_cells(height: int, width: int, cell: int) -> tuple[int, int]:
@@ -67,14 +44,9 @@ def uoctti_hog(gray: torch.Tensor, cell: int = 8, orientations: int = 9) -> torc
     score = gx.unsqueeze(1) * ux.view(1, o, 1, 1) + gy.unsqueeze(1) * uy.view(1, o, 1, 1)
     best = score.abs().argmax(dim=1, keepdim=True)
     sign = torch.gather(score, 1, best)
-    directed = best + o * (sign < 0)
-    onehot = torch.zeros(n, 2 * o, height, width, dtype=img.dtype, device=img.device)
-    onehot.scatter_(1, directed, mag.unsqueeze(1))
-
-    my = cell_spread_matrix(height, cell, hc, device=img.device)
-    mx = cell_spread_matrix(width, cell, wc, device=img.device)
-    hist = my @ onehot @ mx.T  # (N, 2O, Hc, Wc)
-    return uoctti_normalize(hist.to(torch.float64), o).to(torch.float32)
+    directed = (best + o * (sign < 0))[:, 0]
+    hist = spread_to_cells(directed, mag, 2 * o, cell, (hc, wc))  # (N, 2O, Hc, Wc)
+    return uoctti_normalize(hist, o).to(torch.float32)
 
 
 def uoctti_normalize(hist: torch.Tensor, o: int) -> torch.Tensor:

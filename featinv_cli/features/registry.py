@@ -7,8 +7,9 @@ import json
 from ..errors import FeatinvError
 from .base import Extractor
 from .hog import HOG
+from .lbp import LBP
 
-EXTRACTORS: dict[str, type[Extractor]] = {"hog": HOG}
+EXTRACTORS: dict[str, type[Extractor]] = {"hog": HOG, "lbp": LBP}
 
 
 def names() -> list[str]:

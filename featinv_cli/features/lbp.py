@@ -1,0 +1,81 @@
+"""Uniform local binary patterns exactly as VLFeat's ``vl_lbp`` computes them, batched in torch.
+
+Not differentiable (codes come from comparisons): the reason the paper includes it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .base import Extractor, spread_to_cells, to_gray
+
+# Neighbour offsets (dy, dx) for bits 0..7: E, SE, S, SW, W, NW, N, NE (VLFeat's order).
+NEIGHBOURS = ((0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1), (-1, 0), (-1, 1))
+
+
+def uniform_mapping() -> torch.Tensor:
+    """256 bit strings -> 58 codes: 8 x 7 runs of ones (code i*7 + j-1 for a run of j ones starting
+    at bit i), 56 for the two constant strings, 57 for every non-uniform string."""
+    mapping = torch.full((256,), 57, dtype=torch.long)
+    mapping[0x00] = mapping[0xFF] = 56
+    for i in range(8):
+        for j in range(1, 8):
+            s = ((1 << j) - 1) << i
+            mapping[(s | (s >> 8)) & 0xFF] = i * 7 + (j - 1)
+    return mapping
+
+
+MAPPING = uniform_mapping()
+
+
+def lbp_codes(gray: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) -> (N, H-2, W-2) uniform codes of the interior pixels."""
+    c = gray[:, 1:-1, 1:-1]
+    h, w = c.shape[-2:]
+    bits = torch.zeros_like(c, dtype=torch.long)
+    for b, (dy, dx) in enumerate(NEIGHBOURS):
+        nb = gray[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+        bits |= (nb > c).long() << b
+    return MAPPING.to(gray.device)[bits]
+
+
+def vl_lbp(gray: torch.Tensor, cell: int = 16) -> torch.Tensor:
+    """LBP histograms of (N, H, W) grayscale images -> (N, 58, H // cell, W // cell) float32.
+
+    Each interior pixel votes for its code in the 4 nearest cells (bilinear); each cell's histogram
+    h becomes sqrt(h) / (sqrt(sum h) + 1e-10).
+    """
+    n, height, width = gray.shape
+    cells = (height // cell, width // cell)
+    if min(cells) < 1 or min(height, width) < 3:
+        raise ValueError(f"a {height}x{width} image has no {cell}x{cell} LBP cell")
+    codes = torch.zeros(n, height, width, dtype=torch.long, device=gray.device)
+    codes[:, 1:-1, 1:-1] = lbp_codes(gray.to(torch.float32))  # borders: weight 0 in spread_to_cells
+    hist = spread_to_cells(codes, torch.ones(n, height, width, device=gray.device), 58, cell, cells)
+    norm = hist.sum(1, keepdim=True).sqrt() + 1e-10
+    return (hist.sqrt() / norm).to(torch.float32)
+
+
+@dataclass(frozen=True)
+class LBP(Extractor):
+    """Uniform LBP (58 codes) of the grayscale image in 16x16 cells (VLFeat ``vl_lbp`` defaults)."""
+
+    cell: int = 16
+    name = "lbp"
+    differentiable = False
+
+    @property
+    def channels(self) -> int:
+        return 58
+
+    @property
+    def stride(self) -> int:
+        return self.cell
+
+    def grid_size(self, height: int, width: int) -> tuple[int, int]:
+        return height // self.cell, width // self.cell
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """images: (N, 3, H, W) float in [0, 1] -> (N, 58, H // cell, W // cell) float32."""
+        return vl_lbp(to_gray(images), self.cell)

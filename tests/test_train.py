@@ -1,0 +1,85 @@
+"""The training loop: it learns, it is seeded, and a killed run resumes to the same weights."""
+import pytest
+import torch
+
+from featinv_cli.errors import FeatinvError
+from featinv_cli.io import load_model
+from featinv_cli.train import TrainConfig, checkpoint_path, learning_rate, train
+
+
+def cfg(image_dir, out, **kw) -> TrainConfig:
+    base = dict(feature="hog", data=str(image_dir), output=str(out), width=0.125, crop=64, batch=4,
+                steps=6, workers=0, checkpoint_every=2, dtype="float32")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def weights(path):
+    return load_model(path).state
+
+
+def test_same_seed_same_model(image_dir, tmp_path):
+    train(cfg(image_dir, tmp_path / "a.safetensors", steps=3))
+    train(cfg(image_dir, tmp_path / "b.safetensors", steps=3))
+    train(cfg(image_dir, tmp_path / "c.safetensors", steps=3, seed=1))
+    a, b, c = (weights(tmp_path / f"{n}.safetensors") for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_workers_do_not_change_the_result(image_dir, tmp_path):
+    train(cfg(image_dir, tmp_path / "a.safetensors", steps=2))
+    train(cfg(image_dir, tmp_path / "b.safetensors", steps=2, workers=1))
+    a, b = weights(tmp_path / "a.safetensors"), weights(tmp_path / "b.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_killed_run_resumes_to_same_weights(image_dir, tmp_path):
+    full = tmp_path / "full.safetensors"
+    train(cfg(image_dir, full))
+
+    killed = tmp_path / "killed.safetensors"
+
+    class Killed(Exception):
+        pass
+
+    def die(step, total, loss, rate):
+        if step == 5:  # after the checkpoint at step 4, before the next one
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(cfg(image_dir, killed), on_step=die)
+    assert checkpoint_path(killed).exists() and not killed.exists()
+    train(cfg(image_dir, killed), resume=True)
+    a, b = weights(full), weights(killed)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_resume_refuses_other_settings(image_dir, tmp_path):
+    out = tmp_path / "m.safetensors"
+    train(cfg(image_dir, out, steps=2))
+    with pytest.raises(FeatinvError, match="width"):
+        train(cfg(image_dir, out, steps=2, width=0.25), resume=True)
+
+
+def test_loss_goes_down(image_dir, tmp_path):
+    losses = []
+    train(cfg(image_dir, tmp_path / "m.safetensors", steps=25, checkpoint_every=100, lr=3e-4),
+          on_step=lambda s, t, loss, r: losses.append(loss))
+    assert losses[-1] < losses[0]
+
+
+def test_learning_rate_decays_towards_the_end():
+    c = TrainConfig(feature="hog", data="", output="", steps=100)
+    assert learning_rate(c, 0) == learning_rate(c, 59) == 1e-3
+    assert learning_rate(c, 80) < 1e-3
+    assert learning_rate(c, 99) < 1e-4
+
+
+def test_metadata_records_training(image_dir, tmp_path):
+    out = tmp_path / "m.safetensors"
+    train(cfg(image_dir, out, steps=2))
+    m = load_model(out)
+    assert m.feature == "hog" and m.params == {"cell": 8, "orientations": 9}
+    assert m.train["steps_done"] == 2 and m.train["data_images"] == 8
+    assert len(m.normalization["mean"]) == 3
