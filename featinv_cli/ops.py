@@ -1,0 +1,160 @@
+"""The custom operator ``featinv::grid_bin`` (DESIGN §6): SIFT keypoints onto the paper's grid.
+
+The schema is defined here, once. Implementations: C++ (kernels/grid_bin_cpu.cpp) and CUDA
+(kernels/grid_bin.cu + grid_bin_cuda.cpp), compiled on first use with torch.utils.cpp_extension and
+cached; where that is impossible (no compiler, no headers, FEATINV_NO_EXTENSION=1) the pure-torch
+``grid_bin_reference`` below is registered instead, with a one-time note on stderr. All of them
+implement the same rule and agree bit for bit (tests/test_ops.py).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+
+import torch
+
+KERNELS = Path(__file__).resolve().parent.parent / "kernels"
+SCHEMA = ("grid_bin(Tensor keypoints, Tensor descriptors, Tensor counts, int height, int width, "
+          "int cell, int seed) -> Tensor")
+
+_lib = torch.library.Library("featinv", "DEF")
+_lib.define(SCHEMA)
+_state = {"backend": None, "reason": None}
+_lock = threading.Lock()
+
+M32 = 0xFFFFFFFF
+
+
+# ------------------------------------------------------------------------- pure-torch reference
+
+def _mul32(a: torch.Tensor, c: int) -> torch.Tensor:
+    """(a * c) mod 2**32 for 0 <= a < 2**32 without overflowing int64: multiply 16 bits at a time."""
+    return ((a & 0xFFFF) * c + ((((a >> 16) * c) & 0xFFFF) << 16)) & M32
+
+
+def _fmix32(h: torch.Tensor) -> torch.Tensor:
+    h = h ^ (h >> 16)
+    h = _mul32(h, 0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = _mul32(h, 0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+def priority_keys(seed: int, image: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The per-keypoint comparison key of kernels/grid_bin.h: priority << 31 | index (int64, >= 0)."""
+    h = _fmix32((seed & M32) ^ _fmix32((image & M32) ^ _fmix32((index + 0x9E3779B9) & M32)))
+    return (h << 31) | (index & 0x7FFFFFFF)
+
+
+def grid_bin_reference(keypoints: torch.Tensor, descriptors: torch.Tensor, counts: torch.Tensor,
+                       height: int, width: int, cell: int, seed: int) -> torch.Tensor:
+    """Pure-torch grid binning, vectorised (no Python loop over keypoints); works on any device.
+
+    keypoints (K, 4) x, y, scale, angle (radians); descriptors (K, D); counts (N,) keypoints per image.
+    Returns (N, D + 5, ceil(H / cell), ceil(W / cell)) float32.
+    """
+    if keypoints.ndim != 2 or keypoints.shape[1] != 4:
+        raise ValueError("keypoints must be (K, 4)")
+    if descriptors.ndim != 2 or descriptors.shape[0] != keypoints.shape[0]:
+        raise ValueError("descriptors must be (K, D)")
+    if counts.ndim != 1 or (counts < 0).any() or int(counts.sum()) != keypoints.shape[0]:
+        raise ValueError("counts must be (N,), non-negative, adding up to the number of keypoints")
+    if min(height, width, cell) <= 0:
+        raise ValueError("height, width and cell must be positive")
+    dev = keypoints.device
+    kp = keypoints.to(torch.float32)
+    desc = descriptors.to(torch.float32)
+    n, k, d = counts.shape[0], kp.shape[0], desc.shape[1]
+    hc, wc = -(-height // cell), -(-width // cell)
+    counts = counts.to(dev, torch.long)
+    image = torch.repeat_interleave(torch.arange(n, device=dev), counts)
+    starts = torch.cumsum(counts, 0) - counts
+    index = torch.arange(k, device=dev) - starts[image]
+    x, y = kp[:, 0], kp[:, 1]
+    valid = (x >= 0) & (y >= 0) & (x < width) & (y < height)  # False for NaN too
+    cx = torch.clamp(torch.trunc(x / cell), 0, wc - 1).long()
+    cy = torch.clamp(torch.trunc(y / cell), 0, hc - 1).long()
+    cid = (image * hc + cy) * wc + cx
+    key = priority_keys(seed, image, index)
+    best = torch.full((n * hc * wc,), -1, dtype=torch.long, device=dev)
+    best = best.scatter_reduce(0, cid[valid], key[valid], reduce="amax", include_self=True)
+    win = valid & (key == best[cid.clamp(0, n * hc * wc - 1)])
+    kw = kp[win].double()
+    geometry = torch.stack([torch.fmod(kp[win, 0], float(cell)), torch.fmod(kp[win, 1], float(cell)),
+                            torch.sin(kw[:, 3]).float(), torch.cos(kw[:, 3]).float(),
+                            torch.log(kw[:, 2]).float()], dim=1)
+    flat = torch.zeros(n * hc * wc, d + 5, dtype=torch.float32, device=dev)
+    flat[cid[win]] = torch.cat([desc[win], geometry], dim=1)
+    return flat.view(n, hc, wc, d + 5).permute(0, 3, 1, 2).contiguous()
+
+
+@torch.library.register_fake("featinv::grid_bin")
+def _fake(keypoints, descriptors, counts, height, width, cell, seed):
+    n = counts.shape[0]
+    return keypoints.new_empty((n, descriptors.shape[1] + 5, -(-height // cell), -(-width // cell)))
+
+
+# --------------------------------------------------------------------------------- the extension
+
+def _sources() -> list[str]:
+    src = [str(KERNELS / "grid_bin_cpu.cpp")]
+    if torch.cuda.is_available() and torch.version.cuda:
+        src += [str(KERNELS / "grid_bin_cuda.cpp"), str(KERNELS / "grid_bin.cu")]
+    return src
+
+
+def build(verbose: bool = False) -> str:
+    """Compile (or load from torch's extension cache) the C++/CUDA implementations and register them.
+
+    Returns the backend in use: "extension" or "reference". Never raises: a failed build registers
+    the pure-torch reference and records why in ``status()``.
+    """
+    with _lock:
+        if _state["backend"]:
+            return _state["backend"]
+        reason = None
+        if os.environ.get("FEATINV_NO_EXTENSION"):
+            reason = "FEATINV_NO_EXTENSION is set"
+        else:
+            try:
+                from torch.utils.cpp_extension import load
+
+                cuda = len(_sources()) > 1
+                load(name="featinv_grid_bin" + ("_cuda" if cuda else ""), sources=_sources(),
+                     extra_include_paths=[str(KERNELS)], extra_cflags=["-O3", "-std=c++17"],
+                     extra_cuda_cflags=["-O3"] if cuda else None, verbose=verbose)
+            except Exception as e:  # no compiler, no headers, a broken toolchain: fall back
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
+        if reason is None:
+            _state["backend"] = "extension"
+            if not torch.cuda.is_available():
+                torch.library.impl(_lib, "grid_bin", "CUDA")(grid_bin_reference)
+        else:
+            for key in ("CPU", "CUDA"):
+                torch.library.impl(_lib, "grid_bin", key)(grid_bin_reference)
+            _state["backend"], _state["reason"] = "reference", reason
+            if not os.environ.get("FEATINV_NO_EXTENSION"):
+                sys.stderr.write(f"featinv: note: could not build the C++ grid_bin operator ({reason}); "
+                                 f"using the pure-torch version (same results, slower)\n")
+        return _state["backend"]
+
+
+def status() -> dict:
+    return {"backend": _state["backend"], "reason": _state["reason"]}
+
+
+def grid_bin(keypoints: torch.Tensor, descriptors: torch.Tensor, counts: torch.Tensor,
+             height: int, width: int, cell: int = 4, seed: int = 0) -> torch.Tensor:
+    """Arrange keypoints on the paper's grid: one keypoint per ``cell`` x ``cell`` cell.
+
+    keypoints: (K, 4) float32 x, y, scale, angle (radians), concatenated over images;
+    descriptors: (K, D) float32; counts: (N,) int64 keypoints of each image, in order.
+    Returns (N, D + 5, ceil(height / cell), ceil(width / cell)) float32: per cell with a keypoint
+    ``(descriptor, x mod cell, y mod cell, sin a, cos a, log scale)``, zeros elsewhere. When several
+    keypoints share a cell the one with the highest ``hash(seed, image, index)`` wins.
+    """
+    if _state["backend"] is None:
+        build()
+    return torch.ops.featinv.grid_bin(keypoints, descriptors, counts, int(height), int(width), int(cell), int(seed))
