@@ -90,6 +90,35 @@ def grid_bin_reference(keypoints: torch.Tensor, descriptors: torch.Tensor, count
     return flat.view(n, hc, wc, d + 5).permute(0, 3, 1, 2).contiguous()
 
 
+def grid_bin_loop(keypoints, descriptors, counts, height: int, width: int, cell: int, seed: int) -> torch.Tensor:
+    """The same rule one keypoint at a time in plain Python: the readable specification, and the
+    slow baseline of bench/grid_bin.py. Same arguments and result as ``grid_bin_reference``."""
+    n, d = len(counts), descriptors.shape[1]
+    hc, wc = -(-height // cell), -(-width // cell)
+    out = torch.zeros(n, d + 5, hc, wc)
+    start = 0
+    for img, count in enumerate(counts.tolist()):
+        best: dict[tuple[int, int], tuple[int, int]] = {}
+        for i in range(count):
+            x, y, scale, angle = keypoints[start + i].tolist()
+            if not (0 <= x < width and 0 <= y < height):
+                continue
+            key = int(priority_keys(seed, torch.tensor(img), torch.tensor(i)))
+            # float32 division, as in the kernels, then clamp (a quotient may round up to the edge)
+            cy = min(int(torch.tensor(y, dtype=torch.float32) / cell), hc - 1)
+            cx = min(int(torch.tensor(x, dtype=torch.float32) / cell), wc - 1)
+            if key > best.get((cy, cx), (-1, 0))[0]:
+                best[(cy, cx)] = (key, start + i)
+        for (cy, cx), (_, k) in best.items():
+            x, y, scale, angle = keypoints[k]
+            out[img, :d, cy, cx] = descriptors[k]
+            out[img, d:, cy, cx] = torch.stack([
+                torch.fmod(x, float(cell)), torch.fmod(y, float(cell)), torch.sin(angle.double()).float(),
+                torch.cos(angle.double()).float(), torch.log(scale.double()).float()])
+        start += count
+    return out
+
+
 @torch.library.register_fake("featinv::grid_bin")
 def _fake(keypoints, descriptors, counts, height, width, cell, seed):
     n = counts.shape[0]

@@ -31,34 +31,6 @@ def random_case(seed, n=3, per=400, height=61, width=83, d=16, outside=True):
     return kp, desc, counts, height, width
 
 
-def python_loop(kp, desc, counts, height, width, cell, seed):
-    """The rule written out one keypoint at a time: the slow baseline of bench/grid_bin.py."""
-    n, d = len(counts), desc.shape[1]
-    hc, wc = -(-height // cell), -(-width // cell)
-    out = torch.zeros(n, d + 5, hc, wc)
-    start = 0
-    for img, c in enumerate(counts.tolist()):
-        best = {}
-        for i in range(c):
-            x, y = float(kp[start + i, 0]), float(kp[start + i, 1])
-            if not (0 <= x < width and 0 <= y < height):
-                continue
-            key = int(ops.priority_keys(seed, torch.tensor(img), torch.tensor(i)))
-            cellid = (min(int(torch.tensor(y, dtype=torch.float32) / cell), hc - 1),
-                      min(int(torch.tensor(x, dtype=torch.float32) / cell), wc - 1))
-            if key > best.get(cellid, (-1, 0))[0]:
-                best[cellid] = (key, start + i)
-        for (cy, cx), (_, k) in best.items():
-            out[img, :d, cy, cx] = desc[k]
-            x, y, scale, angle = kp[k]
-            out[img, d:, cy, cx] = torch.stack([
-                torch.fmod(x, float(cell)), torch.fmod(y, float(cell)),
-                torch.sin(angle.double()).float(), torch.cos(angle.double()).float(),
-                torch.log(scale.double()).float()])
-        start += c
-    return out
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_extension_matches_reference_bit_for_bit(seed):
     if ops.build() != "extension":
@@ -73,7 +45,7 @@ def test_extension_matches_reference_bit_for_bit(seed):
 def test_reference_matches_python_loop():
     kp, desc, counts, h, w = random_case(5, n=2, per=60, d=4)
     assert torch.equal(ops.grid_bin_reference(kp, desc, counts, h, w, 4, 3),
-                       python_loop(kp, desc, counts, h, w, 4, 3))
+                       ops.grid_bin_loop(kp, desc, counts, h, w, 4, 3))
 
 
 def test_many_keypoints_per_cell_one_winner_and_seed_matters():

@@ -50,6 +50,29 @@ def _root(
     _debug = debug or bool(os.environ.get("FEATINV_DEBUG"))
 
 
+def _usage_errors() -> tuple[type, ...]:
+    """typer's usage-error classes: its own (typer >= 0.29 vendors click) or click's (older typer)."""
+    kinds = [getattr(typer, "TyperException", None)]
+    try:
+        import click
+
+        kinds.append(click.ClickException)
+    except ImportError:
+        pass
+    return tuple(k for k in kinds if isinstance(k, type))
+
+
+def _exits() -> tuple[type, ...]:
+    kinds = [typer.Exit]
+    try:
+        import click
+
+        kinds.append(click.exceptions.Exit)
+    except ImportError:
+        pass
+    return tuple(kinds)
+
+
 def _fail(message: str, code: int) -> None:
     sys.stderr.write(f"featinv: error: {message}\n")
     sys.exit(code)
@@ -65,15 +88,15 @@ def main(argv: list[str] | None = None) -> None:
         if _debug:
             raise
         _fail(str(e), e.exit_code)
-    except typer.TyperException as e:  # typer's usage errors: bad flag, missing argument
+    except _exits() as e:
+        sys.exit(e.exit_code)
+    except _usage_errors() as e:  # bad flag, missing argument
         if type(e).__name__ == "NoArgsIsHelpError":
             e.show()
             sys.exit(2)
         ctx = getattr(e, "ctx", None)
         hint = f"  (see '{ctx.command_path} --help')" if ctx is not None else ""
-        _fail(e.format_message() + hint, e.exit_code)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
+        _fail(e.format_message() + hint, getattr(e, "exit_code", 2))
     except typer.Abort:
         _fail("interrupted", 130)
     except KeyboardInterrupt:

@@ -33,6 +33,8 @@ def extract(
                                "directory for one file per image, or - for stdout."),
     resize: Optional[int] = typer.Option(None, help="First resize so the shorter side is this many pixels."),
     crop: Optional[int] = typer.Option(None, help="Then take the centre square of this size."),
+    raw: bool = typer.Option(True, "--raw/--no-raw", help="Keep raw arrays beside the features "
+                             "(SIFT: keypoints, descriptors, counts per image)."),
     quiet: bool = QUIET,
 ):
     """Compute features of images and write them with their metadata.
@@ -40,9 +42,13 @@ def extract(
     Images of one size go into one file, one row per image. Give a directory as -o to write one
     file per image instead (needed when sizes differ).
 
+    Features: hog (VLFeat UoCTTI HOG, 31 channels, cell 8), lbp (VLFeat uniform LBP, 58 channels,
+    cell 16), sift (OpenCV SIFT on the paper's grid, 133 channels, cell 4; keypoints kept raw too).
+
     \b
     Examples:
       featinv extract hog photo.jpg -o photo.safetensors
+      featinv extract sift photo.jpg -o photo.safetensors --no-raw
       featinv extract hog photos/ --resize 128 --crop 128 -o val.safetensors
       featinv extract hog photo.jpg -o - | featinv invert - -o recon.png
     """
@@ -54,7 +60,7 @@ def extract(
         raise UsageError("-o: a directory name cannot end in .npy")
     if per_file:
         Path(output).mkdir(parents=True, exist_ok=True)
-    rows, sizes = [], []
+    rows, extras, sizes = [], [], []
     with progress(len(files), "extract", quiet) as bar:
         for f in files:
             img = prepare(read_image(f), resize, crop, str(f))
@@ -62,12 +68,14 @@ def extract(
             if min(h, w) < extractor.min_size():
                 raise FeatinvError(f"{f}: {h}x{w} is too small for {extractor.spec} "
                                    f"(needs at least {extractor.min_size()} pixels a side)")
-            feats = extractor(img[None])
+            feats, extra = extractor.extract(img[None])
+            extra = extra if raw else {}
             if per_file:
                 save_features(Path(output) / f"{f.stem}.safetensors", FeatureFile(
-                    feats, extractor.spec, extractor.params, (h, w), [f.name]))
+                    feats, extractor.spec, extractor.params, (h, w), [f.name], extra))
             else:
                 rows.append(feats)
+                extras.append(extra)
                 sizes.append((h, w))
             bar.advance()
     if per_file:
@@ -75,5 +83,7 @@ def extract(
     if len(set(sizes)) > 1:
         raise FeatinvError(f"images have different sizes ({len(set(sizes))} kinds); give -o DIR/ for one "
                            f"file per image, or --resize N --crop N to make them equal")
+    # Raw arrays are per-keypoint (concatenated) or per-image (counts): both concatenate along dim 0.
+    merged = {k: torch.cat([e[k] for e in extras]) for k in extras[0]}
     save_features(output, FeatureFile(torch.cat(rows), extractor.spec, extractor.params, sizes[0],
-                                      [f.name for f in files]))
+                                      [f.name for f in files], merged))

@@ -85,6 +85,10 @@ class Extractor:
     def min_size(self) -> int:
         return self.stride
 
+    def extract(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Features plus any raw arrays worth keeping in the feature file (SIFT's keypoints)."""
+        return self(images), {}
+
     def image_size_from_grid(self, hc: int, wc: int) -> tuple[int, int]:
         """Best guess of the image size when only the grid is known (bare ``.npy`` input)."""
         return hc * self.stride, wc * self.stride

@@ -8,8 +8,9 @@ from ..errors import FeatinvError
 from .base import Extractor
 from .hog import HOG
 from .lbp import LBP
+from .sift import SIFT
 
-EXTRACTORS: dict[str, type[Extractor]] = {"hog": HOG, "lbp": LBP}
+EXTRACTORS: dict[str, type[Extractor]] = {"hog": HOG, "lbp": LBP, "sift": SIFT}
 
 
 def names() -> list[str]:
