@@ -47,17 +47,18 @@ def fingerprint(files: list[Path]) -> str:
 class CropDataset(torch.utils.data.Dataset):
     """Random ``crop`` x ``crop`` crops at a random scale with random horizontal flips, and their features.
 
-    Scale: the image is first resized so its shorter side is uniform in [crop, original shorter
-    side] (``scale_jitter``), so the network sees objects at the scale of whole images resized to the
-    crop size (the evaluation protocol) as well as at full resolution.
+    Scale: the image is first resized so its shorter side is uniform in
+    [crop, min(original shorter side, max_zoom * crop)], so the network sees objects at the scale of
+    whole images resized to the crop size (the evaluation protocol) as well as magnified;
+    ``max_zoom = 1`` trains on exactly that scale, 0 turns resizing off (crops at full resolution).
     The crop, scale and flip of sample ``i`` in epoch ``e`` depend only on ``(seed, e, i)``, so a
     run gives the same batches whatever the number of workers and after ``--resume``.
     Returns (image (3, crop, crop) in [0, 1], features (C, Hc, Wc)).
     """
 
-    def __init__(self, files: list[Path], extractor: Extractor, crop: int, seed: int, scale_jitter: bool = True):
+    def __init__(self, files: list[Path], extractor: Extractor, crop: int, seed: int, max_zoom: float = 2.0):
         self.files, self.extractor, self.crop, self.seed = files, extractor, crop, seed
-        self.scale_jitter = scale_jitter
+        self.max_zoom = max_zoom
         self._cache: dict[int, torch.Tensor] = {}
 
     def __len__(self) -> int:
@@ -77,8 +78,9 @@ class CropDataset(torch.utils.data.Dataset):
         epoch, i = key  # the sampler passes the epoch along, so persistent workers stay in step
         img = self._image(i)
         rng = np.random.default_rng([self.seed, epoch, i])
-        if self.scale_jitter:
-            shorter = int(rng.integers(self.crop, min(img.shape[-2:]) + 1))
+        if self.max_zoom > 0:
+            top = max(self.crop, min(min(img.shape[-2:]), int(self.max_zoom * self.crop)))
+            shorter = int(rng.integers(self.crop, top + 1))
             img = (resize_shorter(img.float() / 255.0, shorter) * 255.0).round().to(torch.uint8)
         h, w = img.shape[-2:]
         top = int(rng.integers(0, h - self.crop + 1))

@@ -35,7 +35,7 @@ class TrainConfig:
     decay_from: float = 0.6  # fraction of steps after which the learning rate decays (cosine to 1%)
     seed: int = 0
     workers: int = 1
-    scale_jitter: bool = True
+    max_zoom: float = 2.0  # training crops come from images resized to shorter side in [crop, max_zoom*crop]
     checkpoint_every: int = 200
     device: str = "cpu"
     dtype: str = "float16"  # of the final model file; checkpoints are float32
@@ -78,7 +78,7 @@ def _load_checkpoint(path: Path, model, opt, cfg: TrainConfig) -> tuple[int, dic
     if meta.get("format") != "featinv-checkpoint/1":
         raise FeatinvError(f"{path}: not a featinv training checkpoint")
     saved = json.loads(meta["config"])
-    for key in ("feature", "arch", "width", "crop", "batch", "seed", "steps", "scale_jitter"):
+    for key in ("feature", "arch", "width", "crop", "batch", "seed", "steps", "max_zoom"):
         if saved.get(key) != getattr(cfg, key):
             raise FeatinvError(f"{path}: checkpoint was made with {key}={saved.get(key)!r}, this run has "
                                f"{getattr(cfg, key)!r}; resume with the same settings")
@@ -116,7 +116,7 @@ def train(cfg: TrainConfig, resume: bool = False,
         extra["mean"] = mean_color(files)
     mean = torch.tensor(extra["mean"], device=device).view(1, 3, 1, 1)
 
-    dataset = CropDataset(files, extractor, cfg.crop, cfg.seed, cfg.scale_jitter)
+    dataset = CropDataset(files, extractor, cfg.crop, cfg.seed, cfg.max_zoom)
     sampler = EpochBatches(len(files), cfg.batch, cfg.seed, start, cfg.steps)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, num_workers=cfg.workers, worker_init_fn=worker_init,

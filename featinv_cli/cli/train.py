@@ -21,6 +21,9 @@ def train(
                              "up-convolutions; DESIGN §4)."),
     width: float = typer.Option(1.0, help="Channel multiplier of the architecture (1.0 = the paper's widths)."),
     crop: int = typer.Option(128, help="Training crop size in pixels (a multiple of 64)."),
+    max_zoom: float = typer.Option(2.0, "--max-zoom", help="Crops come from the image resized so its "
+                                   "shorter side is random in [crop, max-zoom x crop] (1: only whole-image "
+                                   "scale; 0: no resizing)."),
     batch: int = typer.Option(64, help="Images per step (the paper: 64)."),
     steps: int = typer.Option(2000, help="Optimizer steps in all."),
     lr: float = typer.Option(1e-3, help="Adam learning rate; decays (cosine) over the last 40% of steps."),
@@ -52,7 +55,7 @@ def train(
     if width <= 0:
         raise UsageError("--width must be positive")
     cfg = TrainConfig(feature=feature, data=str(data), output=str(output), arch=arch, width=width, crop=crop,
-                      batch=batch, steps=steps, lr=lr, seed=seed,
+                      max_zoom=max_zoom,                      batch=batch, steps=steps, lr=lr, seed=seed,
                       workers=default_workers() if workers < 0 else workers,
                       checkpoint_every=checkpoint_every, device=resolve_device(device),
                       dtype="float16" if half else "float32")
