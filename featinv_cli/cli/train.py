@@ -55,7 +55,7 @@ def train(
     if width <= 0:
         raise UsageError("--width must be positive")
     cfg = TrainConfig(feature=feature, data=str(data), output=str(output), arch=arch, width=width, crop=crop,
-                      max_zoom=max_zoom,                      batch=batch, steps=steps, lr=lr, seed=seed,
+                      max_zoom=max_zoom, batch=batch, steps=steps, lr=lr, seed=seed,
                       workers=default_workers() if workers < 0 else workers,
                       checkpoint_every=checkpoint_every, device=resolve_device(device),
                       dtype="float16" if half else "float32")
