@@ -14,7 +14,7 @@ from featinv_cli.inverter import ASSETS
 def test_help_and_version(cli):
     r = cli("--help")
     assert r.code == 0
-    for cmd in ("extract", "train", "invert", "score", "info", "demo"):
+    for cmd in ("extract", "train", "invert", "score", "info", "demo", "kernels"):
         assert cmd in r.text
     assert cli("--version").text.startswith("featinv ")
     r = cli("invert", "--help")
@@ -119,8 +119,11 @@ def test_channel_count_mismatch(cli, tmp_path, tiny_model):
     msg = one_line_error(cli("invert", tmp_path / "f58.npy", "--feature", "hog", "-m", tiny_model,
                              "-o", tmp_path / "r.png"))
     assert "31 channels" in msg and "58" in msg
+    np.save(tmp_path / "f40.npy", np.random.rand(1, 40, 4, 4).astype(np.float32))
+    msg = one_line_error(cli("invert", tmp_path / "f40.npy", "-m", tiny_model, "-o", tmp_path / "r.png"))
+    assert "--feature" in msg  # 40 channels fit no extractor
     msg = one_line_error(cli("invert", tmp_path / "f58.npy", "-m", tiny_model, "-o", tmp_path / "r.png"))
-    assert "--feature" in msg
+    assert "lbp" in msg  # 58 channels are taken to be LBP, which this HOG model refuses
 
 
 def test_npy_without_metadata_where_size_is_needed(cli, tmp_path, tiny_model):
@@ -160,3 +163,41 @@ def test_pipe_through_real_processes(photos, tiny_model, tmp_path):
     r = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert iio.imread(out).shape == (512, 512, 3)
+
+
+@pytest.mark.parametrize("feature,channels", [("lbp", 58), ("sift", 133)])
+def test_lbp_and_sift_extract_then_invert_with_shipped_models(cli, photos, tmp_path, feature, channels):
+    if not (ASSETS / f"{feature}.safetensors").exists():
+        pytest.skip(f"no shipped {feature} model")
+    feats, out = tmp_path / "f.safetensors", tmp_path / "r.png"
+    assert cli("extract", feature, photos["chelsea"], "-o", feats).code == 0
+    info = json.loads(cli("info", feats, "--json").out)
+    assert info["shape"][1] == channels
+    r = cli("invert", feats, "-o", out)
+    assert r.code == 0, r.err
+    assert iio.imread(out).shape == (300, 451, 3)
+
+
+def test_sift_file_keeps_keypoints_and_info_counts_them(cli, photos, tmp_path):
+    feats = tmp_path / "s.safetensors"
+    assert cli("extract", "sift", photos["chelsea"], photos["astronaut"], "--resize", "128", "--crop", "128",
+               "-o", feats).code == 0
+    from featinv_cli.io import load_features
+
+    ff = load_features(feats)
+    counts = ff.extra["counts"]
+    assert counts.shape == (2,) and ff.extra["keypoints"].shape == (int(counts.sum()), 4)
+    assert ff.extra["descriptors"].shape == (int(counts.sum()), 128)
+    assert json.loads(cli("info", feats, "--json").out)["keypoints"] == int(counts.sum()) > 0
+    # every occupied cell holds a keypoint: at most one per cell, never more cells than keypoints
+    occupied = (ff.features[:, :128].abs().sum(1) > 0).sum()
+    assert 0 < occupied <= int(counts.sum())
+    assert cli("extract", "sift", photos["chelsea"], "-o", tmp_path / "n.safetensors", "--no-raw").code == 0
+    assert load_features(tmp_path / "n.safetensors").extra == {}
+
+
+def test_lbp_refused_by_hog_model(cli, photos, tiny_model, tmp_path):
+    feats = tmp_path / "l.safetensors"
+    cli("extract", "lbp", photos["chelsea"], "-o", feats)
+    msg = one_line_error(cli("invert", feats, "-m", tiny_model, "-o", tmp_path / "r.png"))
+    assert "lbp" in msg and "hog" in msg

@@ -12,13 +12,13 @@ import typer
 
 from .. import __version__
 from ..errors import FeatinvError
-from . import demo, extract, info, invert, score, train
+from . import demo, extract, info, invert, kernels, score, train
 
 app = typer.Typer(
     name="featinv", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]},
     help="What does a feature representation still know about the image?\n\n"
-         "Invert HOG (and, as they land, LBP, SIFT and CNN layers) with up-convolutional networks, "
+         "Invert HOG, LBP and sparse SIFT (CNN layers to come) with up-convolutional networks, "
          "after Dosovitskiy & Brox, CVPR 2016. Stages read and write files, so they pipe:\n\n"
          "  featinv extract hog photo.jpg -o - | featinv invert - -o recon.png\n\n"
          "Probing commands (perturb, interpolate, sample) slot in between extract and invert.")
@@ -30,6 +30,7 @@ app.command(name="invert")(invert.invert)
 app.command(name="score")(score.score)
 app.command(name="info")(info.info)
 app.command(name="demo")(demo.demo)
+app.command(name="kernels")(kernels.kernels)
 
 _debug = False
 

@@ -12,7 +12,7 @@ from rich.console import Console
 from ..errors import FeatinvError, UsageError
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False)
+out = Console(highlight=False, soft_wrap=True)
 
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or chatter on stderr.")
 DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda (auto takes cuda when available).")

@@ -28,7 +28,7 @@ def bundled_photos(size: int) -> dict[str, torch.Tensor]:
 
 def demo(
     output: Path = typer.Option(Path("demo.png"), "--output", "-o", help="Grid PNG to write."),
-    features: str = typer.Option("hog", help="Comma-separated feature specs with shipped models."),
+    features: str = typer.Option("hog,lbp,sift", help="Comma-separated feature specs with shipped models."),
     size: int = typer.Option(256, help="Square size the photographs are prepared at."),
     device: str = DEVICE,
 ):
