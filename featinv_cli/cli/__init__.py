@@ -12,7 +12,7 @@ import typer
 
 from .. import __version__
 from ..errors import FeatinvError
-from . import demo, extract, info, invert, kernels, score, train
+from . import demo, extract, info, interpolate, invert, kernels, perturb, sample, score, train
 
 app = typer.Typer(
     name="featinv", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -21,10 +21,13 @@ app = typer.Typer(
          "Invert HOG, LBP and sparse SIFT (CNN layers to come) with up-convolutional networks, "
          "after Dosovitskiy & Brox, CVPR 2016. Stages read and write files, so they pipe:\n\n"
          "  featinv extract hog photo.jpg -o - | featinv invert - -o recon.png\n\n"
-         "Probing commands (perturb, interpolate, sample) slot in between extract and invert.")
+         "perturb, interpolate and sample probe the feature space between extract and invert.")
 
 # Order = the data flow: extract -> (probe) -> train / invert -> score; helpers last.
 app.command(name="extract")(extract.extract)
+app.command(name="perturb")(perturb.perturb)
+app.command(name="interpolate")(interpolate.interpolate)
+app.command(name="sample")(sample.sample)
 app.command(name="train")(train.train)
 app.command(name="invert")(invert.invert)
 app.command(name="score")(score.score)

@@ -1,0 +1,55 @@
+"""featinv interpolate: feature vectors on the straight line between two others (paper §4.5)."""
+from __future__ import annotations
+
+import typer
+
+from .. import analysis
+from ..errors import FeatinvError, UsageError
+from ..io import FeatureFile, check_not_input, load_features, save_features
+
+
+def same_space(a: FeatureFile, b: FeatureFile, name_a: str, name_b: str) -> None:
+    """Refuse to combine features from different extractors, settings, image sizes or shapes."""
+    if (a.feature or None) != (b.feature or None):
+        raise FeatinvError(f"{name_a} holds {a.feature or 'undescribed'} features, {name_b} holds "
+                           f"{b.feature or 'undescribed'}; both must come from one extractor")
+    if (a.params or {}) != (b.params or {}):
+        raise FeatinvError(f"{name_a} and {name_b} were extracted with different settings "
+                           f"({a.params} vs {b.params})")
+    if a.image_size and b.image_size and tuple(a.image_size) != tuple(b.image_size):
+        raise FeatinvError(f"{name_a} comes from a {a.image_size[0]}x{a.image_size[1]} image, {name_b} from "
+                           f"{b.image_size[0]}x{b.image_size[1]}; extract both at one size (--resize/--crop)")
+    if a.features.shape != b.features.shape:
+        raise FeatinvError(f"{name_a} has shape {tuple(a.features.shape)}, {name_b} "
+                           f"{tuple(b.features.shape)}; they must match")
+
+
+def interpolate(
+    a: str = typer.Argument(..., help="Start: feature file (or - for stdin)."),
+    b: str = typer.Argument(..., help="End: feature file with the same extractor, size and shape."),
+    steps: int = typer.Option(8, "--steps", "-n", help="Points on the line, end points included (>= 2)."),
+    output: str = typer.Option(..., "--output", "-o", help="Feature file to write, or - for stdout."),
+):
+    """Write STEPS feature vectors on the straight line from A to B (end points included).
+
+    With several rows in A and B, row i of A is paired with row i of B and each pair's steps are
+    consecutive. Rows are labelled "t = 0.25" etc., so `featinv invert` draws a captioned strip.
+
+    \b
+    Examples:
+      featinv interpolate a.safetensors b.safetensors --steps 8 -o ab.safetensors
+      featinv invert ab.safetensors -o ab.png
+    """
+    if steps < 2:
+        raise UsageError("--steps must be at least 2 (the two end points)")
+    if a == "-" and b == "-":
+        raise UsageError("only one of A and B can be read from stdin")
+    check_not_input(output, [a, b])
+    fa, fb = load_features(a), load_features(b)
+    same_space(fa, fb, a, b)
+    out = FeatureFile(analysis.interpolate(fa.features, fb.features, steps), fa.feature, fa.params,
+                      fa.image_size, [s for pair in zip(fa.sources or [a] * len(fa), fb.sources or [b] * len(fb))
+                                      for s in [f"{pair[0]} -> {pair[1]}"] * steps],
+                      history=fa.history + [f"interpolate {steps} steps to {b}"],
+                      labels=[f"t = {i / (steps - 1):.3g}" for i in range(steps)] * len(fa))
+    save_features(output, out)

@@ -1,0 +1,98 @@
+"""perturb, interpolate, sample on the command line: metadata travels, mismatches are refused, pipes work."""
+import json
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from conftest import one_line_error
+from featinv_cli.io import load_features
+
+
+@pytest.fixture
+def hog_pair(cli, photos, tmp_path):
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    for src, dst in ((photos["chelsea"], a), (photos["astronaut"], b)):
+        assert cli("extract", "hog", src, "--resize", "64", "--crop", "64", "-o", dst).code == 0
+    return a, b
+
+
+def test_perturb_records_operations_in_order(cli, hog_pair, tmp_path):
+    a, _ = hog_pair
+    out = tmp_path / "p.safetensors"
+    r = cli("perturb", a, "--drop-least", "0.5", "--binarize", "-o", out)
+    assert r.code == 0, r.err
+    ff = load_features(out)
+    assert ff.history == ["drop-least 0.5, binarize"] and ff.feature == "hog" and ff.image_size == (64, 64)
+    r = cli("perturb", a, "--binarize", "--drop-least", "0.5", "-o", out)
+    assert load_features(out).history == ["binarize, drop-least 0.5"]
+
+
+def test_perturb_bad_values(cli, hog_pair, tmp_path):
+    a, _ = hog_pair
+    for args in (["--dropout", "1"], ["--dropout", "-0.1"], ["--drop-least", "1.5"], ["--keep-top", "999999"],
+                 ["--zero-top", "0"], []):
+        r = cli("perturb", a, *args, "-o", tmp_path / "x.safetensors")
+        one_line_error(r)
+        assert r.code == 2
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_interpolate_labels_and_mismatches(cli, hog_pair, photos, tmp_path, tiny_model):
+    a, b = hog_pair
+    out = tmp_path / "ab.safetensors"
+    assert cli("interpolate", a, b, "--steps", "5", "-o", out).code == 0
+    ff = load_features(out)
+    assert len(ff) == 5 and ff.labels[0] == "t = 0" and ff.labels[-1] == "t = 1"
+    assert np.array_equal(ff.features[0], load_features(a).features[0])
+    assert cli("invert", out, "-m", tiny_model, "-o", tmp_path / "ab.png").code == 0
+    assert iio.imread(tmp_path / "ab.png").shape[1] > 5 * 192
+    lbp = tmp_path / "l.safetensors"
+    cli("extract", "lbp", photos["coffee"], "--resize", "64", "--crop", "64", "-o", lbp)
+    assert "one extractor" in one_line_error(cli("interpolate", a, lbp, "-o", tmp_path / "x.safetensors"))
+    big = tmp_path / "big.safetensors"
+    cli("extract", "hog", photos["coffee"], "--resize", "96", "--crop", "96", "-o", big)
+    assert "--resize" in one_line_error(cli("interpolate", a, big, "-o", tmp_path / "x.safetensors"))
+    assert one_line_error(cli("interpolate", a, b, "--steps", "1", "-o", tmp_path / "x.safetensors"))
+
+
+def test_sample_fit_then_draw(cli, photos, tmp_path, image_dir):
+    many = tmp_path / "many.safetensors"
+    assert cli("extract", "hog", image_dir, "--resize", "64", "--crop", "64", "-o", many).code == 0
+    stats = tmp_path / "stats.safetensors"
+    assert cli("sample", "--fit", many, "-o", stats).code == 0
+    out1, out2 = tmp_path / "s1.safetensors", tmp_path / "s2.safetensors"
+    assert cli("sample", stats, "-n", "6", "--seed", "1", "-o", out1).code == 0
+    assert cli("sample", many, "-n", "6", "--seed", "1", "-o", out2).code == 0  # fit on the fly: same draw
+    s1, s2 = load_features(out1), load_features(out2)
+    assert s1.features.shape == (6, 31, 8, 8) and s1.feature == "hog" and s1.image_size == (64, 64)
+    assert np.array_equal(s1.features, s2.features)
+    r = cli("sample", stats, "--method", "gaussian", "-n", "3", "-o", tmp_path / "g.safetensors")
+    assert r.code == 0, r.err
+    one_line_error(cli("sample", stats, "--method", "magic", "-o", tmp_path / "x.safetensors"))
+
+
+def test_npy_without_metadata_interpolates_but_needs_description_to_invert(cli, tmp_path, tiny_model):
+    np.save(tmp_path / "a.npy", np.random.rand(1, 31, 4, 4).astype(np.float32))
+    np.save(tmp_path / "b.npy", np.random.rand(1, 31, 4, 4).astype(np.float32))
+    assert cli("interpolate", tmp_path / "a.npy", tmp_path / "b.npy", "-o", tmp_path / "ab.safetensors").code == 0
+    np.save(tmp_path / "v.npy", np.random.rand(3, 100).astype(np.float32))
+    r = cli("perturb", tmp_path / "v.npy", "--binarize", "-o", tmp_path / "vb.safetensors")
+    assert r.code == 0
+    assert "--feature" in one_line_error(cli("invert", tmp_path / "vb.safetensors", "-m", tiny_model,
+                                             "-o", tmp_path / "x.png"))
+
+
+def test_pipe_extract_perturb_invert_through_real_processes(photos, tiny_model, tmp_path):
+    out = tmp_path / "out.png"
+    py = f"{sys.executable} -m featinv_cli"
+    cmd = (f"{py} extract hog {photos['chelsea']} -o - | {py} perturb - --dropout 0.5 -o - | "
+           f"{py} invert - -m {tiny_model} -o {out}")
+    r = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert iio.imread(out).shape == (300, 451, 3)
+    info = subprocess.run(f"{py} extract hog {photos['chelsea']} -o - | {py} perturb - --dropout 0.5 -o - | "
+                          f"{py} info - --json", shell=True, capture_output=True, text=True, timeout=120)
+    assert json.loads(info.stdout)["history"] == ["dropout 0.5 (seed 0)"]
