@@ -96,3 +96,14 @@ def test_pipe_extract_perturb_invert_through_real_processes(photos, tiny_model, 
     info = subprocess.run(f"{py} extract hog {photos['chelsea']} -o - | {py} perturb - --dropout 0.5 -o - | "
                           f"{py} info - --json", shell=True, capture_output=True, text=True, timeout=120)
     assert json.loads(info.stdout)["history"] == ["dropout 0.5 (seed 0)"]
+
+
+def test_several_files_make_one_grid_with_a_row_each(cli, hog_pair, tiny_model, tmp_path):
+    a, _ = hog_pair
+    cli("perturb", a, "--binarize", "-o", tmp_path / "bin.safetensors")
+    r = cli("invert", a, tmp_path / "bin.safetensors", "-m", tiny_model, "-o", tmp_path / "two.png")
+    assert r.code == 0, r.err
+    one = iio.imread(tmp_path / "two.png")
+    cli("invert", a, "-m", tiny_model, "-o", tmp_path / "one.png")
+    assert one.shape[0] > 2 * 192  # two rows of tiles
+    assert "grid PNG" in one_line_error(cli("invert", a, a, "-m", tiny_model, "-o", f"{tmp_path}/dir/"))

@@ -1,8 +1,9 @@
 """featinv invert: features -> images, with a trained (or the shipped) inverter."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -24,8 +25,18 @@ def row_labels(ff) -> list[str]:
     return [f"#{i}" for i in range(n)]
 
 
+def row_title(captions: list[str], history: list[str], name: str) -> str:
+    """What a grid row shows: the caption its tiles share ("binarize"), else their common stem
+    ("histogram" of "histogram #1", "histogram #2"), else the file's last operation or its name."""
+    common = os.path.commonprefix(captions).rstrip(" #=t").strip()
+    if len(set(captions)) == 1 or len(common) >= 3:
+        return captions[0] if len(set(captions)) == 1 else common
+    return history[-1] if history else Path(name).stem
+
+
 def invert(
-    features: str = typer.Argument(..., help="Feature file (.safetensors or .npy), or - for stdin."),
+    features: List[str] = typer.Argument(..., help="Feature file(s) (.safetensors or .npy), or - for stdin. "
+                                         "Several files make one grid, a row per file."),
     output: str = typer.Option(..., "--output", "-o", help="PNG for one image or a labelled grid of a "
                                "batch; a directory for one PNG per row; - for PNG on stdout."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Inverter model file; default: "
@@ -42,7 +53,9 @@ def invert(
 ):
     """Reconstruct images from features (the expected pre-image, paper §2).
 
-    The output has the size of the image the features came from, as recorded in the file.
+    The output has the size of the image the features came from, as recorded in the file. Several
+    feature files give one grid with a row per file (labelled with what was done to it) and a
+    caption per tile: the way to put perturbations, interpolations or samples side by side.
 
     \b
     Examples:
@@ -50,16 +63,33 @@ def invert(
       featinv invert hog.npy -o recon.png                 # bare array: 31 channels means HOG
       featinv invert batch.safetensors -o grid.png        # labelled grid, one tile per row
       featinv invert batch.safetensors -o recon/          # one PNG per row
+      featinv invert orig.safetensors drop.safetensors bin.safetensors -o compare.png
     """
     device = resolve_device(device)
-    check_not_input(output, [features] + ([str(model)] if model else []))
-    name = "<stdin>" if features == "-" else features
-    ff = load_features(features)
-    extractor, size = resolve(ff, name, feature, parse_size(image_size))
-    inverter = Inverter(model or shipped_model(extractor), device)
-    inverter.check(extractor, ff.features.shape[1], name)
-    images = inverter(ff.features, None if grid_size else size)
-    labels = row_labels(ff)
+    check_not_input(output, list(features) + ([str(model)] if model else []))
+    if features.count("-") > 1:
+        raise FeatinvError("only one input can be read from stdin")
+    inverters: dict[Path, Inverter] = {}
+    rows, captions, row_names = [], [], []
+    for path in features:
+        name = "<stdin>" if path == "-" else path
+        ff = load_features(path)
+        extractor, size = resolve(ff, name, feature, parse_size(image_size))
+        model_path = Path(model) if model else shipped_model(extractor)
+        if model_path not in inverters:
+            inverters[model_path] = Inverter(model_path, device)
+        inverter = inverters[model_path]
+        inverter.check(extractor, ff.features.shape[1], name)
+        rows.append(inverter(ff.features, None if grid_size else size))
+        captions.append(row_labels(ff))
+        row_names.append(row_title(captions[-1], ff.history, name))
+    if len(features) > 1:
+        if is_dir_target(output) or not (output == "-" or output.lower().endswith(".png")):
+            raise FeatinvError(f"{output}: several feature files make one grid PNG; name it *.png")
+        tiles = [[image_to_uint8(i) for i in images] for images in rows]
+        write_image(output, labelled_grid(tiles, row_labels=row_names, captions=captions))
+        return
+    images, labels = rows[0], captions[0]
     if is_dir_target(output):
         Path(output).mkdir(parents=True, exist_ok=True)
         for img, label in zip(images, labels):
@@ -72,6 +102,6 @@ def invert(
                                f"or one PNG per row (give a directory ending in /)")
         cols = columns or min(len(images), 8)
         tiles = [image_to_uint8(i) for i in images]
-        rows = [tiles[i:i + cols] for i in range(0, len(tiles), cols)]
-        captions = [labels[i:i + cols] for i in range(0, len(labels), cols)]
-        write_image(output, labelled_grid(rows, captions=captions))
+        grid_rows = [tiles[i:i + cols] for i in range(0, len(tiles), cols)]
+        grid_captions = [labels[i:i + cols] for i in range(0, len(labels), cols)]
+        write_image(output, labelled_grid(grid_rows, captions=grid_captions))
