@@ -8,6 +8,7 @@ implement the same rule and agree bit for bit (tests/test_ops.py).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import threading
@@ -151,7 +152,11 @@ def build(verbose: bool = False) -> str:
                 from torch.utils.cpp_extension import load
 
                 cuda = len(_sources()) > 1
-                load(name="featinv_grid_bin" + ("_cuda" if cuda else ""), sources=_sources(),
+                # torch's cache only notices changes to the listed sources, not to grid_bin.h: name
+                # the build after a hash of every kernel file so an edited header means a rebuild.
+                digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(KERNELS.iterdir())
+                                                 if p.is_file())).hexdigest()[:10]
+                load(name=f"featinv_grid_bin_{'cuda_' if cuda else ''}{digest}", sources=_sources(),
                      extra_include_paths=[str(KERNELS)], extra_cflags=["-O3", "-std=c++17"],
                      extra_cuda_cflags=["-O3"] if cuda else None, verbose=verbose)
             except Exception as e:  # no compiler, no headers, a broken toolchain: fall back

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 REFERENCE = SHARED / "reference" / "vlfeat_hog_lbp.npz"
 DATA = SHARED / "data" / "imagenet-sample"
+REFERENCE_NAMES = ["camera", "astronaut", "chelsea", "coffee", "noise_97x123", "crop_64", "flat_40x56"]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -71,6 +72,14 @@ def tiny_model(image_dir, tmp_path_factory) -> Path:
     train(TrainConfig(feature="hog", data=str(image_dir), output=str(out), width=0.125, crop=64,
                       batch=4, steps=3, workers=0, checkpoint_every=100))
     return out
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """VLFeat's own HOG and LBP outputs on seven images (../shared/reference)."""
+    if not REFERENCE.exists():
+        pytest.skip(f"{REFERENCE} not present")
+    return np.load(REFERENCE)
 
 
 class Result:

@@ -3,19 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REFERENCE, photo
+from conftest import REFERENCE_NAMES as NAMES, photo
 from featinv_cli.features import parse_spec
 from featinv_cli.features.hog import uoctti_hog
-
-NAMES = ["camera", "astronaut", "chelsea", "coffee", "noise_97x123", "crop_64", "flat_40x56"]
-
-
-@pytest.fixture(scope="module")
-def reference():
-    if not REFERENCE.exists():
-        pytest.skip(f"{REFERENCE} not present")
-    return np.load(REFERENCE)
-
 
 @pytest.mark.parametrize("name", NAMES)
 def test_matches_vlfeat(reference, name):
