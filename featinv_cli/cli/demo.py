@@ -16,7 +16,7 @@ from ..inverter import Inverter, shipped_model
 from ..io import image_from_array, image_to_uint8, write_image
 from .common import DEVICE, err, out, resolve_device
 
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "cat")
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins")
 
 
 def bundled_photos(size: int) -> dict[str, torch.Tensor]:
@@ -29,7 +29,8 @@ def bundled_photos(size: int) -> dict[str, torch.Tensor]:
 def demo(
     output: Path = typer.Option(Path("demo.png"), "--output", "-o", help="Grid PNG to write."),
     features: str = typer.Option("hog,lbp,sift", help="Comma-separated feature specs with shipped models."),
-    size: int = typer.Option(256, help="Square size the photographs are prepared at."),
+    size: int = typer.Option(128, help="Square size the photographs are prepared at (128: the protocol "
+                             "the shipped models were scored with)."),
     device: str = DEVICE,
 ):
     """Extract features from scikit-image's photographs, invert them with the shipped models, write a
