@@ -201,3 +201,16 @@ def test_lbp_refused_by_hog_model(cli, photos, tiny_model, tmp_path):
     cli("extract", "lbp", photos["chelsea"], "-o", feats)
     msg = one_line_error(cli("invert", feats, "-m", tiny_model, "-o", tmp_path / "r.png"))
     assert "lbp" in msg and "hog" in msg
+
+
+def test_mixed_sizes_need_a_directory_or_crop(cli, photos, tmp_path):
+    out = tmp_path / "f.safetensors"
+    msg = one_line_error(cli("extract", "hog", photos["chelsea"], photos["astronaut"], "-o", out))
+    assert "-o DIR/" in msg and not out.exists()
+    assert cli("extract", "hog", photos["chelsea"], photos["astronaut"], "-o", f"{tmp_path}/each/").code == 0
+    assert sorted(p.name for p in (tmp_path / "each").iterdir()) == ["astronaut.safetensors", "chelsea.safetensors"]
+
+
+def test_unwritable_output_leaves_nothing(cli, photos, tmp_path):
+    assert "does not exist" in one_line_error(cli("extract", "hog", photos["chelsea"], "-o",
+                                                  tmp_path / "no" / "such" / "f.safetensors"))

@@ -68,6 +68,9 @@ def extract(
             if min(h, w) < extractor.min_size():
                 raise FeatinvError(f"{f}: {h}x{w} is too small for {extractor.spec} "
                                    f"(needs at least {extractor.min_size()} pixels a side)")
+            if not per_file and sizes and (h, w) != sizes[0]:
+                raise FeatinvError(f"{f}: {h}x{w}, but {files[0]} is {sizes[0][0]}x{sizes[0][1]}; images of "
+                                   f"different sizes need -o DIR/ (one file each) or --resize N --crop N")
             feats, extra = extractor.extract(img[None])
             extra = extra if raw else {}
             if per_file:
@@ -80,9 +83,6 @@ def extract(
             bar.advance()
     if per_file:
         return
-    if len(set(sizes)) > 1:
-        raise FeatinvError(f"images have different sizes ({len(set(sizes))} kinds); give -o DIR/ for one "
-                           f"file per image, or --resize N --crop N to make them equal")
     # Raw arrays are per-keypoint (concatenated) or per-image (counts): both concatenate along dim 0.
     merged = {k: torch.cat([e[k] for e in extras]) for k in extras[0]}
     save_features(output, FeatureFile(torch.cat(rows), extractor.spec, extractor.params, sizes[0],
