@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from .features.base import Extractor
-from .io import list_images, read_image
+from .io import read_image
 
 
 def resize_shorter(image: torch.Tensor, shorter: int) -> torch.Tensor:
@@ -119,7 +119,3 @@ class EpochBatches(torch.utils.data.Sampler):
 
 def worker_init(_: int) -> None:
     torch.set_num_threads(1)  # workers make features; the main process owns the cores for training
-
-
-def image_files(data: str | Path) -> list[Path]:
-    return list_images(data)

@@ -1,6 +1,7 @@
 """A trained inverter loaded from a model file: features in, images out."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -29,8 +30,7 @@ class Inverter:
     def __init__(self, path: str | Path, device: str = "cpu"):
         self.path = Path(path)
         self.file: ModelFile = load_model(path)
-        self.extractor = from_metadata(self.file.feature, None if not self.file.params else
-                                       __import__("json").dumps(self.file.params))
+        self.extractor = from_metadata(self.file.feature, json.dumps(self.file.params) if self.file.params else None)
         self.net = build(self.file.arch)
         try:
             self.net.load_state_dict(self.file.state)

@@ -1,7 +1,6 @@
 """How good is a reconstruction: the paper's normalized error, PSNR and SSIM (DESIGN §5)."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 

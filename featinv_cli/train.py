@@ -14,10 +14,10 @@ import torch
 from torch.nn import functional as F
 
 from . import __version__
-from .data import CropDataset, EpochBatches, fingerprint, image_files, worker_init
+from .data import CropDataset, EpochBatches, fingerprint, worker_init
 from .errors import FeatinvError
 from .features import parse_spec
-from .io import ModelFile, encode_safetensors, atomic_write, parse_safetensors, read_bytes, save_model
+from .io import ModelFile, atomic_write, encode_safetensors, list_images, parse_safetensors, read_bytes, save_model
 from .models import for_extractor
 
 
@@ -96,7 +96,7 @@ def train(cfg: TrainConfig, resume: bool = False,
     """Train an inverter and write it to ``cfg.output``. Returns the ``train`` metadata."""
     torch.manual_seed(cfg.seed)
     extractor = parse_spec(cfg.feature)
-    files = image_files(cfg.data)
+    files = list_images(cfg.data)
     if len(files) < cfg.batch:
         raise FeatinvError(f"{cfg.data}: {len(files)} images cannot fill a batch of {cfg.batch}; "
                            f"lower --batch")

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import torch
 import typer
 
 from .. import analysis
 from ..errors import FeatinvError, UsageError
-from ..io import (FeatureFile, atomic_write, check_not_input, encode_safetensors, json_field, load_features,
+from ..io import (FeatureFile, atomic_write, check_not_input, encode_safetensors, features_from_bytes, json_field,
                   parse_safetensors, read_bytes, save_features)
 
 STATS_FORMAT = "featinv-stats/1"
@@ -32,11 +31,7 @@ def load_stats_or_fit(path: str, bins: int) -> tuple[dict[str, torch.Tensor], di
         tensors, meta = parse_safetensors(data, name)
         if meta.get("format") == STATS_FORMAT:
             return tensors, meta
-    ff = load_features(path) if path != "-" else None
-    if ff is None:
-        from ..io import features_from_bytes
-
-        ff = features_from_bytes(data, name)
+    ff = features_from_bytes(data, name)
     if len(ff) < 2:
         raise FeatinvError(f"{name}: fitting statistics needs several feature vectors, this file has {len(ff)}")
     return fit(ff, bins)
