@@ -122,8 +122,10 @@ def train(cfg: TrainConfig, resume: bool = False,
         dataset, batch_sampler=sampler, num_workers=cfg.workers, worker_init_fn=worker_init,
         persistent_workers=False, prefetch_factor=4 if cfg.workers else None)
     model.train()
-    step, ema, t0, seen = start, 0.0, time.perf_counter(), 0
+    step, ema, t0, seen, waited = start, 0.0, time.perf_counter(), 0, 0.0
+    ready = time.perf_counter()
     for images, feats in loader:
+        waited += time.perf_counter() - ready  # time the network sat waiting for this batch
         for group in opt.param_groups:
             group["lr"] = learning_rate(cfg, step)
         images, feats = images.to(device, non_blocking=True), feats.to(device, non_blocking=True)
@@ -142,9 +144,13 @@ def train(cfg: TrainConfig, resume: bool = False,
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             extra["loss"] = loss_avg
             _save_checkpoint(ckpt, model, opt, step, cfg, extra)
+        ready = time.perf_counter()
+    elapsed = time.perf_counter() - t0
     meta = {"config": dataclasses.asdict(cfg), "steps_done": step, "final_loss": loss_avg,
             "epochs": round(step * cfg.batch / len(files), 2), "data_images": len(files),
-            "data_fingerprint": fingerprint(files)}
+            "data_fingerprint": fingerprint(files),
+            "images_per_second": round(seen / elapsed, 1) if seen else None,
+            "data_wait_fraction": round(waited / elapsed, 3) if seen else None}
     save_model(cfg.output, ModelFile(
         state={k: v.detach().cpu() for k, v in model.state_dict().items()}, feature=extractor.spec,
         params=extractor.params, arch=arch, image_size=[cfg.crop, cfg.crop],

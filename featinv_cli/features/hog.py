@@ -35,16 +35,19 @@ def uoctti_hog(gray: torch.Tensor, cell: int = 8, orientations: int = 9) -> torc
     gy[:, 1:-1, 1:-1] = img[:, 2:, 1:-1] - img[:, :-2, 1:-1]
     mag = torch.sqrt(gx * gx + gy * gy)
 
-    # Hard assignment to the best of 2*O directed bins: argmax of |<g, u_k>| over the O undirected
-    # directions, then the sign picks the bin k or k + O. Scores use the un-normalised gradient;
-    # the argmax is the same and ties still go to the lowest k, as in VLFeat's strict '>'.
+    # Hard assignment to the best of 2*O directed bins: the largest |<g, u_k>| over the O undirected
+    # directions, its sign picking bin k or k + O. Scores use the un-normalised gradient (same winner).
+    # A running maximum over the O directions instead of argmax over a (N, O, H, W) stack: argmax
+    # along dim 1 was 70% of the time. Strict '>' keeps the first of equal scores, as VLFeat does.
     angles = torch.arange(o, dtype=torch.float64) * (math.pi / o)
-    ux = torch.cos(angles).to(img)
-    uy = torch.sin(angles).to(img)
-    score = gx.unsqueeze(1) * ux.view(1, o, 1, 1) + gy.unsqueeze(1) * uy.view(1, o, 1, 1)
-    best = score.abs().argmax(dim=1, keepdim=True)
-    sign = torch.gather(score, 1, best)
-    directed = (best + o * (sign < 0))[:, 0]
+    best = torch.zeros_like(img)
+    directed = torch.zeros(img.shape, dtype=torch.long, device=img.device)
+    for k, (ux, uy) in enumerate(zip(torch.cos(angles).tolist(), torch.sin(angles).tolist())):
+        score = gx * ux + gy * uy
+        magnitude = score.abs()
+        better = magnitude > best
+        best = torch.where(better, magnitude, best)
+        directed = torch.where(better, torch.where(score < 0, k + o, k), directed)
     hist = spread_to_cells(directed, mag, 2 * o, cell, (hc, wc))  # (N, 2O, Hc, Wc)
     return uoctti_normalize(hist, o).to(torch.float32)
 

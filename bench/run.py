@@ -1,0 +1,100 @@
+"""featinv benchmarks: extraction, inversion and training throughput, printed as tables.
+
+    python bench/run.py            # the numbers in BENCHMARKS.md
+    python bench/run.py --quick    # fewer repetitions and steps (well under 5 minutes)
+
+Extraction is timed per image (batch of one, as `featinv extract` runs), on crops of scikit-image's
+bundled photographs, next to scikit-image's own `hog` and `local_binary_pattern` on the same
+grayscale images. scikit-image does less work for LBP (it returns per-pixel codes; ours also builds
+VLFeat's bilinear cell histograms), so that column flatters it.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from featinv_cli.data import center_crop, resize_shorter
+from featinv_cli.features import parse_spec
+from featinv_cli.io import image_from_array
+from featinv_cli.inverter import ASSETS, Inverter
+
+
+def photos(size: int) -> list[torch.Tensor]:
+    from skimage import data
+
+    names = ["astronaut", "chelsea", "coffee", "rocket", "camera", "coins"]
+    return [center_crop(resize_shorter(image_from_array(getattr(data, n)()), size), size) for n in names]
+
+
+def per_second(fn, items, repeat: int) -> float:
+    fn(items[0])  # warm-up
+    t = time.perf_counter()
+    for _ in range(repeat):
+        for x in items:
+            fn(x)
+    return repeat * len(items) / (time.perf_counter() - t)
+
+
+def extraction(repeat: int) -> None:
+    from skimage.feature import hog as sk_hog, local_binary_pattern
+
+    print("\nExtraction, images/s (one image at a time)")
+    print(f"{'size':>6} {'ours hog':>10} {'skimage hog':>12} {'ours lbp':>10} {'skimage lbp':>12} {'ours sift':>10}")
+    hog, lbp, sift = parse_spec("hog"), parse_spec("lbp"), parse_spec("sift")
+    for size in (256, 512):
+        imgs = photos(size)
+        grays = [(0.2125 * x[0] + 0.7154 * x[1] + 0.0721 * x[2]).numpy() for x in imgs]
+        gray8 = [np.round(g * 255).astype(np.uint8) for g in grays]  # skimage's LBP wants integers
+        r = [per_second(lambda x: hog(x[None]), imgs, repeat),
+             per_second(lambda g: sk_hog(g, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2)),
+                        grays, repeat),
+             per_second(lambda x: lbp(x[None]), imgs, repeat),
+             per_second(lambda g: local_binary_pattern(g, 8, 1, "uniform"), gray8, repeat),
+             per_second(lambda x: sift(x[None]), imgs, max(1, repeat // 2))]
+        print(f"{size:>6} " + " ".join(f"{v:>{w}.1f}" for v, w in zip(r, (10, 12, 10, 12, 10))))
+
+
+def inversion(repeat: int) -> None:
+    print("\nInversion with the shipped HOG model, 128x128 images, images/s")
+    inv = Inverter(ASSETS / "hog.safetensors")
+    feats = parse_spec("hog")(torch.stack(photos(128)))
+    for batch in (1, 64):
+        f = feats.repeat(-(-batch // len(feats)), 1, 1, 1)[:batch]
+        rate = per_second(lambda x: inv(x, (128, 128), batch=64), [f], repeat) * batch
+        print(f"  batch {batch:>3}: {rate:>8.1f}")
+
+
+def training(steps: int) -> None:
+    from featinv_cli.train import TrainConfig, train
+    import imageio.v3 as iio
+
+    print(f"\nTraining (HOG, width 0.25, 128 crops, batch 64, {steps} steps, 1 feature worker)")
+    with tempfile.TemporaryDirectory() as d:
+        for i, x in enumerate(photos(256)):
+            for j in range(11):  # 66 files: enough for one batch of 64
+                iio.imwrite(Path(d) / f"{i}_{j}.png", (x.permute(1, 2, 0).numpy() * 255).astype(np.uint8))
+        meta = train(TrainConfig(feature="hog", data=d, output=str(Path(d) / "m.safetensors"), width=0.25,
+                                 steps=steps, workers=1, checkpoint_every=10 ** 6))
+    print(f"  {meta['images_per_second']:.1f} images/s, {100 * meta['data_wait_fraction']:.1f}% of the time "
+          f"waiting for data (first batch included)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args()
+    print(f"featinv benchmarks on {platform.machine()}, {torch.get_num_threads()} torch threads, "
+          f"torch {torch.__version__}")
+    extraction(1 if args.quick else 5)
+    inversion(2 if args.quick else 10)
+    training(10 if args.quick else 40)
+
+
+if __name__ == "__main__":
+    main()
