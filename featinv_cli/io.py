@@ -99,7 +99,7 @@ def read_image(path: str | Path) -> torch.Tensor:
     try:
         with warnings.catch_warnings():  # imageio warns while it tries plugins on a non-image
             warnings.simplefilter("ignore")
-            arr = np.asarray(iio.imread(data))
+            arr = np.asarray(iio.imread(data, plugin="pillow"))  # not OpenCV: it logs on stderr
     except Exception:
         raise FeatinvError(f"{path}: not a readable image (PNG, JPEG, ...)") from None
     return image_from_array(arr, str(path))

@@ -1,0 +1,219 @@
+"""Hostile inputs: every one gives one line on stderr, a non-zero exit, no traceback, and no file
+under the output name. Odd but valid images (16-bit, gray, RGBA, palette) simply work."""
+import io
+import json
+import struct
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from conftest import one_line_error, photo
+from featinv_cli.errors import FeatinvError
+from featinv_cli.io import FeatureFile, features_from_bytes, load_model, parse_safetensors, save_features
+
+
+@pytest.fixture
+def hog_file(cli, photos, tmp_path):
+    f = tmp_path / "h.safetensors"
+    assert cli("extract", "hog", photos["astronaut"], "--resize", "64", "--crop", "64", "-o", f).code == 0
+    return f
+
+
+def fails_cleanly(result, out):
+    msg = one_line_error(result)
+    assert not out.exists(), f"{out} was left behind"
+    return msg
+
+
+# ------------------------------------------------------------------------------------------ images
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupted", "empty", "text"])
+def test_damaged_images(cli, photos, tmp_path, damage):
+    good = photos["astronaut"].read_bytes()
+    data = {"truncated": good[: len(good) // 3], "corrupted": good[:40] + bytes(range(256)) * 20,
+            "empty": b"", "text": b"hello, not an image"}[damage]
+    bad = tmp_path / f"bad_{damage}.png"
+    bad.write_bytes(data)
+    out = tmp_path / "f.safetensors"
+    assert "bad_" in fails_cleanly(cli("extract", "hog", bad, "-o", out), out)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 1, 3), (3, 200)])
+def test_tiny_images(cli, tmp_path, shape):
+    img = tmp_path / "tiny.png"
+    iio.imwrite(img, np.full(shape, 128, np.uint8))
+    out = tmp_path / "f.safetensors"
+    assert "too small" in fails_cleanly(cli("extract", "hog", img, "-o", out), out)
+
+
+def test_odd_but_valid_image_kinds_work(cli, tmp_path):
+    rgb = photo("astronaut")[:64, :64]
+    gray8 = np.round(rgb @ [0.2125, 0.7154, 0.0721]).astype(np.uint8)
+    files = {
+        "gray.png": gray8,
+        "gray16.png": gray8.astype(np.uint16) * 257,
+        "rgba.png": np.concatenate([np.repeat(gray8[..., None], 3, 2), np.full((64, 64, 1), 9, np.uint8)], 2),
+    }
+    for name, arr in files.items():
+        iio.imwrite(tmp_path / name, arr)
+    from PIL import Image
+
+    Image.fromarray(gray8).convert("P").save(tmp_path / "palette.png")
+    feats = {}
+    for name in list(files) + ["palette.png"]:
+        out = tmp_path / f"{name}.safetensors"
+        r = cli("extract", "hog", tmp_path / name, "-o", out)
+        assert r.code == 0, r.err
+        feats[name] = features_from_bytes(out.read_bytes(), name).features
+    for name, f in feats.items():  # all are the same gray picture, so the same HOG
+        assert torch.allclose(f, feats["gray.png"], atol=1e-3), name
+
+
+# -------------------------------------------------------------------------------- feature files
+
+@pytest.mark.parametrize("cut", [0, 7, 9, 100, -1])
+def test_truncated_feature_files(cli, hog_file, tmp_path, tiny_model, cut):
+    data = hog_file.read_bytes()
+    bad = tmp_path / "cut.safetensors"
+    bad.write_bytes(data[:cut] if cut >= 0 else data[:-1])
+    out = tmp_path / "r.png"
+    fails_cleanly(cli("invert", bad, "-m", tiny_model, "-o", out), out)
+    fails_cleanly(cli("perturb", bad, "--binarize", "-o", out), out)
+    one_line_error(cli("info", bad))
+
+
+def test_corrupted_header(cli, hog_file, tmp_path, tiny_model):
+    data = bytearray(hog_file.read_bytes())
+    data[8:20] = b"{{{{{{{{{{{{"
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(bytes(data))
+    out = tmp_path / "r.png"
+    assert "JSON" in fails_cleanly(cli("invert", bad, "-m", tiny_model, "-o", out), out)
+
+
+def test_truncated_npy(cli, tmp_path, tiny_model):
+    buf = io.BytesIO()
+    np.save(buf, np.random.rand(1, 31, 8, 8).astype(np.float32))
+    bad = tmp_path / "cut.npy"
+    bad.write_bytes(buf.getvalue()[:-50])
+    out = tmp_path / "r.png"
+    assert ".npy" in fails_cleanly(cli("invert", bad, "-m", tiny_model, "-o", out), out)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("suffix", [".npy", ".safetensors"])
+def test_nan_and_inf_features(cli, tmp_path, tiny_model, value, suffix):
+    f = torch.rand(1, 31, 8, 8)
+    f[0, 3, 2, 2] = value
+    path = tmp_path / f"f{suffix}"
+    save_features(path, FeatureFile(f, "hog", {"cell": 8, "orientations": 9}, (64, 64)))
+    out = tmp_path / "r.png"
+    assert "NaN or Inf" in fails_cleanly(cli("invert", path, "-m", tiny_model, "-o", out), out)
+    assert "NaN or Inf" in fails_cleanly(cli("perturb", path, "--scale", "2", "-o", out), out)
+
+
+def test_metadata_from_another_extractor(cli, hog_file, tmp_path, tiny_model):
+    """A file whose metadata says LBP while the tensor has HOG's 31 channels."""
+    tensors, meta = parse_safetensors(hog_file.read_bytes(), "h")
+    meta["feature"], meta["params"] = "lbp", json.dumps({"cell": 16})
+    bad = tmp_path / "lying.safetensors"
+    from featinv_cli.io import encode_safetensors
+
+    bad.write_bytes(encode_safetensors(tensors, meta))
+    out = tmp_path / "r.png"
+    assert "58 channels" in fails_cleanly(cli("invert", bad, "-m", tiny_model, "-o", out), out)
+
+
+def test_wrong_image_size_metadata(cli, hog_file, tmp_path, tiny_model):
+    tensors, meta = parse_safetensors(hog_file.read_bytes(), "h")
+    meta["image_size"] = "[640, 480]"
+    bad = tmp_path / "size.safetensors"
+    from featinv_cli.io import encode_safetensors
+
+    bad.write_bytes(encode_safetensors(tensors, meta))
+    out = tmp_path / "r.png"
+    assert "grid" in fails_cleanly(cli("invert", bad, "-m", tiny_model, "-o", out), out)
+
+
+# ---------------------------------------------------------------------------------- model files
+
+@pytest.mark.parametrize("tamper", ["drop-arch", "bad-arch-json", "other-format", "in-channels"])
+def test_tampered_model_metadata(cli, hog_file, tmp_path, tiny_model, tamper):
+    from featinv_cli.io import encode_safetensors
+
+    tensors, meta = parse_safetensors(tiny_model.read_bytes(), "m")
+    if tamper == "drop-arch":
+        del meta["arch"]
+    elif tamper == "bad-arch-json":
+        meta["arch"] = "{not json"
+    elif tamper == "other-format":
+        meta["format"] = "somebody-else/3"
+    else:
+        arch = json.loads(meta["arch"])
+        arch["in_channels"] = 58
+        meta["arch"] = json.dumps(arch)
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(encode_safetensors(tensors, meta))
+    out = tmp_path / "r.png"
+    fails_cleanly(cli("invert", hog_file, "-m", bad, "-o", out), out)
+
+
+def test_model_without_metadata(cli, hog_file, tmp_path):
+    from safetensors.torch import save_file
+
+    bare = tmp_path / "bare.safetensors"
+    save_file({"w": torch.zeros(3)}, str(bare))
+    out = tmp_path / "r.png"
+    assert "not a featinv model" in fails_cleanly(cli("invert", hog_file, "-m", bare, "-o", out), out)
+
+
+def test_pickle_is_never_loaded(tmp_path):
+    """A .pth pickle offered as a model is rejected as not-safetensors, never unpickled."""
+    import pickle
+
+    evil = tmp_path / "evil.safetensors"
+    evil.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(FeatinvError):
+        load_model(evil)
+
+
+# ------------------------------------------------------------------------------------ outputs
+
+def test_unwritable_output_paths(cli, photos, tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    for out in (blocker / "inside.safetensors", tmp_path / "missing" / "f.safetensors"):
+        fails_cleanly(cli("extract", "hog", photos["astronaut"], "-o", out), out)
+
+
+def test_output_equal_to_input_everywhere(cli, hog_file, tiny_model):
+    before = hog_file.read_bytes()
+    for args in (["perturb", hog_file, "--scale", "2", "-o", hog_file],
+                 ["interpolate", hog_file, hog_file, "-o", hog_file],
+                 ["sample", hog_file, "-o", hog_file],
+                 ["invert", hog_file, "-m", tiny_model, "-o", tiny_model]):
+        assert "overwrite an input" in one_line_error(cli(*args))
+    assert hog_file.read_bytes() == before
+
+
+# --------------------------------------------------------------------------------------- fuzzing
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=400))
+def test_fuzz_feature_bytes_only_ever_raise_featinv_error(data):
+    try:
+        features_from_bytes(data, "fuzz")
+    except FeatinvError:
+        pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2**64 - 1), st.binary(max_size=200))
+def test_fuzz_safetensors_header_lengths(length, rest):
+    try:
+        features_from_bytes(struct.pack("<Q", length) + rest, "fuzz.safetensors")
+    except FeatinvError:
+        pass
