@@ -94,14 +94,24 @@ class CropDataset(torch.utils.data.Dataset):
 
 
 class EpochBatches(torch.utils.data.Sampler):
-    """Batches of ``(epoch, index)`` keys from ``start_step`` on; each epoch a seeded permutation."""
+    """Batches of ``(epoch, index)`` keys from ``start_step`` on; each epoch a seeded permutation.
 
-    def __init__(self, n: int, batch: int, seed: int, start_step: int, total_steps: int):
+    Under distributed training every process walks the same global batches and keeps its own
+    contiguous slice (``rank`` of ``world``), so K processes together see exactly the batches of a
+    single process with the same global batch size.
+    """
+
+    def __init__(self, n: int, batch: int, seed: int, start_step: int, total_steps: int,
+                 rank: int = 0, world: int = 1):
         if n < batch:
             raise ValueError(f"{n} images cannot fill a batch of {batch}")
+        if batch % world:
+            raise ValueError(f"batch {batch} does not split evenly over {world} processes")
         self.n, self.batch, self.seed = n, batch, seed
         self.start, self.total = start_step, total_steps
         self.per_epoch = n // batch
+        share = batch // world
+        self.slice = slice(rank * share, (rank + 1) * share)
 
     def __len__(self) -> int:
         return self.total - self.start
@@ -112,7 +122,7 @@ class EpochBatches(torch.utils.data.Sampler):
             epoch, k = divmod(step, self.per_epoch)
             order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
             while k < self.per_epoch and step < self.total:
-                yield [(epoch, int(i)) for i in order[k * self.batch:(k + 1) * self.batch]]
+                yield [(epoch, int(i)) for i in order[k * self.batch:(k + 1) * self.batch][self.slice]]
                 k += 1
                 step += 1
 

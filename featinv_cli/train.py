@@ -91,9 +91,29 @@ def _load_checkpoint(path: Path, model, opt, cfg: TrainConfig) -> tuple[int, dic
     return int(meta["step"]), json.loads(meta.get("extra", "{}"))
 
 
+def distributed() -> tuple[int, int]:
+    """(rank, world size), joining the process group when started by torchrun (WORLD_SIZE > 1):
+    gloo on the CPU, nccl on CUDA. A plain `featinv train` is rank 0 of 1."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
 def train(cfg: TrainConfig, resume: bool = False,
           on_step: Callable[[int, int, float, float], None] | None = None) -> dict:
-    """Train an inverter and write it to ``cfg.output``. Returns the ``train`` metadata."""
+    """Train an inverter and write it to ``cfg.output``. Returns the ``train`` metadata.
+
+    Under torchrun each process computes 1/K of every global batch of ``cfg.batch`` images and
+    DistributedDataParallel averages the gradients, so the run follows a single-process run with the
+    same batch; rank 0 alone writes checkpoints, the model and progress.
+    """
+    rank, world = distributed()
     torch.manual_seed(cfg.seed)
     extractor = parse_spec(cfg.feature)
     files = list_images(cfg.data)
@@ -102,7 +122,11 @@ def train(cfg: TrainConfig, resume: bool = False,
                            f"lower --batch")
     if cfg.crop % 64:
         raise FeatinvError(f"--crop {cfg.crop} must be a multiple of 64 (the network's 1/64 bottleneck)")
+    if cfg.batch % world:
+        raise FeatinvError(f"--batch {cfg.batch} does not split evenly over {world} processes")
     device = torch.device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     model, arch = for_extractor(cfg.arch, extractor, width=cfg.width)
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
@@ -117,7 +141,11 @@ def train(cfg: TrainConfig, resume: bool = False,
     mean = torch.tensor(extra["mean"], device=device).view(1, 3, 1, 1)
 
     dataset = CropDataset(files, extractor, cfg.crop, cfg.seed, cfg.max_zoom)
-    sampler = EpochBatches(len(files), cfg.batch, cfg.seed, start, cfg.steps)
+    sampler = EpochBatches(len(files), cfg.batch, cfg.seed, start, cfg.steps, rank, world)
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                        else None)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, num_workers=cfg.workers, worker_init_fn=worker_init,
         persistent_workers=False, prefetch_factor=4 if cfg.workers else None)
@@ -129,7 +157,7 @@ def train(cfg: TrainConfig, resume: bool = False,
         for group in opt.param_groups:
             group["lr"] = learning_rate(cfg, step)
         images, feats = images.to(device, non_blocking=True), feats.to(device, non_blocking=True)
-        pred = model(feats)
+        pred = net(feats)
         loss = F.mse_loss(pred, images - mean)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -139,23 +167,29 @@ def train(cfg: TrainConfig, resume: bool = False,
         # Bias-corrected moving average (as in Adam): meaningful from the first step on.
         ema = 0.95 * ema + 0.05 * loss.item()
         loss_avg = ema / (1 - 0.95 ** (step - start))
-        if on_step:
-            on_step(step, cfg.steps, loss_avg, seen / (time.perf_counter() - t0))
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        if on_step and rank == 0:
+            on_step(step, cfg.steps, loss_avg, world * seen / (time.perf_counter() - t0))
+        if rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
             extra["loss"] = loss_avg
             _save_checkpoint(ckpt, model, opt, step, cfg, extra)
         ready = time.perf_counter()
     elapsed = time.perf_counter() - t0
-    meta = {"config": dataclasses.asdict(cfg), "steps_done": step, "final_loss": loss_avg,
+    seen *= world
+    meta = {"config": dataclasses.asdict(cfg), "steps_done": step, "final_loss": loss_avg, "processes": world,
             "epochs": round(step * cfg.batch / len(files), 2), "data_images": len(files),
             "data_fingerprint": fingerprint(files),
             "images_per_second": round(seen / elapsed, 1) if seen else None,
             "data_wait_fraction": round(waited / elapsed, 3) if seen else None}
-    save_model(cfg.output, ModelFile(
-        state={k: v.detach().cpu() for k, v in model.state_dict().items()}, feature=extractor.spec,
-        params=extractor.params, arch=arch, image_size=[cfg.crop, cfg.crop],
-        normalization={"mean": extra["mean"], "scale": 1.0}, train=meta, version=__version__),
-        dtype=getattr(torch, cfg.dtype))
+    if rank == 0:
+        save_model(cfg.output, ModelFile(
+            state={k: v.detach().cpu() for k, v in model.state_dict().items()}, feature=extractor.spec,
+            params=extractor.params, arch=arch, image_size=[cfg.crop, cfg.crop],
+            normalization={"mean": extra["mean"], "scale": 1.0}, train=meta, version=__version__),
+            dtype=getattr(torch, cfg.dtype))
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # nobody reports success before rank 0 has written the model
     return meta
 
 

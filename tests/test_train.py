@@ -112,3 +112,20 @@ def test_kill_9_then_resume_matches_uninterrupted(image_dir, tmp_path):
     subprocess.run(cmd + args + ["-o", str(killed), "--resume"], check=True, timeout=300)
     a, b = weights(clean), weights(killed)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_torchrun_two_processes_match_one(image_dir, tmp_path):
+    """DDP with gloo: 2 processes x 2 images per step follow 1 process x 4 images per step."""
+    import subprocess
+    import sys
+
+    args = ["train", "hog", "-d", str(image_dir), "--width", "0.125", "--crop", "64", "--batch", "4",
+            "--steps", "3", "--checkpoint-every", "100", "--workers", "0", "--full", "-q", "--device", "cpu"]
+    one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
+    subprocess.run([sys.executable, "-m", "featinv_cli", *args, "-o", str(one)], check=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        "-m", "featinv_cli", *args, "-o", str(two)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = weights(one), weights(two)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert load_model(two).train["processes"] == 2

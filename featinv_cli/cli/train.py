@@ -1,6 +1,7 @@
 """featinv train: fit an inverter for one kind of feature on a folder of images."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,10 @@ def train(
       featinv train hog --data ../shared/data/imagenet-sample/train -o hog.safetensors
       featinv train hog -d photos/ -o hog.safetensors --width 0.25 --steps 5000
       featinv train hog -d photos/ -o hog.safetensors --steps 5000 --resume
+      torchrun --nproc-per-node 4 $(which featinv) train hog -d photos/ -o hog.safetensors
+
+    Under torchrun (DDP: gloo on CPU, nccl on GPU) each process takes 1/K of every batch of --batch
+    images, so the run follows the single-process one; rank 0 alone writes files and progress.
     """
     if steps < 1 or batch < 1 or checkpoint_every < 1:
         raise UsageError("--steps, --batch and --checkpoint-every must be positive")
@@ -59,6 +64,8 @@ def train(
                       workers=default_workers() if workers < 0 else workers,
                       checkpoint_every=checkpoint_every, device=resolve_device(device),
                       dtype="float16" if half else "float32")
+    # Under torchrun only rank 0 talks; the others train silently.
+    quiet = quiet or int(os.environ.get("RANK", "0")) != 0
     tty = sys.stderr.isatty() and not quiet
     start = time.perf_counter()
     if tty:
@@ -82,7 +89,7 @@ def train(
     if not quiet:
         err.print(f"wrote {output} ({meta['steps_done']} steps, {meta['epochs']} epochs, "
                   f"loss {meta['final_loss']:.5f})")
-    if val is not None:
+    if val is not None and int(os.environ.get("RANK", "0")) == 0:
         from ..evaluate import evaluate
 
         r = evaluate(output, val, device=cfg.device, baseline=data)
