@@ -127,5 +127,38 @@ class EpochBatches(torch.utils.data.Sampler):
                 step += 1
 
 
+class ExtractDataset(torch.utils.data.Dataset):
+    """Features of one image per item, computed in DataLoader workers for `featinv extract`.
+
+    Returns (index, (H, W) of the prepared image, features (1, C, Hc, Wc), raw extras).
+    """
+
+    def __init__(self, files: list[Path], extractor: Extractor, resize: int | None, crop: int | None):
+        self.files, self.extractor, self.resize, self.crop = files, extractor, resize, crop
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        from .errors import FeatinvError
+
+        f = self.files[i]
+        img = read_image(f)
+        if self.resize:
+            img = resize_shorter(img, self.resize)
+        if self.crop:
+            h, w = img.shape[-2:]
+            if min(h, w) < self.crop:
+                raise FeatinvError(f"{f}: {h}x{w} is smaller than --crop {self.crop}; add --resize {self.crop}")
+            img = center_crop(img, self.crop)
+        h, w = img.shape[-2:]
+        if min(h, w) < self.extractor.min_size():
+            raise FeatinvError(f"{f}: {h}x{w} is too small for {self.extractor.spec} "
+                               f"(needs at least {self.extractor.min_size()} pixels a side)")
+        with torch.no_grad():
+            feats, extra = self.extractor.extract(img[None])
+        return i, (h, w), feats, extra
+
+
 def worker_init(_: int) -> None:
     torch.set_num_threads(1)  # workers make features; the main process owns the cores for training

@@ -7,10 +7,10 @@ from typing import List, Optional
 import torch
 import typer
 
-from ..data import center_crop, resize_shorter
+from ..data import ExtractDataset, center_crop, resize_shorter, worker_init
 from ..errors import FeatinvError, UsageError
 from ..features import parse_spec
-from ..io import FeatureFile, check_not_input, expand_image_args, read_image, save_features
+from ..io import FeatureFile, check_not_input, expand_image_args, save_features
 from .common import QUIET, is_dir_target, progress
 
 
@@ -26,6 +26,24 @@ def prepare(image: torch.Tensor, resize: int | None, crop: int | None, name: str
     return image
 
 
+def parse_shard(text: str | None, n: int) -> slice:
+    """'I/N' -> the I-th of N contiguous blocks of n items (so shards keep the sorted order)."""
+    if text is None:
+        return slice(0, n)
+    try:
+        i, k = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard {text!r}: write I/N, e.g. 0/4") from None
+    if not (k >= 1 and 0 <= i < k):
+        raise UsageError(f"--shard {text!r}: need 0 <= I < N")
+    return slice(i * n // k, (i + 1) * n // k)
+
+
+def numbered(output: str, part: int) -> str:
+    p = Path(output)
+    return str(p.with_name(f"{p.stem}-{part:05d}{p.suffix}"))
+
+
 def extract(
     feature: str = typer.Argument(..., help="Feature spec: hog, hog:cell=8, ..."),
     images: List[str] = typer.Argument(..., help="Image files or directories (read in sorted order)."),
@@ -35,6 +53,11 @@ def extract(
     crop: Optional[int] = typer.Option(None, help="Then take the centre square of this size."),
     raw: bool = typer.Option(True, "--raw/--no-raw", help="Keep raw arrays beside the features "
                              "(SIFT: keypoints, descriptors, counts per image)."),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help="Only the I-th of N contiguous "
+                                        "blocks of the (sorted) images: split a big set over jobs."),
+    rows_per_file: int = typer.Option(0, "--rows-per-file", metavar="R", help="Write OUT-00000.safetensors, "
+                                      "OUT-00001... of R rows each, holding at most R in memory (0: one file)."),
+    workers: int = typer.Option(0, "--workers", help="DataLoader processes reading and extracting in parallel."),
     quiet: bool = QUIET,
 ):
     """Compute features of images and write them with their metadata.
@@ -45,45 +68,62 @@ def extract(
     Features: hog (VLFeat UoCTTI HOG, 31 channels, cell 8), lbp (VLFeat uniform LBP, 58 channels,
     cell 16), sift (OpenCV SIFT on the paper's grid, 133 channels, cell 4; keypoints kept raw too).
 
+    For big sets: --shard I/N takes one block of the images (one per cluster job or make target),
+    --rows-per-file R writes numbered files with constant memory, --workers K extracts in parallel.
+
     \b
     Examples:
       featinv extract hog photo.jpg -o photo.safetensors
       featinv extract sift photo.jpg -o photo.safetensors --no-raw
       featinv extract hog photos/ --resize 128 --crop 128 -o val.safetensors
       featinv extract hog photo.jpg -o - | featinv invert - -o recon.png
+      featinv extract hog big/ --resize 128 --crop 128 --shard 2/8 --rows-per-file 1000 --workers 3 -o s2.safetensors
     """
     extractor = parse_spec(feature)
     files = expand_image_args(images)
+    files = files[parse_shard(shard, len(files))]
+    if not files:
+        raise FeatinvError(f"shard {shard} holds no images")
     check_not_input(output, files)
     per_file = is_dir_target(output)
     if per_file and output.endswith(".npy"):
         raise UsageError("-o: a directory name cannot end in .npy")
+    if rows_per_file < 0 or workers < 0:
+        raise UsageError("--rows-per-file and --workers must be >= 0")
+    if rows_per_file and (per_file or output == "-"):
+        raise UsageError("--rows-per-file needs a file name for -o (not a directory or -)")
     if per_file:
         Path(output).mkdir(parents=True, exist_ok=True)
-    rows, extras, sizes = [], [], []
+    loader = torch.utils.data.DataLoader(ExtractDataset(files, extractor, resize, crop), batch_size=None,
+                                         num_workers=workers, worker_init_fn=worker_init)
+    rows, extras, names, size, part = [], [], [], None, 0
+
+    def flush(name: str) -> None:
+        # Raw arrays are per-keypoint (concatenated) or per-image (counts): both concatenate along dim 0.
+        merged = {k: torch.cat([e[k] for e in extras]) for k in extras[0]}
+        save_features(name, FeatureFile(torch.cat(rows), extractor.spec, extractor.params, size, list(names),
+                                        merged))
+        rows.clear(), extras.clear(), names.clear()
+
     with progress(len(files), "extract", quiet) as bar:
-        for f in files:
-            img = prepare(read_image(f), resize, crop, str(f))
-            h, w = img.shape[-2:]
-            if min(h, w) < extractor.min_size():
-                raise FeatinvError(f"{f}: {h}x{w} is too small for {extractor.spec} "
-                                   f"(needs at least {extractor.min_size()} pixels a side)")
-            if not per_file and sizes and (h, w) != sizes[0]:
-                raise FeatinvError(f"{f}: {h}x{w}, but {files[0]} is {sizes[0][0]}x{sizes[0][1]}; images of "
-                                   f"different sizes need -o DIR/ (one file each) or --resize N --crop N")
-            feats, extra = extractor.extract(img[None])
+        for i, (h, w), feats, extra in loader:
+            f = files[i]
             extra = extra if raw else {}
             if per_file:
                 save_features(Path(output) / f"{f.stem}.safetensors", FeatureFile(
                     feats, extractor.spec, extractor.params, (h, w), [f.name], extra))
-            else:
-                rows.append(feats)
-                extras.append(extra)
-                sizes.append((h, w))
+                bar.advance()
+                continue
+            if size is not None and (h, w) != size:
+                raise FeatinvError(f"{f}: {h}x{w}, but {files[0]} is {size[0]}x{size[1]}; images of "
+                                   f"different sizes need -o DIR/ (one file each) or --resize N --crop N")
+            size = (h, w)
+            rows.append(feats)
+            extras.append(extra)
+            names.append(f.name)
+            if rows_per_file and len(rows) == rows_per_file:
+                flush(numbered(output, part))
+                part += 1
             bar.advance()
-    if per_file:
-        return
-    # Raw arrays are per-keypoint (concatenated) or per-image (counts): both concatenate along dim 0.
-    merged = {k: torch.cat([e[k] for e in extras]) for k in extras[0]}
-    save_features(output, FeatureFile(torch.cat(rows), extractor.spec, extractor.params, sizes[0],
-                                      [f.name for f in files], merged))
+    if rows:
+        flush(numbered(output, part) if rows_per_file else output)
