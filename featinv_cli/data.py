@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,20 @@ def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
         raise ValueError(f"cannot crop {size}x{size} from {h}x{w}")
     top, left = (h - size) // 2, (w - size) // 2
     return image[..., top:top + size, left:left + size]
+
+
+def prepare_view(image: torch.Tensor, resize: int | None, crop: int | None, name: str) -> torch.Tensor:
+    """`extract --resize/--crop`: shorter side to ``resize``, then the centre ``crop`` square."""
+    from .errors import FeatinvError
+
+    if resize:
+        image = resize_shorter(image, resize)
+    if crop:
+        h, w = image.shape[-2:]
+        if min(h, w) < crop:
+            raise FeatinvError(f"{name}: {h}x{w} is smaller than --crop {crop}; add --resize {crop}")
+        image = center_crop(image, crop)
+    return image
 
 
 def eval_view(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -143,14 +158,7 @@ class ExtractDataset(torch.utils.data.Dataset):
         from .errors import FeatinvError
 
         f = self.files[i]
-        img = read_image(f)
-        if self.resize:
-            img = resize_shorter(img, self.resize)
-        if self.crop:
-            h, w = img.shape[-2:]
-            if min(h, w) < self.crop:
-                raise FeatinvError(f"{f}: {h}x{w} is smaller than --crop {self.crop}; add --resize {self.crop}")
-            img = center_crop(img, self.crop)
+        img = prepare_view(read_image(f), self.resize, self.crop, str(f))
         h, w = img.shape[-2:]
         if min(h, w) < self.extractor.min_size():
             raise FeatinvError(f"{f}: {h}x{w} is too small for {self.extractor.spec} "
@@ -158,6 +166,59 @@ class ExtractDataset(torch.utils.data.Dataset):
         with torch.no_grad():
             feats, extra = self.extractor.extract(img[None])
         return i, (h, w), feats, extra
+
+
+class FeatureRowsDataset(torch.utils.data.Dataset):
+    """Training pairs from feature files made by `featinv extract` (e.g. its shards): the features of
+    row r, and the image named in the file's ``sources``, read from ``data`` and prepared with the
+    file's recorded view. Rows are read one at a time from the memory-mapped files, so a large set
+    costs little memory. Keys are ``(epoch, index)`` like CropDataset's; there is no augmentation.
+    """
+
+    def __init__(self, feature_files: list[Path], data: Path):
+        from safetensors import safe_open
+
+        from .errors import FeatinvError
+        from .io import FEATURES_FORMAT, parse_safetensors, read_bytes
+
+        self.files, self.data, self.index = [Path(f) for f in feature_files], Path(data), []
+        self.meta, self._open = None, {}
+        for fi, f in enumerate(self.files):
+            with safe_open(str(f), "pt") as h:  # header only; validated like every featinv read
+                meta = h.metadata() or {}
+            if meta.get("format") != FEATURES_FORMAT:
+                parse_safetensors(read_bytes(f), str(f))  # gives the precise complaint if damaged
+                raise FeatinvError(f"{f}: not a featinv feature file")
+            key = {k: meta.get(k) for k in ("feature", "params", "image_size", "view")}
+            if key["view"] is None:
+                raise FeatinvError(f"{f}: does not record how its images were prepared; re-extract it")
+            if self.meta is None:
+                self.meta = key
+            elif key != self.meta:
+                raise FeatinvError(f"{f}: extractor, settings, image size or view differ from {self.files[0]}")
+            sources = json.loads(meta.get("sources", "[]"))
+            self.index += [(fi, r, name) for r, name in enumerate(sources)]
+        if not self.index:
+            raise FeatinvError("the feature files hold no rows")
+        self.view = json.loads(self.meta["view"])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(json.loads(self.meta["image_size"]))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, key: tuple[int, int]):
+        from safetensors import safe_open
+
+        _, i = key
+        fi, r, name = self.index[i]
+        if fi not in self._open:
+            self._open[fi] = safe_open(str(self.files[fi]), "pt")
+        feats = self._open[fi].get_slice("features")[r:r + 1][0]
+        img = prepare_view(read_image(self.data / name), self.view.get("resize"), self.view.get("crop"), name)
+        return img, feats.float()
 
 
 def worker_init(_: int) -> None:

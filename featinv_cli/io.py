@@ -244,6 +244,7 @@ class FeatureFile:
     extra: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. SIFT keypoints
     history: list[str] = field(default_factory=list)  # operations applied (perturb, interpolate, ...)
     labels: list[str] = field(default_factory=list)  # one per row, for grids
+    view: dict | None = None  # how each source image was prepared: {"resize": N, "crop": N}
 
     def __len__(self) -> int:
         return self.features.shape[0]
@@ -258,6 +259,8 @@ class FeatureFile:
             meta["history"] = json.dumps(self.history)
         if self.labels:
             meta["labels"] = json.dumps(self.labels)
+        if self.view is not None:
+            meta["view"] = json.dumps(self.view)
         return meta
 
 
@@ -311,6 +314,7 @@ def features_from_bytes(data: bytes, name: str) -> FeatureFile:
             extra=tensors,
             history=json_field(meta, "history", name, []),
             labels=json_field(meta, "labels", name, []),
+            view=json_field(meta, "view", name),
         )
     f = ff.features
     if f.ndim == 3:  # a single (C, H, W) map is a batch of one

@@ -6,7 +6,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -14,9 +14,9 @@ import torch
 from torch.nn import functional as F
 
 from . import __version__
-from .data import CropDataset, EpochBatches, fingerprint, worker_init
+from .data import CropDataset, EpochBatches, FeatureRowsDataset, fingerprint, worker_init
 from .errors import FeatinvError
-from .features import parse_spec
+from .features import from_metadata, parse_spec
 from .io import ModelFile, atomic_write, encode_safetensors, list_images, parse_safetensors, read_bytes, save_model
 from .models import for_extractor
 
@@ -39,6 +39,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     device: str = "cpu"
     dtype: str = "float16"  # of the final model file; checkpoints are float32
+    features: list[str] = field(default_factory=list)  # train from these feature files instead of crops
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -54,9 +55,11 @@ def checkpoint_path(output: str | Path) -> Path:
     return Path(str(output) + ".ckpt")
 
 
-def mean_color(files) -> list[float]:
+def mean_color(files, at_most: int = 1000) -> list[float]:
+    """Mean RGB of the training images (of at most ``at_most`` of them, evenly spaced)."""
     from .io import read_image
 
+    files = files[:: max(1, len(files) // at_most)]
     total = torch.zeros(3, dtype=torch.float64)
     for f in files:
         total += read_image(f).double().mean(dim=(1, 2))
@@ -78,7 +81,7 @@ def _load_checkpoint(path: Path, model, opt, cfg: TrainConfig) -> tuple[int, dic
     if meta.get("format") != "featinv-checkpoint/1":
         raise FeatinvError(f"{path}: not a featinv training checkpoint")
     saved = json.loads(meta["config"])
-    for key in ("feature", "arch", "width", "crop", "batch", "seed", "steps", "max_zoom"):
+    for key in ("feature", "arch", "width", "crop", "batch", "seed", "steps", "max_zoom", "features"):
         if saved.get(key) != getattr(cfg, key):
             raise FeatinvError(f"{path}: checkpoint was made with {key}={saved.get(key)!r}, this run has "
                                f"{getattr(cfg, key)!r}; resume with the same settings")
@@ -116,12 +119,25 @@ def train(cfg: TrainConfig, resume: bool = False,
     rank, world = distributed()
     torch.manual_seed(cfg.seed)
     extractor = parse_spec(cfg.feature)
-    files = list_images(cfg.data)
+    if cfg.features:
+        dataset = FeatureRowsDataset([Path(f) for f in cfg.features], Path(cfg.data))
+        stored = from_metadata(dataset.meta["feature"], dataset.meta["params"])
+        if stored.spec != extractor.spec:
+            raise FeatinvError(f"the feature files hold {stored.spec} features, not {extractor.spec}")
+        size = dataset.image_size
+        if tuple(g * extractor.stride for g in extractor.grid_size(*size)) != tuple(size):
+            raise FeatinvError(f"the feature files come from {size[0]}x{size[1]} images; training from stored "
+                               f"features needs a size that is a multiple of {extractor.stride} (--crop N)")
+        cfg.crop = size[0]
+        files = [Path(cfg.data) / name for _, _, name in dataset.index]
+    else:
+        files = list_images(cfg.data)
+        if cfg.crop % 64:
+            raise FeatinvError(f"--crop {cfg.crop} must be a multiple of 64 (the network's 1/64 bottleneck)")
+        dataset = CropDataset(files, extractor, cfg.crop, cfg.seed, cfg.max_zoom)
     if len(files) < cfg.batch:
         raise FeatinvError(f"{cfg.data}: {len(files)} images cannot fill a batch of {cfg.batch}; "
                            f"lower --batch")
-    if cfg.crop % 64:
-        raise FeatinvError(f"--crop {cfg.crop} must be a multiple of 64 (the network's 1/64 bottleneck)")
     if cfg.batch % world:
         raise FeatinvError(f"--batch {cfg.batch} does not split evenly over {world} processes")
     device = torch.device(cfg.device)
@@ -140,7 +156,6 @@ def train(cfg: TrainConfig, resume: bool = False,
         extra["mean"] = mean_color(files)
     mean = torch.tensor(extra["mean"], device=device).view(1, 3, 1, 1)
 
-    dataset = CropDataset(files, extractor, cfg.crop, cfg.seed, cfg.max_zoom)
     sampler = EpochBatches(len(files), cfg.batch, cfg.seed, start, cfg.steps, rank, world)
     net = model
     if world > 1:

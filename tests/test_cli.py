@@ -68,7 +68,7 @@ def test_batch_to_grid_and_directory(cli, photos, tiny_model, tmp_path):
 
 
 def test_score_json(cli, photos, tmp_path):
-    from featinv_cli.cli.extract import prepare
+    from featinv_cli.data import prepare_view as prepare
     from featinv_cli.io import read_image, write_image
 
     a, b = tmp_path / "a.png", tmp_path / "b.png"

@@ -129,3 +129,24 @@ def test_torchrun_two_processes_match_one(image_dir, tmp_path):
     a, b = weights(one), weights(two)
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
     assert load_model(two).train["processes"] == 2
+
+
+def test_train_from_extracted_shards(cli, image_dir, tmp_path):
+    """extract --shard ... then train --features (a .txt list of shards): stored features, no crops."""
+    for i in range(2):
+        r = cli("extract", "hog", image_dir, "--resize", "64", "--crop", "64", "--shard", f"{i}/2",
+                "-o", tmp_path / f"s{i}.safetensors")
+        assert r.code == 0, r.err
+    (tmp_path / "shards.txt").write_text(f"{tmp_path / 's0.safetensors'}\n{tmp_path / 's1.safetensors'}\n")
+    out = tmp_path / "m.safetensors"
+    r = cli("train", "hog", "-d", image_dir, "--features", tmp_path / "shards.txt", "--width", "0.125",
+            "--batch", "4", "--steps", "3", "--workers", "0", "-o", out, "-q")
+    assert r.code == 0, r.err
+    m = load_model(out)
+    assert m.train["data_images"] == 8 and m.image_size == [64, 64]
+    r = cli("train", "lbp", "-d", image_dir, "--features", tmp_path / "s0.safetensors", "-o", tmp_path / "x")
+    assert r.code == 1 and "not lbp" in r.err
+    cli("extract", "hog", image_dir, "--resize", "60", "--crop", "60", "-o", tmp_path / "odd.safetensors")
+    r = cli("train", "hog", "-d", image_dir, "--features", tmp_path / "odd.safetensors", "--batch", "4",
+            "-o", tmp_path / "y")
+    assert r.code == 1 and "multiple of 8" in r.err

@@ -7,23 +7,11 @@ from typing import List, Optional
 import torch
 import typer
 
-from ..data import ExtractDataset, center_crop, resize_shorter, worker_init
+from ..data import ExtractDataset, worker_init
 from ..errors import FeatinvError, UsageError
 from ..features import parse_spec
 from ..io import FeatureFile, check_not_input, expand_image_args, save_features
 from .common import QUIET, is_dir_target, progress
-
-
-def prepare(image: torch.Tensor, resize: int | None, crop: int | None, name: str) -> torch.Tensor:
-    """The optional evaluation view: shorter side to ``resize``, then the centre ``crop`` square."""
-    if resize:
-        image = resize_shorter(image, resize)
-    if crop:
-        h, w = image.shape[-2:]
-        if min(h, w) < crop:
-            raise FeatinvError(f"{name}: {h}x{w} is smaller than --crop {crop}; add --resize {crop}")
-        image = center_crop(image, crop)
-    return image
 
 
 def parse_shard(text: str | None, n: int) -> slice:
@@ -97,12 +85,13 @@ def extract(
     loader = torch.utils.data.DataLoader(ExtractDataset(files, extractor, resize, crop), batch_size=None,
                                          num_workers=workers, worker_init_fn=worker_init)
     rows, extras, names, size, part = [], [], [], None, 0
+    view = {"resize": resize, "crop": crop}  # lets `train --features` rebuild each target image
 
     def flush(name: str) -> None:
         # Raw arrays are per-keypoint (concatenated) or per-image (counts): both concatenate along dim 0.
         merged = {k: torch.cat([e[k] for e in extras]) for k in extras[0]}
         save_features(name, FeatureFile(torch.cat(rows), extractor.spec, extractor.params, size, list(names),
-                                        merged))
+                                        merged, view=view))
         rows.clear(), extras.clear(), names.clear()
 
     with progress(len(files), "extract", quiet) as bar:
@@ -111,7 +100,7 @@ def extract(
             extra = extra if raw else {}
             if per_file:
                 save_features(Path(output) / f"{f.stem}.safetensors", FeatureFile(
-                    feats, extractor.spec, extractor.params, (h, w), [f.name], extra))
+                    feats, extractor.spec, extractor.params, (h, w), [f.name], extra, view=view))
                 bar.advance()
                 continue
             if size is not None and (h, w) != size:

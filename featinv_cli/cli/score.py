@@ -10,9 +10,9 @@ from rich.table import Table
 
 from .. import metrics
 from ..errors import FeatinvError, UsageError
+from ..data import prepare_view
 from ..io import expand_image_args, read_image
 from .common import JSON, err, out
-from .extract import prepare
 
 
 def mean_image(directory: str, resize: int | None, crop: int | None, size: tuple[int, int]) -> torch.Tensor:
@@ -20,7 +20,7 @@ def mean_image(directory: str, resize: int | None, crop: int | None, size: tuple
     files = expand_image_args([directory])
     total = torch.zeros(3, *size, dtype=torch.float64)
     for f in files:
-        img = prepare(read_image(f), resize, crop, str(f))
+        img = prepare_view(read_image(f), resize, crop, str(f))
         total += metrics.match_size(img[None], size)[0].double()
     return (total / len(files)).float()
 
@@ -51,7 +51,7 @@ def score(
     if len(recon_files) != len(ref_files):
         raise UsageError(f"{len(recon_files)} reconstructions but {len(ref_files)} references; "
                          f"they pair up in order")
-    refs = [prepare(read_image(f), resize, crop, str(f)) for f in ref_files]
+    refs = [prepare_view(read_image(f), resize, crop, str(f)) for f in ref_files]
     recons = [read_image(f) for f in recon_files]
     rows, norm = [], None
     sizes = {tuple(r.shape[-2:]) for r in refs}

@@ -5,6 +5,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import List
 
 import typer
 
@@ -34,6 +35,10 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT.ckpt with the same settings."),
     half: bool = typer.Option(True, "--half/--full", help="Store the final weights as float16 (half the size)."),
     log_every: int = typer.Option(50, help="When stderr is not a terminal, print a log line every N steps."),
+    features: List[Path] = typer.Option([], "--features", help="Train from feature files made by "
+                                        "`featinv extract --resize N --crop N` (e.g. its shards; a .txt lists "
+                                        "one file per line; repeat the flag) instead of random crops; --data "
+                                        "is where their source images are."),
     val: Path = typer.Option(None, "--val", help="After training, report the normalized error on this "
                              "folder (shorter side 128, centre crop 128: the README's protocol)."),
     device: str = DEVICE,
@@ -59,11 +64,15 @@ def train(
         raise UsageError("--steps, --batch and --checkpoint-every must be positive")
     if width <= 0:
         raise UsageError("--width must be positive")
+    listed: list[str] = []
+    for f in features:  # a .txt names one feature file per line (shards of a big extraction)
+        listed += [line.strip() for line in f.read_text().splitlines() if line.strip()] \
+            if f.suffix == ".txt" else [str(f)]
     cfg = TrainConfig(feature=feature, data=str(data), output=str(output), arch=arch, width=width, crop=crop,
                       max_zoom=max_zoom, batch=batch, steps=steps, lr=lr, seed=seed,
                       workers=default_workers() if workers < 0 else workers,
                       checkpoint_every=checkpoint_every, device=resolve_device(device),
-                      dtype="float16" if half else "float32")
+                      dtype="float16" if half else "float32", features=listed)
     # Under torchrun only rank 0 talks; the others train silently.
     quiet = quiet or int(os.environ.get("RANK", "0")) != 0
     tty = sys.stderr.isatty() and not quiet
