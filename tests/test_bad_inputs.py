@@ -217,3 +217,20 @@ def test_fuzz_safetensors_header_lengths(length, rest):
         features_from_bytes(struct.pack("<Q", length) + rest, "fuzz.safetensors")
     except FeatinvError:
         pass
+
+
+def test_zero_size_image_and_features(cli, tmp_path, tiny_model):
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    # A PNG whose header says 0 x 0 pixels.
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 0, 8, 2, 0, 0, 0)) \
+        + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    (tmp_path / "zero.png").write_bytes(png)
+    out = tmp_path / "f.safetensors"
+    fails_cleanly(cli("extract", "hog", tmp_path / "zero.png", "-o", out), out)
+    np.save(tmp_path / "empty.npy", np.zeros((0, 31, 4, 4), np.float32))
+    out = tmp_path / "r.png"
+    fails_cleanly(cli("invert", tmp_path / "empty.npy", "-m", tiny_model, "-o", out), out)
