@@ -173,6 +173,9 @@ def train(cfg: TrainConfig, resume: bool = False,
             group["lr"] = learning_rate(cfg, step)
         images, feats = images.to(device, non_blocking=True), feats.to(device, non_blocking=True)
         pred = net(feats)
+        if pred.shape[-2:] != images.shape[-2:]:  # CNN-layer inverters predict a fixed size (§4.1)
+            images = F.interpolate(images, size=pred.shape[-2:], mode="bilinear", antialias=True,
+                                   align_corners=False)
         loss = F.mse_loss(pred, images - mean)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -9,7 +9,7 @@ import typer
 
 from ..data import ExtractDataset, worker_init
 from ..errors import FeatinvError, UsageError
-from ..features import parse_spec
+from ..features.registry import parse_spec, with_weights
 from ..io import FeatureFile, check_not_input, expand_image_args, save_features
 from .common import QUIET, is_dir_target, progress
 
@@ -45,6 +45,9 @@ def extract(
                                         "blocks of the (sorted) images: split a big set over jobs."),
     rows_per_file: int = typer.Option(0, "--rows-per-file", metavar="R", help="Write OUT-00000.safetensors, "
                                       "OUT-00001... of R rows each, holding at most R in memory (0: one file)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="CNN features: a torchvision-style .pth "
+                                          "state dict or .safetensors, or random:SEED (default: torch's cache "
+                                          "path for torchvision's AlexNet file)."),
     workers: int = typer.Option(0, "--workers", help="DataLoader processes reading and extracting in parallel."),
     quiet: bool = QUIET,
 ):
@@ -67,7 +70,7 @@ def extract(
       featinv extract hog photo.jpg -o - | featinv invert - -o recon.png
       featinv extract hog big/ --resize 128 --crop 128 --shard 2/8 --rows-per-file 1000 --workers 3 -o s2.safetensors
     """
-    extractor = parse_spec(feature)
+    extractor = parse_spec(with_weights(feature, weights))
     files = expand_image_args(images)
     files = files[parse_shard(shard, len(files))]
     if not files:

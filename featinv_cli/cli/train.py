@@ -5,11 +5,12 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import typer
 
 from ..errors import UsageError
+from ..features.registry import with_weights
 from ..train import TrainConfig, default_workers, train as run_training
 from .common import DEVICE, QUIET, err, resolve_device
 
@@ -19,6 +20,9 @@ def train(
     data: Path = typer.Option(..., "--data", "-d", help="Folder of training images (random crops and flips)."),
     output: Path = typer.Option(..., "--output", "-o", help="Model file to write (.safetensors). "
                                 "Checkpoints go beside it as OUTPUT.ckpt."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="CNN features: a torchvision-style .pth "
+                                          "state dict or .safetensors, or random:SEED (default: torch's cache "
+                                          "path for torchvision's AlexNet file)."),
     arch: str = typer.Option("paper", help="Network architecture (paper: contracting to 1/64, then "
                              "up-convolutions; DESIGN §4)."),
     width: float = typer.Option(1.0, help="Channel multiplier of the architecture (1.0 = the paper's widths)."),
@@ -68,7 +72,7 @@ def train(
     for f in features:  # a .txt names one feature file per line (shards of a big extraction)
         listed += [line.strip() for line in f.read_text().splitlines() if line.strip()] \
             if f.suffix == ".txt" else [str(f)]
-    cfg = TrainConfig(feature=feature, data=str(data), output=str(output), arch=arch, width=width, crop=crop,
+    cfg = TrainConfig(feature=with_weights(feature, weights), data=str(data), output=str(output), arch=arch, width=width, crop=crop,
                       max_zoom=max_zoom, batch=batch, steps=steps, lr=lr, seed=seed,
                       workers=default_workers() if workers < 0 else workers,
                       checkpoint_every=checkpoint_every, device=resolve_device(device),

@@ -67,6 +67,7 @@ class Extractor:
 
     name: str = ""
     differentiable: bool = True
+    is_vector: bool = False  # (N, D) features (fc layers) rather than (N, C, Hc, Wc) maps
 
     @property
     def params(self) -> dict:

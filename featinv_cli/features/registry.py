@@ -7,10 +7,12 @@ import json
 from ..errors import FeatinvError
 from .base import Extractor
 from .hog import HOG
+from .alexnet import AlexNetLayer, CaffeNetLayer
 from .lbp import LBP
 from .sift import SIFT
 
-EXTRACTORS: dict[str, type[Extractor]] = {"hog": HOG, "lbp": LBP, "sift": SIFT}
+EXTRACTORS: dict[str, type[Extractor]] = {"hog": HOG, "lbp": LBP, "sift": SIFT, "alexnet": AlexNetLayer,
+                                          "caffenet": CaffeNetLayer}
 
 
 def names() -> list[str]:
@@ -29,15 +31,19 @@ def _coerce(field: dataclasses.Field, text: str):
 
 
 def parse_spec(spec: str) -> Extractor:
-    """``"hog:cell=8"`` -> HOG(cell=8). Unknown names or parameters are a FeatinvError."""
+    """``"hog:cell=8"`` -> HOG(cell=8); ``"alexnet:fc6"`` -> the first parameter given by position.
+    Unknown names or parameters are a FeatinvError."""
     name, _, rest = spec.strip().partition(":")
     if name not in EXTRACTORS:
         raise FeatinvError(f"unknown feature {name!r}; choose one of: {', '.join(names())}")
     cls = EXTRACTORS[name]
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
-    for item in filter(None, rest.split(",")):
+    order = list(fields)
+    for position, item in enumerate(filter(None, rest.split(","))):
         key, eq, value = item.partition("=")
+        if not eq and position == 0 and order:
+            key, eq, value = order[0], "=", item
         if not eq or key not in fields:
             raise FeatinvError(f"bad parameter {item!r} in feature spec {spec!r}; "
                                f"{name} takes: {', '.join(fields) or 'nothing'}")
@@ -105,3 +111,12 @@ def resolve(ff, name: str, feature: str | None = None,
         raise FeatinvError(f"{name}: a {size[0]}x{size[1]} image gives a {extractor.grid_size(*size)} "
                            f"{extractor.name} grid, but the array is {shape[2]}x{shape[3]}")
     return extractor, size
+
+
+def with_weights(spec: str, weights: str | None) -> str:
+    """Add a --weights flag to a spec (CNN features only)."""
+    if not weights:
+        return spec
+    if "weights" not in {f.name for f in dataclasses.fields(parse_spec(spec))}:
+        raise FeatinvError(f"--weights applies to CNN features (alexnet, caffenet), not {spec}")
+    return f"{spec}{',' if ':' in spec else ':'}weights={weights}"

@@ -1,15 +1,26 @@
 """Architecture names to networks. A model file's ``arch`` metadata is enough to rebuild it."""
 from __future__ import annotations
 
+import math
+
 from torch import nn
 
 from ..errors import FeatinvError
 from ..features.base import Extractor
+from .deep import ConvLayerInverter, FCLayerInverter
 from .shallow import ShallowInverter
 
 
 def _paper(extractor: Extractor, width: float = 1.0) -> tuple[nn.Module, dict]:
-    arch = {"name": "paper", "in_channels": extractor.channels, "stride": extractor.stride, "width": width}
+    """The paper's network for this kind of feature: fc layers Table 1, CNN conv layers three
+    convolutions and up-convolutions, hand-made features contracting to 1/64 and back."""
+    if extractor.is_vector:
+        arch = {"name": "paper-fc", "in_channels": extractor.channels, "width": width}
+    elif hasattr(extractor, "family"):
+        ups = max(1, round(math.log2(extractor.stride)))
+        arch = {"name": "paper-conv", "in_channels": extractor.channels, "ups": ups, "width": width}
+    else:
+        arch = {"name": "paper", "in_channels": extractor.channels, "stride": extractor.stride, "width": width}
     return build(arch), arch
 
 
@@ -32,6 +43,10 @@ def build(arch: dict) -> nn.Module:
     try:
         if arch["name"] == "paper":
             return ShallowInverter(int(arch["in_channels"]), int(arch["stride"]), float(arch.get("width", 1.0)))
+        if arch["name"] == "paper-conv":
+            return ConvLayerInverter(int(arch["in_channels"]), int(arch["ups"]), float(arch.get("width", 1.0)))
+        if arch["name"] == "paper-fc":
+            return FCLayerInverter(int(arch["in_channels"]), float(arch.get("width", 1.0)))
     except (KeyError, TypeError, ValueError) as e:
         raise FeatinvError(f"model architecture metadata is incomplete or wrong: {e}") from None
     raise FeatinvError(f"unknown architecture {arch.get('name')!r} in model file")

@@ -1,0 +1,223 @@
+"""AlexNet layers as features (paper §2.1): torchvision's AlexNet and the paper's CaffeNet.
+
+"Output of a layer" is the output of its last processing step: after ReLU, pooling and local
+response normalisation for conv layers, after ReLU for fc6/fc7, before softmax for fc8.
+Weights come from a file (torchvision .pth state dict, read with weights_only=True, or .safetensors),
+torch's usual cache path for torchvision's file, or ``random:SEED`` for tests and demos. Nothing is
+downloaded. The parameters record which weights (a file's SHA-256, or the seed) so a model trained
+on one network's features refuses another's.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..errors import FeatinvError
+from .base import Extractor
+
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+TORCHVISION_FILE = "alexnet-owt-7be5be79.pth"  # the name torchvision's weights are cached under
+
+
+def torchvision_alexnet() -> nn.Module:
+    """torchvision's AlexNet layout (64-192-384-256-256), same module names so its state dict loads."""
+    features = nn.Sequential(
+        nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2))
+    classifier = nn.Sequential(
+        nn.Dropout(), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(inplace=True),
+        nn.Dropout(), nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Linear(4096, 1000))
+    net = nn.Module()
+    net.features, net.avgpool, net.classifier = features, nn.AdaptiveAvgPool2d((6, 6)), classifier
+    return net
+
+
+def caffenet() -> nn.Module:
+    """The paper's CaffeNet: 96-256-384-384-256, grouped conv2/4/5, pooling then LRN, ceil-mode pools."""
+    lrn = lambda: nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)  # noqa: E731
+    pool = lambda: nn.MaxPool2d(3, 2, ceil_mode=True)  # noqa: E731
+    features = nn.Sequential(
+        nn.Conv2d(3, 96, 11, 4), nn.ReLU(inplace=True), pool(), lrn(),
+        nn.Conv2d(96, 256, 5, padding=2, groups=2), nn.ReLU(inplace=True), pool(), lrn(),
+        nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(384, 384, 3, padding=1, groups=2), nn.ReLU(inplace=True),
+        nn.Conv2d(384, 256, 3, padding=1, groups=2), nn.ReLU(inplace=True), pool())
+    classifier = nn.Sequential(
+        nn.Dropout(), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(inplace=True),
+        nn.Dropout(), nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Linear(4096, 1000))
+    net = nn.Module()
+    net.features, net.avgpool, net.classifier = features, nn.Identity(), classifier
+    return net
+
+
+# Where each layer's output is taken: (part, index of the last module of that layer).
+CUTS = {
+    "alexnet": {"conv1": ("features", 2), "conv2": ("features", 5), "conv3": ("features", 7),
+                "conv4": ("features", 9), "conv5": ("features", 12), "fc6": ("classifier", 2),
+                "fc7": ("classifier", 5), "fc8": ("classifier", 6)},
+    "caffenet": {"conv1": ("features", 3), "conv2": ("features", 7), "conv3": ("features", 9),
+                 "conv4": ("features", 11), "conv5": ("features", 14), "fc6": ("classifier", 2),
+                 "fc7": ("classifier", 5), "fc8": ("classifier", 6)},
+}
+# (channels or width, grid side) of each layer's output at the network's input size.
+SHAPES = {
+    "alexnet": {"conv1": (64, 27), "conv2": (192, 13), "conv3": (384, 13), "conv4": (256, 13),
+                "conv5": (256, 6), "fc6": (4096, 0), "fc7": (4096, 0), "fc8": (1000, 0)},
+    "caffenet": {"conv1": (96, 27), "conv2": (256, 13), "conv3": (384, 13), "conv4": (384, 13),
+                 "conv5": (256, 6), "fc6": (4096, 0), "fc7": (4096, 0), "fc8": (1000, 0)},
+}
+INPUT = {"alexnet": 224, "caffenet": 227}
+
+
+def load_state(weights: str, family: str) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """The state dict named by ``weights`` and what to record about it.
+
+    ``random:SEED`` -> (None, "random:SEED"); a file -> (state, "sha256:..."); "" -> torch's cache
+    path for torchvision's AlexNet file, else a FeatinvError saying where to put one.
+    """
+    if weights.startswith("random:"):
+        try:
+            int(weights.split(":", 1)[1])
+        except ValueError:
+            raise FeatinvError(f"weights {weights!r}: write random:SEED with an integer seed") from None
+        return None, weights
+    path = Path(weights) if weights else None
+    if path is None:
+        hub = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"
+        path = hub / TORCHVISION_FILE
+        if family != "alexnet" or not path.exists():
+            raise FeatinvError(f"{family} needs weights: give --weights FILE (a torchvision-style .pth "
+                               f"state dict or .safetensors)"
+                               + (f", or put torchvision's {TORCHVISION_FILE} in {hub}" if family == "alexnet"
+                                  else "") + "; --weights random:0 gives seeded random weights")
+    if not path.exists():
+        raise FeatinvError(f"{path}: no such weights file")
+    data = path.read_bytes()
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()[:16]
+    if path.suffix == ".safetensors":
+        from ..io import parse_safetensors
+
+        state, _ = parse_safetensors(data, str(path))
+        return state, digest
+    import io
+    import pickle
+
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        raise FeatinvError(f"{path}: not a plain state dict that loads safely "
+                           f"({str(e).splitlines()[0][:120]})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise FeatinvError(f"{path}: holds {type(state).__name__}, not a state dict of tensors")
+    return state, digest
+
+
+_NETS: dict[tuple[str, str], nn.Module] = {}
+
+
+@dataclass(frozen=True)
+class AlexNetLayer(Extractor):
+    """One layer's output of torchvision's AlexNet on the image resized to 224x224 (RGB, ImageNet
+    normalisation)."""
+
+    layer: str = "fc6"
+    weights: str = "random:0"  # a file, "" for torch's cache path, or random:SEED
+    name = "alexnet"
+    family = "alexnet"
+
+    def __post_init__(self):
+        if self.layer not in LAYERS:
+            raise FeatinvError(f"{self.name}: unknown layer {self.layer!r}; choose one of {', '.join(LAYERS)}")
+
+    @property
+    def spec(self) -> str:
+        weights = "" if self.weights == "random:0" else f",weights={self.weights}"
+        return f"{self.name}:{self.layer}{weights}"
+
+    @property
+    def channels(self) -> int:
+        return SHAPES[self.family][self.layer][0]
+
+    @property
+    def is_vector(self) -> bool:
+        return self.layer.startswith("fc")
+
+    @property
+    def stride(self) -> int:  # input pixels per output cell (approximate for the odd sizes)
+        side = SHAPES[self.family][self.layer][1]
+        return INPUT[self.family] // side if side else INPUT[self.family]
+
+    def grid_size(self, height: int, width: int) -> tuple[int, int]:
+        side = SHAPES[self.family][self.layer][1]
+        return (side, side)
+
+    def image_size_from_grid(self, hc: int, wc: int) -> tuple[int, int]:
+        return INPUT[self.family], INPUT[self.family]
+
+    def min_size(self) -> int:
+        return 16
+
+    def network(self) -> nn.Module:
+        key = (self.family, self.weights)
+        if key not in _NETS:
+            build = torchvision_alexnet if self.family == "alexnet" else caffenet
+            state, _ = load_state(self.weights, self.family)
+            if state is None:
+                with torch.random.fork_rng():  # seeded weights without disturbing the caller's RNG
+                    torch.manual_seed(int(self.weights.split(":", 1)[1]))
+                    net = build()
+            else:
+                net = build()
+                try:
+                    net.load_state_dict(state)
+                except RuntimeError as e:
+                    first = str(e).splitlines()[0][:160]
+                    raise FeatinvError(f"{self.weights}: not {self.family} weights ({first})") from None
+            _NETS[key] = net.eval()
+        return _NETS[key]
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(images.float(), size=(INPUT[self.family],) * 2, mode="bilinear", align_corners=False,
+                          antialias=True)
+        mean = torch.tensor([0.485, 0.456, 0.406], device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225], device=x.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """images (N, 3, H, W) in [0, 1] -> (N, C, S, S) for conv layers, (N, D) for fc layers."""
+        net = self.network().to(images.device)
+        part, last = CUTS[self.family][self.layer]
+        x = self.preprocess(images)
+        for i, m in enumerate(net.features):
+            x = m(x)
+            if part == "features" and i == last:
+                return x
+        x = torch.flatten(net.avgpool(x), 1)
+        for i, m in enumerate(net.classifier):
+            x = m(x)
+            if i == last:
+                return x
+        raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class CaffeNetLayer(AlexNetLayer):
+    """One layer's output of the paper's CaffeNet on the image resized to 227x227 (BGR, 0-255, mean
+    subtracted), after ReLU, pooling and normalisation."""
+
+    name = "caffenet"
+    family = "caffenet"
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(images.float(), size=(227, 227), mode="bilinear", align_corners=False, antialias=True)
+        bgr = x.flip(1) * 255.0
+        return bgr - torch.tensor([104.0, 117.0, 123.0], device=x.device).view(1, 3, 1, 1)

@@ -1,0 +1,90 @@
+"""AlexNet / CaffeNet layers as features: shapes, weight loading, refusal of bad weights, and the
+whole train -> invert path on seeded random weights (no pretrained weights can be fetched here)."""
+import pytest
+import torch
+from torch.nn import functional as F
+
+from conftest import one_line_error
+from featinv_cli.errors import FeatinvError
+from featinv_cli.features import parse_spec
+from featinv_cli.features.alexnet import LAYERS, SHAPES, caffenet, torchvision_alexnet
+
+EXPECTED = {fam: {layer: ((c, s, s) if s else (c,)) for layer, (c, s) in SHAPES[fam].items()} for fam in SHAPES}
+# Written out once more by hand, so a slip in SHAPES cannot hide: torchvision's AlexNet and CaffeNet.
+assert EXPECTED["alexnet"]["conv1"] == (64, 27, 27) and EXPECTED["caffenet"]["conv4"] == (384, 13, 13)
+assert EXPECTED["alexnet"]["conv5"] == (256, 6, 6) and EXPECTED["caffenet"]["fc8"] == (1000,)
+
+
+@pytest.mark.parametrize("family", ["alexnet", "caffenet"])
+@pytest.mark.parametrize("layer", LAYERS)
+def test_every_layer_has_the_right_shape(family, layer):
+    e = parse_spec(f"{family}:{layer},weights=random:0")
+    y = e(torch.rand(2, 3, 90, 130))
+    assert tuple(y.shape[1:]) == EXPECTED[family][layer]
+    if layer != "fc8":
+        assert (y >= 0).all()  # after ReLU (and pooling / LRN); fc8 is before softmax
+
+
+def reference_alexnet_features(state, x):
+    """torchvision's AlexNet.features written with functional ops straight from the state dict."""
+    w = lambda i: (state[f"features.{i}.weight"], state[f"features.{i}.bias"])  # noqa: E731
+    x = F.max_pool2d(F.relu(F.conv2d(x, *w(0), stride=4, padding=2)), 3, 2)
+    x = F.max_pool2d(F.relu(F.conv2d(x, *w(3), padding=2)), 3, 2)
+    x = F.relu(F.conv2d(x, *w(6), padding=1))
+    x = F.relu(F.conv2d(x, *w(8), padding=1))
+    return F.max_pool2d(F.relu(F.conv2d(x, *w(10), padding=1)), 3, 2)
+
+
+def test_torchvision_state_dict_loads_and_matches(tmp_path):
+    torch.manual_seed(5)
+    state = {k: torch.randn_like(v) * 0.05 for k, v in torchvision_alexnet().state_dict().items()}
+    path = tmp_path / "alexnet.pth"
+    torch.save(state, path)
+    e = parse_spec(f"alexnet:conv5,weights={path}")
+    images = torch.rand(2, 3, 224, 224)
+    ours = e(images)
+    ref = reference_alexnet_features(state, e.preprocess(images))
+    assert torch.allclose(ours, ref, atol=1e-5)
+    assert e.params["weights"] == str(path)
+
+
+def test_bad_weights_each_give_one_line(cli, photos, tmp_path):
+    out = tmp_path / "f.safetensors"
+    msg = one_line_error(cli("extract", "alexnet:fc6", photos["astronaut"], "--weights", tmp_path / "no.pth",
+                             "-o", out))
+    assert "no such weights file" in msg
+    caffe = tmp_path / "caffenet.pth"
+    torch.save(caffenet().state_dict(), caffe)
+    msg = one_line_error(cli("extract", "alexnet:fc6", photos["astronaut"], "--weights", caffe, "-o", out))
+    assert "not alexnet weights" in msg
+    pickled = tmp_path / "module.pth"
+    torch.save(torchvision_alexnet(), pickled)  # a whole pickled module, not a plain state dict
+    msg = one_line_error(cli("extract", "alexnet:fc6", photos["astronaut"], "--weights", pickled, "-o", out))
+    assert "state dict" in msg
+    assert not out.exists()
+
+
+def test_no_weights_says_where_to_put_them(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(FeatinvError, match="alexnet-owt-7be5be79.pth"):
+        parse_spec("alexnet:fc6,weights=")(torch.rand(1, 3, 64, 64))
+    with pytest.raises(FeatinvError, match="--weights"):
+        parse_spec("caffenet:fc6,weights=")(torch.rand(1, 3, 64, 64))
+
+
+@pytest.mark.parametrize("layer", ["conv2", "fc6"])
+def test_train_and_invert_a_layer(cli, image_dir, photos, tmp_path, layer):
+    model = tmp_path / "m.safetensors"
+    r = cli("train", f"caffenet:{layer}", "--weights", "random:0", "-d", image_dir, "--width", "0.0625",
+            "--crop", "64", "--batch", "4", "--steps", "2", "--workers", "0", "-o", model, "-q")
+    assert r.code == 0, r.err
+    feats = tmp_path / "f.safetensors"
+    assert cli("extract", f"caffenet:{layer}", photos["chelsea"], "--weights", "random:0", "-o", feats).code == 0
+    r = cli("invert", feats, "-m", model, "-o", tmp_path / "r.png")
+    assert r.code == 0, r.err
+    import imageio.v3 as iio
+
+    assert iio.imread(tmp_path / "r.png").shape == (300, 451, 3)
+    # features of other weights are refused by this model
+    cli("extract", f"caffenet:{layer}", photos["chelsea"], "--weights", "random:1", "-o", feats)
+    assert "differ" in one_line_error(cli("invert", feats, "-m", model, "-o", tmp_path / "r2.png"))
