@@ -88,3 +88,29 @@ def test_train_and_invert_a_layer(cli, image_dir, photos, tmp_path, layer):
     # features of other weights are refused by this model
     cli("extract", f"caffenet:{layer}", photos["chelsea"], "--weights", "random:1", "-o", feats)
     assert "differ" in one_line_error(cli("invert", feats, "-m", model, "-o", tmp_path / "r2.png"))
+
+
+def test_optimize_baseline_cuts_feature_loss_tenfold():
+    from featinv_cli.optimize import OptimizeConfig, invert_by_optimization
+    from featinv_cli.data import eval_view
+    from featinv_cli.io import image_from_array
+    from conftest import photo
+
+    e = parse_spec("caffenet:conv3,weights=random:0")
+    image = eval_view(image_from_array(photo("astronaut")), 64)[None]
+    _, history = invert_by_optimization(e, e(image), (64, 64), OptimizeConfig(steps=120))
+    assert history[-1] * 10 <= history[0], (history[0], history[-1])
+
+
+def test_optimize_on_the_command_line_and_refusals(cli, photos, tmp_path):
+    feats = tmp_path / "f.safetensors"
+    assert cli("extract", "alexnet:conv5", photos["chelsea"], "--weights", "random:0", "--resize", "64",
+               "--crop", "64", "-o", feats).code == 0
+    r = cli("invert", feats, "--method", "optimize", "--steps", "5", "-o", tmp_path / "r.png")
+    assert r.code == 0, r.err
+    for feature in ("lbp", "sift"):
+        f = tmp_path / f"{feature}.safetensors"
+        cli("extract", feature, photos["chelsea"], "-o", f)
+        msg = one_line_error(cli("invert", f, "--method", "optimize", "-o", tmp_path / "x.png"))
+        assert "gradients" in msg and "learned inverter" in msg
+    assert one_line_error(cli("invert", feats, "--method", "magic", "-o", tmp_path / "x.png"))

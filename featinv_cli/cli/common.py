@@ -50,7 +50,7 @@ def is_dir_target(path: str) -> bool:
 
 
 class _NoProgress:
-    def advance(self, n: int = 1, **fields) -> None:
+    def advance(self, n: int = 1, info: str | None = None) -> None:
         pass
 
     def note(self, text: str) -> None:
@@ -61,8 +61,11 @@ class _RichProgress:
     def __init__(self, progress, task):
         self.progress, self.task = progress, task
 
-    def advance(self, n: int = 1, **fields) -> None:
-        self.progress.update(self.task, advance=n, **fields)
+    def advance(self, n: int = 1, info: str | None = None) -> None:
+        if info is None:
+            self.progress.update(self.task, advance=n)
+        else:
+            self.progress.update(self.task, advance=n, info=info)
 
     def note(self, text: str) -> None:
         self.progress.update(self.task, info=text)

@@ -5,14 +5,15 @@ import os
 from pathlib import Path
 from typing import List, Optional
 
+import torch
 import typer
 
-from ..errors import FeatinvError
+from ..errors import FeatinvError, UsageError
 from ..features import resolve
 from ..grid import labelled_grid
 from ..inverter import Inverter, shipped_model
 from ..io import check_not_input, image_to_uint8, load_features, write_image
-from .common import DEVICE, QUIET, is_dir_target, parse_size, resolve_device
+from .common import DEVICE, QUIET, is_dir_target, parse_size, progress, resolve_device
 
 
 def row_labels(ff) -> list[str]:
@@ -23,6 +24,21 @@ def row_labels(ff) -> list[str]:
     if len(ff.sources) == n:
         return [Path(s).stem for s in ff.sources]
     return [f"#{i}" for i in range(n)]
+
+
+def optimize_rows(extractor, features, size, steps, lambda_a, lambda_tv, quiet):
+    """--method optimize: each row separately, with a progress bar per image."""
+    from ..optimize import OptimizeConfig, check_differentiable, invert_by_optimization
+
+    check_differentiable(extractor)
+    cfg = OptimizeConfig(steps=steps, lambda_a=lambda_a, lambda_tv=lambda_tv)
+    out = []
+    for i, row in enumerate(features):
+        with progress(steps, f"optimize {i + 1}/{len(features)}", quiet) as bar:
+            image, _ = invert_by_optimization(extractor, row[None], size, cfg,
+                                              on_step=lambda s, loss: bar.advance(1, info=f"loss {loss:.4f}"))
+        out.append(image)
+    return torch.cat(out)
 
 
 def row_title(captions: list[str], history: list[str], name: str) -> str:
@@ -48,6 +64,11 @@ def invert(
     grid_size: bool = typer.Option(False, "--grid-size", help="Keep the network's output size "
                                    "(cells x cell size) instead of restoring the original size."),
     columns: int = typer.Option(0, help="Tiles per row in a grid (default: all in one row up to 8)."),
+    method: str = typer.Option("learned", "--method", help="learned (a trained network, the paper's method) or "
+                               "optimize (Mahendran & Vedaldi's gradient descent on the image; slow baseline)."),
+    steps: int = typer.Option(200, "--steps", help="optimize: gradient steps per image."),
+    lambda_a: float = typer.Option(1e-3, "--lambda-a", help="optimize: weight of the a-norm (a = 6) prior."),
+    lambda_tv: float = typer.Option(0.05, "--lambda-tv", help="optimize: weight of the total-variation prior."),
     device: str = DEVICE,
     quiet: bool = QUIET,
 ):
@@ -64,17 +85,28 @@ def invert(
       featinv invert batch.safetensors -o grid.png        # labelled grid, one tile per row
       featinv invert batch.safetensors -o recon/          # one PNG per row
       featinv invert orig.safetensors drop.safetensors bin.safetensors -o compare.png
+      featinv invert conv3.safetensors --method optimize --steps 300 -o pre-image.png
+
+    --method optimize is the baseline the paper compares against: it needs no model but gradients of
+    the extractor (CNN layers, HOG through its magnitudes), and refuses LBP and SIFT.
     """
     device = resolve_device(device)
     check_not_input(output, list(features) + ([str(model)] if model else []))
     if features.count("-") > 1:
         raise FeatinvError("only one input can be read from stdin")
+    if method not in ("learned", "optimize"):
+        raise UsageError(f"--method {method!r}: choose learned or optimize")
     inverters: dict[Path, Inverter] = {}
     rows, captions, row_names = [], [], []
     for path in features:
         name = "<stdin>" if path == "-" else path
         ff = load_features(path)
         extractor, size = resolve(ff, name, feature, parse_size(image_size))
+        if method == "optimize":
+            rows.append(optimize_rows(extractor, ff.features, size, steps, lambda_a, lambda_tv, quiet))
+            captions.append(row_labels(ff))
+            row_names.append(row_title(captions[-1], ff.history, name))
+            continue
         model_path = Path(model) if model else shipped_model(extractor)
         if model_path not in inverters:
             inverters[model_path] = Inverter(model_path, device)

@@ -182,6 +182,8 @@ class AlexNetLayer(Extractor):
                 except RuntimeError as e:
                     first = str(e).splitlines()[0][:160]
                     raise FeatinvError(f"{self.weights}: not {self.family} weights ({first})") from None
+            for p in net.parameters():  # a fixed encoder; gradients flow to the input only
+                p.requires_grad_(False)
             _NETS[key] = net.eval()
         return _NETS[key]
 
