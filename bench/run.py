@@ -70,6 +70,31 @@ def inversion(repeat: int) -> None:
         print(f"  batch {batch:>3}: {rate:>8.1f}")
 
 
+def optimisation(steps: int) -> None:
+    """Seconds per image of `invert --method optimize` next to the learned inverter's time."""
+    from featinv_cli.models import for_extractor
+    from featinv_cli.optimize import OptimizeConfig, invert_by_optimization
+
+    print(f"\nLearned inverter vs optimisation baseline ({steps} steps), one 128x128 image")
+    image = torch.stack(photos(128))[:1]
+    hog = parse_spec("hog")
+    inv = Inverter(ASSETS / "hog.safetensors")
+    conv3 = parse_spec("caffenet:conv3,weights=random:0")
+    net, _ = for_extractor("paper", conv3)  # untrained, paper width: the timing is what matters here
+    net.eval()
+    cases = [("hog (shipped model)", hog, lambda f: inv(f, (128, 128))),
+             ("caffenet:conv3 (random weights)", conv3, lambda f: net(f))]
+    for name, extractor, learned in cases:
+        f = extractor(image)
+        with torch.no_grad():
+            learned_s = 1 / per_second(learned, [f], 10)
+        t = time.perf_counter()
+        _, history = invert_by_optimization(extractor, f, (128, 128), OptimizeConfig(steps=steps))
+        opt_s = time.perf_counter() - t
+        print(f"  {name:<32} learned {1000 * learned_s:7.2f} ms   optimize {opt_s:6.2f} s   "
+              f"{opt_s / learned_s:6.0f}x   (feature loss {history[0]:.3f} -> {history[-1]:.3f})")
+
+
 def training(steps: int) -> None:
     from featinv_cli.train import TrainConfig, train
     import imageio.v3 as iio
@@ -93,6 +118,7 @@ def main() -> None:
           f"torch {torch.__version__}")
     extraction(1 if args.quick else 5)
     inversion(2 if args.quick else 10)
+    optimisation(50 if args.quick else 200)
     training(10 if args.quick else 40)
 
 
