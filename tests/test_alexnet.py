@@ -114,3 +114,27 @@ def test_optimize_on_the_command_line_and_refusals(cli, photos, tmp_path):
         msg = one_line_error(cli("invert", f, "--method", "optimize", "-o", tmp_path / "x.png"))
         assert "gradients" in msg and "learned inverter" in msg
     assert one_line_error(cli("invert", feats, "--method", "magic", "-o", tmp_path / "x.png"))
+
+
+def test_layer_sweep_smoke_run(tmp_path):
+    """examples/layer_sweep.py end to end on random weights, tiny schedule: table, JSON and plot."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import DATA, ROOT
+
+    if not (DATA / "val").is_dir():
+        pytest.skip("../shared/data not present")
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "layer_sweep.py"), "--weights", "random:0",
+                        "--data", str(DATA), "--layers", "conv5,fc6", "--steps", "2", "--batch", "8",
+                        "--width", "0.0625", "--optimize-images", "1", "--optimize-steps", "3",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=300,
+                       env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads((tmp_path / "sweep.json").read_text())["rows"]
+    assert [row["layer"] for row in rows] == ["conv5", "fc6"]
+    assert all(0 < row["learned"] < 2 and 0 < row["optimize"] < 2 for row in rows)
+    import imageio.v3 as iio
+
+    assert iio.imread(tmp_path / "sweep.png").shape == (420, 720, 3)

@@ -1,0 +1,102 @@
+"""Paper Figure 7: reconstruction error against AlexNet layer, learned inverter vs optimisation.
+
+    python examples/layer_sweep.py --weights caffenet.safetensors --family caffenet \\
+        --data ../shared/data/imagenet-sample --steps 1000 --out out/sweep
+
+For each layer: train an inverter (short schedule), score it on the validation images (shorter side
+128, centre crop 128), and run `invert --method optimize` on the first few of them. Writes
+sweep.json, sweep.md (a table) and sweep.png (the plot). `--weights random:0` runs the whole sweep on
+seeded random weights (a smoke test: the numbers then say nothing about AlexNet).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from featinv_cli import metrics
+from featinv_cli.evaluate import evaluate, load_views
+from featinv_cli.features import parse_spec
+from featinv_cli.features.alexnet import LAYERS
+from featinv_cli.io import write_image
+from featinv_cli.optimize import OptimizeConfig, invert_by_optimization
+from featinv_cli.train import TrainConfig, train
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Error against layer, one line per method, drawn with OpenCV (no plotting dependency)."""
+    w, h, left, bottom, top = 720, 420, 70, 60, 30
+    img = np.full((h, w, 3), 255, np.uint8)
+    ymax = max(1.0, max(v for r in rows for v in (r["learned"], r.get("optimize") or 0)))
+    x = lambda i: int(left + i * (w - left - 30) / max(1, len(rows) - 1))  # noqa: E731
+    y = lambda v: int(top + (1 - v / ymax) * (h - top - bottom))  # noqa: E731
+    cv2.line(img, (left, top), (left, h - bottom), (0, 0, 0), 1)
+    cv2.line(img, (left, h - bottom), (w - 20, h - bottom), (0, 0, 0), 1)
+    for t in np.linspace(0, ymax, 6):
+        cv2.putText(img, f"{t:.1f}", (15, y(t) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    for i, r in enumerate(rows):
+        cv2.putText(img, r["layer"], (x(i) - 15, h - bottom + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    for key, colour in (("learned", (200, 60, 0)), ("optimize", (0, 0, 200))):
+        pts = [(x(i), y(r[key])) for i, r in enumerate(rows) if r.get(key) is not None]
+        for a, b in zip(pts, pts[1:]):
+            cv2.line(img, a, b, colour, 2, cv2.LINE_AA)
+        for p in pts:
+            cv2.circle(img, p, 4, colour, -1, cv2.LINE_AA)
+        if pts:
+            cv2.putText(img, key, (pts[-1][0] - 60, pts[-1][1] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1,
+                        cv2.LINE_AA)
+    cv2.putText(img, "normalized reconstruction error by layer", (left, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55,
+                (0, 0, 0), 1, cv2.LINE_AA)
+    write_image(path, img)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--weights", required=True, help="state dict file, or random:SEED")
+    p.add_argument("--family", default="caffenet", choices=["caffenet", "alexnet"])
+    p.add_argument("--data", default="../shared/data/imagenet-sample", help="folder with train/ and val/")
+    p.add_argument("--layers", default=",".join(LAYERS))
+    p.add_argument("--steps", type=int, default=1000, help="training steps per layer")
+    p.add_argument("--width", type=float, default=0.25)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--optimize-images", type=int, default=4)
+    p.add_argument("--optimize-steps", type=int, default=200)
+    p.add_argument("--out", default="out/sweep")
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = Path(args.data)
+    views = load_views(data / "val", 128)
+    norm = metrics.mean_pairwise_distance(views)
+    rows = []
+    for layer in args.layers.split(","):
+        spec = f"{args.family}:{layer},weights={args.weights}"
+        model = out / f"{layer}.safetensors"
+        train(TrainConfig(feature=spec, data=str(data / "train"), output=str(model), width=args.width,
+                          batch=args.batch, steps=args.steps, workers=1, checkpoint_every=10 ** 6))
+        learned = evaluate(model, data / "val", size=128)["normalized_error"]
+        extractor = parse_spec(spec)
+        errors = []
+        for image in views[: args.optimize_images]:
+            x, _ = invert_by_optimization(extractor, extractor(image[None]), (128, 128),
+                                          OptimizeConfig(steps=args.optimize_steps))
+            errors.append(float(metrics.normalized_errors(x, image[None], norm)[0]))
+        rows.append({"layer": layer, "learned": learned, "optimize": float(np.mean(errors)) if errors else None})
+        print(json.dumps(rows[-1]), flush=True)
+    (out / "sweep.json").write_text(json.dumps({"weights": args.weights, "steps": args.steps, "rows": rows},
+                                               indent=1))
+    table = ["| layer | learned inverter | optimisation |", "|---|---|---|"]
+    table += [f"| {r['layer']} | {r['learned']:.3f} | {r['optimize']:.3f} |" for r in rows]
+    (out / "sweep.md").write_text("\n".join(table) + "\n")
+    plot(rows, out / "sweep.png")
+    print("\n".join(table))
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    main()
