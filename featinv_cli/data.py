@@ -103,6 +103,8 @@ class CropDataset(torch.utils.data.Dataset):
         x = img[:, top:top + self.crop, left:left + self.crop].float() / 255.0
         if rng.random() < 0.5:
             x = x.flip(-1)
+        if self.extractor is None:  # features made later, in the training step (--finetune-encoder)
+            return x, torch.zeros(0)
         with torch.no_grad():
             feats = self.extractor(x[None])[0]
         return x, feats

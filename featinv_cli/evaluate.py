@@ -27,7 +27,7 @@ def evaluate(model: str | Path, directory: str | Path, size: int = 128, batch: i
     e.g. the training set) also the error of always predicting that folder's mean image."""
     inverter = Inverter(model, device)
     images = load_views(directory, size)
-    recon = torch.cat([inverter(inverter.extractor(chunk), (size, size)) for chunk in images.split(batch)])
+    recon = torch.cat([inverter(inverter.encode(chunk), (size, size)) for chunk in images.split(batch)])
     result = dict(metrics.score(recon, images)["mean"], images=len(images))
     if baseline is not None:
         mean = load_views(baseline, size).mean(0, keepdim=True).expand_as(images)

@@ -1,6 +1,7 @@
 """A trained inverter loaded from a model file: features in, images out."""
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -32,8 +33,19 @@ class Inverter:
         self.file: ModelFile = load_model(path)
         self.extractor = from_metadata(self.file.feature, json.dumps(self.file.params) if self.file.params else None)
         self.net = build(self.file.arch)
+        encoder = {k[8:]: v for k, v in self.file.state.items() if k.startswith("encoder.")}
+        decoder = {k: v for k, v in self.file.state.items() if not k.startswith("encoder.")}
+        self.encoder = None
+        if self.file.arch.get("finetuned_encoder"):
+            # An autoencoder (train --finetune-encoder): its own copy of the CNN makes the features.
+            self.encoder = copy.deepcopy(self.extractor.network())
+            try:
+                self.encoder.load_state_dict(encoder)
+            except RuntimeError:
+                raise FeatinvError(f"{path}: its fine-tuned encoder does not fit {self.extractor.spec}") from None
+            self.encoder.eval()
         try:
-            self.net.load_state_dict(self.file.state)
+            self.net.load_state_dict(decoder)
         except RuntimeError:
             raise FeatinvError(f"{path}: weights do not fit the architecture in its metadata; "
                                f"the file is damaged or was edited") from None
@@ -42,8 +54,19 @@ class Inverter:
         self.mean = torch.tensor(self.file.normalization.get("mean", [0.0] * 3),
                                  dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
 
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Features of images as this model expects them (its fine-tuned encoder, if it has one)."""
+        with torch.no_grad():
+            if self.encoder is not None:
+                return self.extractor.run(self.encoder, images)
+            return self.extractor(images)
+
     def check(self, extractor: Extractor, channels: int, name: str) -> None:
         """Refuse features this model was not trained on, saying what differs."""
+        if self.encoder is not None:
+            raise FeatinvError(f"{self.path.name} is an autoencoder (train --finetune-encoder): its encoder was "
+                               f"trained too, so features from `featinv extract` do not fit it; score it on "
+                               f"images with `featinv train ... --val DIR` or featinv_cli.evaluate")
         if extractor.name != self.extractor.name:
             raise FeatinvError(f"{name}: holds {extractor.spec} features but model {self.path.name} "
                                f"inverts {self.extractor.spec}")

@@ -1,6 +1,7 @@
 """The training loop (paper eq. 3): MSE in pixel space, Adam, seeded, checkpointed, resumable."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -19,6 +20,7 @@ from .errors import FeatinvError
 from .features import from_metadata, parse_spec
 from .io import ModelFile, atomic_write, encode_safetensors, list_images, parse_safetensors, read_bytes, save_model
 from .models import for_extractor
+from .models.deep import AutoEncoder
 
 
 @dataclass
@@ -40,6 +42,7 @@ class TrainConfig:
     device: str = "cpu"
     dtype: str = "float16"  # of the final model file; checkpoints are float32
     features: list[str] = field(default_factory=list)  # train from these feature files instead of crops
+    finetune_encoder: bool = False  # paper §4.2: train the CNN encoder too (autoencoder upper bound)
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -81,7 +84,8 @@ def _load_checkpoint(path: Path, model, opt, cfg: TrainConfig) -> tuple[int, dic
     if meta.get("format") != "featinv-checkpoint/1":
         raise FeatinvError(f"{path}: not a featinv training checkpoint")
     saved = json.loads(meta["config"])
-    for key in ("feature", "arch", "width", "crop", "batch", "seed", "steps", "max_zoom", "features"):
+    for key in ("feature", "arch", "width", "crop", "batch", "seed", "steps", "max_zoom", "features",
+                "finetune_encoder"):
         if saved.get(key) != getattr(cfg, key):
             raise FeatinvError(f"{path}: checkpoint was made with {key}={saved.get(key)!r}, this run has "
                                f"{getattr(cfg, key)!r}; resume with the same settings")
@@ -134,7 +138,8 @@ def train(cfg: TrainConfig, resume: bool = False,
         files = list_images(cfg.data)
         if cfg.crop % 64:
             raise FeatinvError(f"--crop {cfg.crop} must be a multiple of 64 (the network's 1/64 bottleneck)")
-        dataset = CropDataset(files, extractor, cfg.crop, cfg.seed, cfg.max_zoom)
+        dataset = CropDataset(files, None if cfg.finetune_encoder else extractor, cfg.crop, cfg.seed,
+                              cfg.max_zoom)
     if len(files) < cfg.batch:
         raise FeatinvError(f"{cfg.data}: {len(files)} images cannot fill a batch of {cfg.batch}; "
                            f"lower --batch")
@@ -144,6 +149,16 @@ def train(cfg: TrainConfig, resume: bool = False,
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     model, arch = for_extractor(cfg.arch, extractor, width=cfg.width)
+    encoder = None
+    if cfg.finetune_encoder:
+        if not hasattr(extractor, "run") or cfg.features:
+            raise FeatinvError("--finetune-encoder trains a CNN encoder (alexnet, caffenet) from images, "
+                               f"not {extractor.spec}" + (" from stored features" if cfg.features else ""))
+        encoder = copy.deepcopy(extractor.network()).train()
+        for p in encoder.parameters():
+            p.requires_grad_(True)
+        model = AutoEncoder(extractor, encoder, model)
+        arch = dict(arch, finetuned_encoder=True)
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     ckpt = checkpoint_path(cfg.output)
@@ -172,7 +187,7 @@ def train(cfg: TrainConfig, resume: bool = False,
         for group in opt.param_groups:
             group["lr"] = learning_rate(cfg, step)
         images, feats = images.to(device, non_blocking=True), feats.to(device, non_blocking=True)
-        pred = net(feats)
+        pred = net(images if encoder is not None else feats)
         if pred.shape[-2:] != images.shape[-2:]:  # CNN-layer inverters predict a fixed size (§4.1)
             images = F.interpolate(images, size=pred.shape[-2:], mode="bilinear", antialias=True,
                                    align_corners=False)
@@ -199,8 +214,13 @@ def train(cfg: TrainConfig, resume: bool = False,
             "images_per_second": round(seen / elapsed, 1) if seen else None,
             "data_wait_fraction": round(waited / elapsed, 3) if seen else None}
     if rank == 0:
+        # An autoencoder's file holds the decoder under the usual names and the encoder as "encoder.*".
+        state = model.decoder.state_dict() if encoder is not None else model.state_dict()
+        state = {k: v.detach().cpu() for k, v in state.items()}
+        if encoder is not None:
+            state.update({f"encoder.{k}": v.detach().cpu() for k, v in encoder.state_dict().items()})
         save_model(cfg.output, ModelFile(
-            state={k: v.detach().cpu() for k, v in model.state_dict().items()}, feature=extractor.spec,
+            state=state, feature=extractor.spec,
             params=extractor.params, arch=arch, image_size=[cfg.crop, cfg.crop],
             normalization={"mean": extra["mean"], "scale": 1.0}, train=meta, version=__version__),
             dtype=getattr(torch, cfg.dtype))

@@ -138,3 +138,29 @@ def test_layer_sweep_smoke_run(tmp_path):
     import imageio.v3 as iio
 
     assert iio.imread(tmp_path / "sweep.png").shape == (420, 720, 3)
+
+
+def test_finetune_encoder_trains_an_autoencoder(cli, image_dir, photos, tmp_path):
+    from featinv_cli.evaluate import evaluate
+    from featinv_cli.io import load_model
+
+    out = tmp_path / "ae.safetensors"
+    r = cli("train", "caffenet:fc6", "--weights", "random:0", "--finetune-encoder", "-d", image_dir, "--width",
+            "0.0625", "--crop", "64", "--batch", "4", "--steps", "2", "--workers", "0", "--full", "-o", out, "-q")
+    assert r.code == 0, r.err
+    m = load_model(out)
+    assert m.arch["finetuned_encoder"] is True
+    original = caffenet_state()
+    tuned = {k[8:]: v for k, v in m.state.items() if k.startswith("encoder.")}
+    assert set(tuned) == set(original)
+    assert not torch.equal(tuned["features.0.weight"], original["features.0.weight"])  # it did train
+    assert 0 < evaluate(out, image_dir, size=64)["normalized_error"] < 2
+    feats = tmp_path / "f.safetensors"
+    cli("extract", "caffenet:fc6", photos["chelsea"], "--weights", "random:0", "-o", feats)
+    assert "autoencoder" in one_line_error(cli("invert", feats, "-m", out, "-o", tmp_path / "r.png"))
+    r = cli("train", "hog", "--finetune-encoder", "-d", image_dir, "--batch", "4", "-o", tmp_path / "x.safetensors")
+    assert "CNN encoder" in one_line_error(r)
+
+
+def caffenet_state():
+    return {k: v.clone() for k, v in parse_spec("caffenet:fc6,weights=random:0").network().state_dict().items()}

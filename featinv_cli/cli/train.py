@@ -43,6 +43,8 @@ def train(
                                         "`featinv extract --resize N --crop N` (e.g. its shards; a .txt lists "
                                         "one file per line; repeat the flag) instead of random crops; --data "
                                         "is where their source images are."),
+    finetune_encoder: bool = typer.Option(False, "--finetune-encoder", help="CNN features: train the "
+                                          "encoder too (an autoencoder: the upper bound of paper §4.2)."),
     val: Path = typer.Option(None, "--val", help="After training, report the normalized error on this "
                              "folder (shorter side 128, centre crop 128: the README's protocol)."),
     device: str = DEVICE,
@@ -76,7 +78,8 @@ def train(
                       max_zoom=max_zoom, batch=batch, steps=steps, lr=lr, seed=seed,
                       workers=default_workers() if workers < 0 else workers,
                       checkpoint_every=checkpoint_every, device=resolve_device(device),
-                      dtype="float16" if half else "float32", features=listed)
+                      dtype="float16" if half else "float32", features=listed,
+                      finetune_encoder=finetune_encoder)
     # Under torchrun only rank 0 talks; the others train silently.
     quiet = quiet or int(os.environ.get("RANK", "0")) != 0
     tty = sys.stderr.isatty() and not quiet

@@ -196,7 +196,10 @@ class AlexNetLayer(Extractor):
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """images (N, 3, H, W) in [0, 1] -> (N, C, S, S) for conv layers, (N, D) for fc layers."""
-        net = self.network().to(images.device)
+        return self.run(self.network().to(images.device), images)
+
+    def run(self, net: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """This layer's output of ``net`` (this family's layout; e.g. a fine-tuned copy)."""
         part, last = CUTS[self.family][self.layer]
         x = self.preprocess(images)
         for i, m in enumerate(net.features):

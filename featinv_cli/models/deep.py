@@ -55,3 +55,15 @@ class FCLayerInverter(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.up(self.fc(features).view(-1, self.base, 4, 4))
+
+
+class AutoEncoder(nn.Module):
+    """Paper §4.2: a CNN layer's encoder trained together with its inverter (the upper bound on what
+    an inverter of that layer can do). images -> encoder layer output -> decoder -> images."""
+
+    def __init__(self, extractor, encoder: nn.Module, decoder: nn.Module):
+        super().__init__()
+        self.extractor, self.encoder, self.decoder = extractor, encoder, decoder
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.extractor.run(self.encoder, images))
