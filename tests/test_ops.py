@@ -72,12 +72,15 @@ def test_cell_vector_and_empty_cells():
     assert out.abs().sum() == v.abs().sum()  # every other cell stays zero
 
 
-def test_order_of_images_does_not_matter_within_image():
-    kp, desc, counts, h, w = random_case(9, n=2)
-    a = ops.grid_bin(kp, desc, counts, h, w, 4, 1)
-    # keypoints outside the image never win a cell
-    inside = (kp[:, 0] >= 0) & (kp[:, 0] < w) & (kp[:, 1] >= 0) & (kp[:, 1] < h)
-    assert (a[:, -1] != 0).sum() <= int(inside.sum())
+def test_keypoints_outside_the_image_never_land():
+    h, w = 16, 20
+    kp = torch.tensor([[-0.5, 3.0, 2.0, 0.1], [float(w), 3.0, 2.0, 0.1], [5.0, float(h), 2.0, 0.1],
+                       [5.0, -1e-3, 2.0, 0.1], [float("nan"), 1.0, 2.0, 0.1]])
+    out = ops.grid_bin(kp, torch.ones(5, 2), torch.tensor([5]), h, w, 4, 0)
+    assert out.abs().sum() == 0
+    inside = torch.cat([kp, torch.tensor([[w - 1e-3, h - 1e-3, 2.0, 0.1]])])
+    out = ops.grid_bin(inside, torch.ones(6, 2), torch.tensor([6]), h, w, 4, 0)
+    assert (out[0, 0] != 0).sum() == 1 and out[0, 0, -1, -1] == 1  # only the last one, in the corner cell
 
 
 def test_opcheck():
