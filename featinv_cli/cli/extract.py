@@ -47,7 +47,7 @@ def extract(
                                       "OUT-00001... of R rows each, holding at most R in memory (0: one file)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="CNN features: a torchvision-style .pth "
                                           "state dict or .safetensors, or random:SEED (default: torch's cache "
-                                          "path for torchvision's AlexNet file)."),
+                                          "path for torchvision's own file of that network)."),
     workers: int = typer.Option(0, "--workers", help="DataLoader processes reading and extracting in parallel."),
     quiet: bool = QUIET,
 ):
@@ -57,7 +57,9 @@ def extract(
     file per image instead (needed when sizes differ).
 
     Features: hog (VLFeat UoCTTI HOG, 31 channels, cell 8), lbp (VLFeat uniform LBP, 58 channels,
-    cell 16), sift (OpenCV SIFT on the paper's grid, 133 channels, cell 4; keypoints kept raw too).
+    cell 16), sift (OpenCV SIFT on the paper's grid, 133 channels, cell 4; keypoints kept raw too),
+    alexnet:LAYER and caffenet:LAYER (conv1..conv5, fc6..fc8), torchvision:MODEL:MODULE (any named
+    module of a torchvision classifier; needs torchvision). CNN features take --weights.
 
     For big sets: --shard I/N takes one block of the images (one per cluster job or make target),
     --rows-per-file R writes numbered files with constant memory, --workers K extracts in parallel.
@@ -68,6 +70,7 @@ def extract(
       featinv extract sift photo.jpg -o photo.safetensors --no-raw
       featinv extract hog photos/ --resize 128 --crop 128 -o val.safetensors
       featinv extract hog photo.jpg -o - | featinv invert - -o recon.png
+      featinv extract torchvision:resnet18:layer3 --weights resnet18.pth photo.jpg -o r.safetensors
       featinv extract hog big/ --resize 128 --crop 128 --shard 2/8 --rows-per-file 1000 --workers 3 -o s2.safetensors
     """
     extractor = parse_spec(with_weights(feature, weights))

@@ -22,9 +22,10 @@ def train(
                                 "Checkpoints go beside it as OUTPUT.ckpt."),
     weights: Optional[str] = typer.Option(None, "--weights", help="CNN features: a torchvision-style .pth "
                                           "state dict or .safetensors, or random:SEED (default: torch's cache "
-                                          "path for torchvision's AlexNet file)."),
-    arch: str = typer.Option("paper", help="Network architecture (paper: contracting to 1/64, then "
-                             "up-convolutions; DESIGN §4)."),
+                                          "path for torchvision's own file of that network)."),
+    arch: str = typer.Option("paper", help="Network architecture. paper: contracting to 1/64, then "
+                             "up-convolutions (DESIGN §4); skip (hog, lbp, sift): the same with U-Net skip "
+                             "connections, which the shipped models use."),
     width: float = typer.Option(1.0, help="Channel multiplier of the architecture (1.0 = the paper's widths)."),
     crop: int = typer.Option(128, help="Training crop size in pixels (a multiple of 64)."),
     max_zoom: float = typer.Option(2.0, "--max-zoom", help="Crops come from the image resized so its "

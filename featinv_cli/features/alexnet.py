@@ -78,11 +78,17 @@ SHAPES = {
 INPUT = {"alexnet": 224, "caffenet": 227}
 
 
-def load_state(weights: str, family: str) -> tuple[dict[str, torch.Tensor] | None, str]:
+def cache_dir() -> Path:
+    """torch's usual cache folder for downloaded weights (we only ever read from it)."""
+    return Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"
+
+
+def load_state(weights: str, family: str, default: Path | None = None
+               ) -> tuple[dict[str, torch.Tensor] | None, str]:
     """The state dict named by ``weights`` and what to record about it.
 
-    ``random:SEED`` -> (None, "random:SEED"); a file -> (state, "sha256:..."); "" -> torch's cache
-    path for torchvision's AlexNet file, else a FeatinvError saying where to put one.
+    ``random:SEED`` -> (None, "random:SEED"); a file -> (state, "sha256:..."); "" -> the file
+    ``default`` (torchvision's cache path for this network), else a FeatinvError saying where to put one.
     """
     if weights.startswith("random:"):
         try:
@@ -90,15 +96,12 @@ def load_state(weights: str, family: str) -> tuple[dict[str, torch.Tensor] | Non
         except ValueError:
             raise FeatinvError(f"weights {weights!r}: write random:SEED with an integer seed") from None
         return None, weights
-    path = Path(weights) if weights else None
-    if path is None:
-        hub = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"
-        path = hub / TORCHVISION_FILE
-        if family != "alexnet" or not path.exists():
-            raise FeatinvError(f"{family} needs weights: give --weights FILE (a torchvision-style .pth "
-                               f"state dict or .safetensors)"
-                               + (f", or put torchvision's {TORCHVISION_FILE} in {hub}" if family == "alexnet"
-                                  else "") + "; --weights random:0 gives seeded random weights")
+    path = Path(weights) if weights else default
+    if not weights and (path is None or not path.exists()):
+        raise FeatinvError(f"{family} needs weights: give --weights FILE (a torchvision-style .pth "
+                           f"state dict or .safetensors)"
+                           + (f", or put torchvision's {path.name} in {path.parent}" if path else "")
+                           + "; --weights random:0 gives seeded random weights")
     if not path.exists():
         raise FeatinvError(f"{path}: no such weights file")
     data = path.read_bytes()
@@ -170,7 +173,8 @@ class AlexNetLayer(Extractor):
         key = (self.family, self.weights)
         if key not in _NETS:
             build = torchvision_alexnet if self.family == "alexnet" else caffenet
-            state, _ = load_state(self.weights, self.family)
+            default = cache_dir() / TORCHVISION_FILE if self.family == "alexnet" else None
+            state, _ = load_state(self.weights, self.family, default)
             if state is None:
                 with torch.random.fork_rng():  # seeded weights without disturbing the caller's RNG
                     torch.manual_seed(int(self.weights.split(":", 1)[1]))

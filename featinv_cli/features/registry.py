@@ -10,9 +10,10 @@ from .hog import HOG
 from .alexnet import AlexNetLayer, CaffeNetLayer
 from .lbp import LBP
 from .sift import SIFT
+from .torchvision_layer import TorchvisionLayer
 
 EXTRACTORS: dict[str, type[Extractor]] = {"hog": HOG, "lbp": LBP, "sift": SIFT, "alexnet": AlexNetLayer,
-                                          "caffenet": CaffeNetLayer}
+                                          "caffenet": CaffeNetLayer, "torchvision": TorchvisionLayer}
 
 
 def names() -> list[str]:
@@ -31,19 +32,25 @@ def _coerce(field: dataclasses.Field, text: str):
 
 
 def parse_spec(spec: str) -> Extractor:
-    """``"hog:cell=8"`` -> HOG(cell=8); ``"alexnet:fc6"`` -> the first parameter given by position.
-    Unknown names or parameters are a FeatinvError."""
+    """``"hog:cell=8"`` -> HOG(cell=8); ``"alexnet:fc6"`` and ``"torchvision:resnet18:layer3"`` -> the
+    leading parameters given by position (colon-separated). Unknown names or parameters are a
+    FeatinvError."""
     name, _, rest = spec.strip().partition(":")
     if name not in EXTRACTORS:
         raise FeatinvError(f"unknown feature {name!r}; choose one of: {', '.join(names())}")
     cls = EXTRACTORS[name]
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
-    order = list(fields)
-    for position, item in enumerate(filter(None, rest.split(","))):
+    order = list(getattr(cls, "positional", list(fields)[:1]))
+    items = list(filter(None, rest.split(",")))
+    if items and "=" not in items[0]:  # positional values come first: "resnet18:layer3"
+        values = items[0].split(":")
+        if len(values) > len(order):
+            raise FeatinvError(f"bad parameter {items[0]!r} in feature spec {spec!r}; {name} takes "
+                               f"{len(order)} value(s) by position ({':'.join(o.upper() for o in order)})")
+        items[:1] = [f"{key}={value}" for key, value in zip(order, values)]
+    for item in items:
         key, eq, value = item.partition("=")
-        if not eq and position == 0 and order:
-            key, eq, value = order[0], "=", item
         if not eq or key not in fields:
             raise FeatinvError(f"bad parameter {item!r} in feature spec {spec!r}; "
                                f"{name} takes: {', '.join(fields) or 'nothing'}")
@@ -118,5 +125,5 @@ def with_weights(spec: str, weights: str | None) -> str:
     if not weights:
         return spec
     if "weights" not in {f.name for f in dataclasses.fields(parse_spec(spec))}:
-        raise FeatinvError(f"--weights applies to CNN features (alexnet, caffenet), not {spec}")
+        raise FeatinvError(f"--weights applies to CNN features (alexnet, caffenet, torchvision), not {spec}")
     return f"{spec}{',' if ':' in spec else ':'}weights={weights}"

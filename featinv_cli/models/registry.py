@@ -8,7 +8,7 @@ from torch import nn
 from ..errors import FeatinvError
 from ..features.base import Extractor
 from .deep import ConvLayerInverter, FCLayerInverter
-from .shallow import ShallowInverter
+from .shallow import ShallowInverter, SkipInverter
 
 
 def _paper(extractor: Extractor, width: float = 1.0) -> tuple[nn.Module, dict]:
@@ -24,7 +24,15 @@ def _paper(extractor: Extractor, width: float = 1.0) -> tuple[nn.Module, dict]:
     return build(arch), arch
 
 
-ARCHS = {"paper": _paper}
+def _skip(extractor: Extractor, width: float = 1.0) -> tuple[nn.Module, dict]:
+    """The hand-made-feature network with U-Net skip connections (models/shallow.py, SkipInverter)."""
+    if extractor.is_vector or hasattr(extractor, "family"):
+        raise FeatinvError(f"--arch skip is for dense hand-made features (hog, lbp, sift), not {extractor.spec}")
+    arch = {"name": "skip", "in_channels": extractor.channels, "stride": extractor.stride, "width": width}
+    return build(arch), arch
+
+
+ARCHS = {"paper": _paper, "skip": _skip}
 
 
 def names() -> list[str]:
@@ -43,6 +51,8 @@ def build(arch: dict) -> nn.Module:
     try:
         if arch["name"] == "paper":
             return ShallowInverter(int(arch["in_channels"]), int(arch["stride"]), float(arch.get("width", 1.0)))
+        if arch["name"] == "skip":
+            return SkipInverter(int(arch["in_channels"]), int(arch["stride"]), float(arch.get("width", 1.0)))
         if arch["name"] == "paper-conv":
             return ConvLayerInverter(int(arch["in_channels"]), int(arch["ups"]), float(arch.get("width", 1.0)))
         if arch["name"] == "paper-fc":

@@ -52,3 +52,54 @@ class ShallowInverter(nn.Module):
         x = F.pad(features, (0, pw, 0, ph)) if ph or pw else features
         y = self.net(x)
         return y[..., : hc * self.stride, : wc * self.stride]
+
+
+class SkipInverter(nn.Module):
+    """The paper's network with U-Net skip connections (``--arch skip``; DESIGN §4 allows named variants).
+
+    Why: at a 128 px crop the paper's contracting part squeezes a 16x16x31 HOG map through a 2x2
+    bottleneck, so everything the expanding part knows about local structure must fit in 2x2xC numbers.
+    Here every contracting level also hands its map to the expanding level of the same size, which
+    keeps the 1/64 context for brightness (paper §2.2) and the cell-level detail. Each level has one
+    extra 3x3 convolution; the up-convolutions below the cell size are the paper's.
+    """
+
+    def __init__(self, in_channels: int, stride: int, width: float = 1.0):
+        super().__init__()
+        if BOTTLENECK % stride or stride & (stride - 1):
+            raise ValueError(f"feature stride {stride} must be a power of two dividing {BOTTLENECK}")
+        self.in_channels, self.stride = in_channels, stride
+        self.cells_multiple = BOTTLENECK // stride
+        downs = int(math.log2(self.cells_multiple))
+        ch = lambda c: max(8, int(round(c * width)))  # noqa: E731
+        widths = [ch(c) for c in (256, *DOWN_CHANNELS[:downs])]
+        self.stem = nn.Sequential(conv(in_channels, widths[0], kernel=3), conv(widths[0], widths[0], kernel=3))
+        self.down = nn.ModuleList(
+            nn.Sequential(conv(widths[i], widths[i + 1], stride=2), conv(widths[i + 1], widths[i + 1], kernel=3))
+            for i in range(downs))
+        self.up = nn.ModuleList(upconv(widths[i + 1], widths[i]) for i in reversed(range(downs)))
+        self.merge = nn.ModuleList(conv(2 * widths[i], widths[i], kernel=3) for i in reversed(range(downs)))
+        tail: list[nn.Module] = []
+        cin = widths[0]
+        for c in UP_CHANNELS[len(UP_CHANNELS) - int(math.log2(stride)) + 1:]:
+            tail.append(upconv(cin, ch(c)))
+            cin = ch(c)
+        tail.append(upconv(cin, 3, act=False))
+        self.tail = nn.Sequential(*tail)
+        init_weights(self, output=tail[-1])
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        n, c, hc, wc = features.shape
+        if c != self.in_channels:
+            raise ValueError(f"expected {self.in_channels} channels, got {c}")
+        m = self.cells_multiple
+        ph, pw = (-hc) % m, (-wc) % m
+        x = self.stem(F.pad(features, (0, pw, 0, ph)) if ph or pw else features)
+        skips = []
+        for down in self.down:
+            skips.append(x)
+            x = down(x)
+        for up, merge in zip(self.up, self.merge):
+            x = merge(torch.cat([up(x), skips.pop()], dim=1))
+        y = self.tail(x)
+        return y[..., : hc * self.stride, : wc * self.stride]

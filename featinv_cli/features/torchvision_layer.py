@@ -1,0 +1,157 @@
+"""Any named module of any torchvision classification model as a feature (``torchvision:MODEL:MODULE``).
+
+"Invert my own network" is the most asked-for use of the older tools. The output of MODULE (a name
+from ``model.named_modules()``, e.g. ``layer3`` of resnet18 or ``features.7`` of vgg16) on the image
+resized to SIZE x SIZE with ImageNet normalisation. The forward pass stops at that module, so a
+low layer costs only its part of the network. Weights as for AlexNet (a file, torch's cache path for
+torchvision's own file, or ``random:SEED``); nothing is downloaded. torchvision itself is needed only
+for this extractor and is imported on first use.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..errors import FeatinvError
+from .alexnet import cache_dir, load_state
+from .base import Extractor
+
+_NETS: dict[tuple[str, str], nn.Module] = {}
+
+
+class _Reached(Exception):
+    """Raised by the forward hook to stop the network once the wanted module has run."""
+
+    def __init__(self, output):
+        self.output = output
+
+
+def _torchvision():
+    try:
+        import torchvision.models
+    except Exception as e:  # ImportError, or a torchvision built for another torch (RuntimeError)
+        first = (str(e).splitlines() or [type(e).__name__])[0][:120]
+        raise FeatinvError(f"torchvision features need torchvision, which does not import here ({first}); "
+                           f"install a torchvision built for torch {torch.__version__.split('+')[0]}") from None
+    return torchvision.models
+
+
+@dataclass(frozen=True)
+class TorchvisionLayer(Extractor):
+    """The output of module ``module`` of torchvision model ``model`` (N, C, S, S) or (N, D)."""
+
+    model: str = "alexnet"
+    module: str = "features"
+    weights: str = "random:0"
+    size: int = 224
+    name = "torchvision"
+    family = "torchvision"
+    positional = ("model", "module")  # torchvision:MODEL:MODULE
+
+    def __post_init__(self):
+        if self.size < 32:
+            raise FeatinvError(f"torchvision: size={self.size} is too small (at least 32)")
+
+    @property
+    def spec(self) -> str:
+        extra = "" if self.weights == "random:0" else f",weights={self.weights}"
+        extra += "" if self.size == 224 else f",size={self.size}"
+        return f"{self.name}:{self.model}:{self.module}{extra}"
+
+    @cached_property
+    def _shape(self) -> tuple[int, ...]:
+        """Output shape for one image, found by running the network once on zeros (shapes only)."""
+        with torch.no_grad():
+            return tuple(self(torch.zeros(1, 3, self.size, self.size)).shape[1:])
+
+    @property
+    def channels(self) -> int:
+        return self._shape[0]
+
+    @property
+    def is_vector(self) -> bool:
+        return len(self._shape) == 1
+
+    @property
+    def stride(self) -> int:
+        return self.size if self.is_vector else max(1, self.size // self._shape[-1])
+
+    def grid_size(self, height: int, width: int) -> tuple[int, int]:
+        return tuple(self._shape[1:]) if not self.is_vector else (0, 0)
+
+    def image_size_from_grid(self, hc: int, wc: int) -> tuple[int, int]:
+        return self.size, self.size
+
+    def min_size(self) -> int:
+        return 16
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """images (N, 3, H, W) in [0, 1] -> the module's output, (N, C, S, S) or (N, D)."""
+        return self.run(self.network().to(images.device), images)
+
+    def network(self) -> nn.Module:
+        key = (self.model, self.weights)
+        if key not in _NETS:
+            models = _torchvision()
+            if self.model not in models.list_models(module=models):
+                raise FeatinvError(f"torchvision has no classification model {self.model!r}; "
+                                   f"some it has: {', '.join(models.list_models(module=models)[:8])}, ...")
+            state, _ = load_state(self.weights, self.family, default=self._cached_file(models))
+            with torch.random.fork_rng():  # seeded weights without disturbing the caller's RNG
+                if state is None:
+                    torch.manual_seed(int(self.weights.split(":", 1)[1]))
+                net = models.get_model(self.model, weights=None)
+            if state is not None:
+                try:
+                    net.load_state_dict(state)
+                except RuntimeError as e:
+                    first = str(e).splitlines()[0][:160]
+                    raise FeatinvError(f"{self.weights}: not {self.model} weights ({first})") from None
+            for p in net.parameters():
+                p.requires_grad_(False)
+            _NETS[key] = net.eval()
+        return _NETS[key]
+
+    def _cached_file(self, models) -> Path | None:
+        """Where torchvision would have cached this model's default weights (never fetched here)."""
+        try:
+            url = models.get_model_weights(self.model).DEFAULT.url
+        except Exception:  # models without published weights
+            return None
+        return cache_dir() / url.rsplit("/", 1)[-1]
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(images.float(), size=(self.size, self.size), mode="bilinear", align_corners=False,
+                          antialias=True)
+        mean = torch.tensor([0.485, 0.456, 0.406], device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225], device=x.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def run(self, net: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        def stop(_module, _inputs, output):
+            raise _Reached(output)
+
+        names = dict(net.named_modules())
+        if self.module not in names or not self.module:
+            near = [n for n in names if n and "." not in n]
+            raise FeatinvError(f"{self.model} has no module {self.module!r}; its top-level modules: "
+                               f"{', '.join(near)} (dotted names reach inside, e.g. {near[0]}.0)")
+        handle = names[self.module].register_forward_hook(stop)
+        try:
+            net(self.preprocess(images))
+        except _Reached as reached:
+            out = reached.output
+        else:
+            raise AssertionError(f"{self.module} did not run")  # a module the forward pass skips
+        finally:
+            handle.remove()
+        if not isinstance(out, torch.Tensor) or out.dim() not in (2, 4):
+            kind = type(out).__name__ if not isinstance(out, torch.Tensor) else f"a {out.dim()}-D tensor"
+            raise FeatinvError(f"{self.model}.{self.module} gives {kind}; pick a module whose output is a "
+                               f"feature map (N, C, H, W) or a vector (N, D)")
+        return out
