@@ -11,18 +11,43 @@ def test_upconv_doubles_size():
     assert upconv(4, 2)(torch.zeros(1, 4, 3, 5)).shape == (1, 2, 6, 10)
 
 
-@pytest.mark.parametrize("hc,wc", [(16, 16), (5, 7), (38, 56), (1, 1)])
-def test_any_grid_size_gives_cells_times_stride(hc, wc):
-    net, arch = for_extractor("paper", parse_spec("hog"), width=0.125)
-    assert net(torch.zeros(2, 31, hc, wc)).shape == (2, 3, hc * 8, wc * 8)
+ARCHS = ["paper", "skip"]
+SHALLOW = [("hog", 31, 8), ("lbp", 58, 16), ("sift", 133, 4)]
 
 
-def test_arch_metadata_rebuilds_same_network():
-    net, arch = for_extractor("paper", parse_spec("hog"), width=0.125)
-    again = build(arch)
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("feature,channels,stride", SHALLOW)
+@pytest.mark.parametrize("hc,wc", [(16, 16), (5, 7), (1, 1)])
+def test_any_grid_size_gives_cells_times_stride(arch, feature, channels, stride, hc, wc):
+    net, _ = for_extractor(arch, parse_spec(feature), width=0.0625)
+    assert net(torch.zeros(2, channels, hc, wc)).shape == (2, 3, hc * stride, wc * stride)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_arch_metadata_rebuilds_same_network(arch):
+    net, meta = for_extractor(arch, parse_spec("hog"), width=0.125)
+    torch.nn.init.normal_(list(net.parameters())[-2])  # the zero output layer would hide a mismatch
+    again = build(meta)
     again.load_state_dict(net.state_dict())
     x = torch.rand(1, 31, 4, 4)
-    assert torch.equal(net(x), again(x))
+    assert torch.equal(net(x), again(x)) and net(x).abs().max() > 0
+
+
+def test_skip_is_only_for_hand_made_features():
+    with pytest.raises(Exception, match="--arch skip is for dense hand-made features"):
+        for_extractor("skip", parse_spec("alexnet:conv3"))
+
+
+def test_skip_passes_cell_detail_past_the_bottleneck():
+    """With skips, a cell's own output block depends on it far more than on a cell 4 blocks away."""
+    torch.manual_seed(0)
+    net, _ = for_extractor("skip", parse_spec("hog"), width=0.125)
+    torch.nn.init.normal_(net.tail[-1][0].weight, std=0.1)
+    x = torch.rand(1, 31, 8, 8)
+    x2 = x.clone()
+    x2[0, :, 1, 1] += 1
+    changed = (net(x2) - net(x)).abs().sum(1)[0]
+    assert changed[8:16, 8:16].mean() > 3 * changed[40:48, 40:48].mean() > 0
 
 
 def test_contracts_to_one_sixty_fourth():
@@ -37,7 +62,8 @@ def test_contracts_to_one_sixty_fourth():
     assert changed[60:, 60:].max() > 0
 
 
-def test_untrained_network_predicts_the_mean():
+@pytest.mark.parametrize("arch", ARCHS)
+def test_untrained_network_predicts_the_mean(arch):
     """Zero output layer: before training the inverter outputs 0 (= the mean image after de-normalising)."""
-    net, _ = for_extractor("paper", parse_spec("hog"), width=0.125)
+    net, _ = for_extractor(arch, parse_spec("hog"), width=0.125)
     assert net(torch.rand(2, 31, 4, 4)).abs().max() == 0
