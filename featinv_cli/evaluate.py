@@ -22,12 +22,13 @@ def load_views(directory: str | Path, size: int) -> torch.Tensor:
 
 
 def evaluate(model: str | Path, directory: str | Path, size: int = 128, batch: int = 25,
-             device: str = "cpu", baseline: str | Path | None = None) -> dict:
+             device: str = "cpu", baseline: str | Path | None = None, mirror_average: bool = False) -> dict:
     """Mean normalized error, PSNR and SSIM of ``model`` on ``directory``; with ``baseline`` (a folder,
     e.g. the training set) also the error of always predicting that folder's mean image."""
     inverter = Inverter(model, device)
     images = load_views(directory, size)
-    recon = torch.cat([inverter(inverter.encode(chunk), (size, size)) for chunk in images.split(batch)])
+    recon = torch.cat([inverter(inverter.encode(chunk), (size, size), mirror_average=mirror_average)
+                       for chunk in images.split(batch)])
     result = dict(metrics.score(recon, images)["mean"], images=len(images))
     if baseline is not None:
         mean = load_views(baseline, size).mean(0, keepdim=True).expand_as(images)

@@ -77,17 +77,29 @@ class Inverter:
             raise FeatinvError(f"{name}: features have {channels} channels, model {self.path.name} "
                                f"expects {self.file.arch['in_channels']}")
 
+    @property
+    def can_mirror(self) -> bool:
+        return self.extractor.mirror_channels is not None and self.encoder is None
+
     @torch.no_grad()
     def __call__(self, features: torch.Tensor, image_size: tuple[int, int] | None = None,
-                 batch: int = 16) -> torch.Tensor:
+                 batch: int = 16, mirror_average: bool = False) -> torch.Tensor:
         """features: (N, C, Hc, Wc) -> images (N, 3, H, W) in [0, 1].
 
         The network predicts an image of ``Hc*stride x Wc*stride``; it is resized bilinearly to
-        ``image_size`` (the size the features came from) when given.
+        ``image_size`` (the size the features came from) when given. ``mirror_average`` also inverts
+        the features of the mirrored image (a channel permutation, Extractor.mirror_channels),
+        mirrors that reconstruction back and averages the two: two estimates of the same expected
+        pre-image whose errors partly cancel (HOG, LBP; ignored for other features).
         """
+        mirror = list(self.extractor.mirror_channels) if mirror_average and self.can_mirror else None
         out = []
         for chunk in features.split(batch):
-            y = self.net(chunk.to(self.device, torch.float32)) + self.mean
+            x = chunk.to(self.device, torch.float32)
+            y = self.net(x)
+            if mirror is not None:
+                y = 0.5 * (y + self.net(x.flip(-1)[:, mirror]).flip(-1))
+            y = y + self.mean
             if image_size is not None and tuple(y.shape[-2:]) != tuple(image_size):
                 y = F.interpolate(y, size=tuple(image_size), mode="bilinear", align_corners=False)
             out.append(y.clamp(0, 1).cpu())

@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import UsageError
-from ..features.registry import with_weights
+from ..features.registry import parse_spec, with_weights
 from ..train import TrainConfig, default_workers, train as run_training
 from .common import DEVICE, QUIET, err, resolve_device
 
@@ -113,3 +113,7 @@ def train(
         err.print(f"validation ({r['images']} images of {val}): normalized error {r['normalized_error']:.3f} "
                   f"(predicting the mean training image: {r['baseline_mean_error']:.3f}), "
                   f"PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.3f}")
+        if parse_spec(cfg.feature).mirror_channels is not None and not cfg.finetune_encoder:
+            m = evaluate(output, val, device=cfg.device, mirror_average=True)
+            err.print(f"  with invert --mirror-average: normalized error {m['normalized_error']:.3f}, "
+                      f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}")

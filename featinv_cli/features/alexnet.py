@@ -4,8 +4,9 @@
 response normalisation for conv layers, after ReLU for fc6/fc7, before softmax for fc8.
 Weights come from a file (torchvision .pth state dict, read with weights_only=True, or .safetensors),
 torch's usual cache path for torchvision's file, or ``random:SEED`` for tests and demos. Nothing is
-downloaded. The parameters record which weights (a file's SHA-256, or the seed) so a model trained
-on one network's features refuses another's.
+downloaded. The parameters record which weights (the file's path as given, or the seed) so a model
+trained on one network's features refuses another's. (A path, not a digest: the same file under two
+paths counts as different weights; see the closing note of issue 4.)
 """
 from __future__ import annotations
 

@@ -68,6 +68,9 @@ class Extractor:
     name: str = ""
     differentiable: bool = True
     is_vector: bool = False  # (N, D) features (fc layers) rather than (N, C, Hc, Wc) maps
+    # Channel order of the features of the left-right mirrored image: features(flip(x)) equals
+    # flip(features(x))[:, mirror_channels] up to border cells; None where no such permutation exists.
+    mirror_channels: tuple[int, ...] | None = None
 
     @property
     def params(self) -> dict:

@@ -89,6 +89,16 @@ class HOG(Extractor):
     def stride(self) -> int:
         return self.cell
 
+    @property
+    def mirror_channels(self) -> tuple[int, ...]:
+        """Mirroring maps a gradient at angle t to pi - t: directed bin k (of 2o over 2 pi) goes to
+        (o - k) mod 2o, undirected bin k (of o over pi) to -k mod o; the four texture energies, one
+        per 2x2 block of cells around the cell, swap left and right."""
+        o = self.orientations
+        directed = [(o - k) % (2 * o) for k in range(2 * o)]
+        undirected = [2 * o + (-k) % o for k in range(o)]
+        return tuple(directed + undirected + [3 * o + 1, 3 * o, 3 * o + 3, 3 * o + 2])
+
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
         return hog_cells(height, width, self.cell)
 

@@ -29,6 +29,18 @@ def uniform_mapping() -> torch.Tensor:
 MAPPING = uniform_mapping()
 
 
+def mirrored_codes() -> tuple[int, ...]:
+    """Code c of a left-right mirrored image is code MIRROR[c] of the original: mirroring swaps the
+    neighbours E<->W, SE<->SW, NE<->NW (bit b -> bit (4 - b) mod 8), which maps uniform strings to
+    uniform strings, constant to constant, non-uniform to non-uniform."""
+    first = {int(code): bits for bits, code in reversed(list(enumerate(MAPPING.tolist())))}
+    mirror = lambda bits: sum(1 << ((4 - b) % 8) for b in range(8) if bits >> b & 1)  # noqa: E731
+    return tuple(int(MAPPING[mirror(first[c])]) for c in range(58))
+
+
+MIRROR = mirrored_codes()
+
+
 def lbp_codes(gray: torch.Tensor) -> torch.Tensor:
     """(N, H, W) -> (N, H-2, W-2) uniform codes of the interior pixels."""
     c = gray[:, 1:-1, 1:-1]
@@ -64,6 +76,7 @@ class LBP(Extractor):
     cell: int = 16
     name = "lbp"
     differentiable = False
+    mirror_channels = MIRROR
 
     @property
     def channels(self) -> int:
