@@ -72,21 +72,22 @@ def test_no_weights_says_where_to_put_them(monkeypatch, tmp_path):
         parse_spec("caffenet:fc6,weights=")(torch.rand(1, 3, 64, 64))
 
 
-@pytest.mark.parametrize("layer", ["conv2", "fc6"])
-def test_train_and_invert_a_layer(cli, image_dir, photos, tmp_path, layer):
+@pytest.mark.parametrize("family", ["alexnet", "caffenet"])
+@pytest.mark.parametrize("layer", LAYERS)
+def test_train_and_invert_a_layer(cli, image_dir, photos, tmp_path, family, layer):
     model = tmp_path / "m.safetensors"
-    r = cli("train", f"caffenet:{layer}", "--weights", "random:0", "-d", image_dir, "--width", "0.0625",
+    r = cli("train", f"{family}:{layer}", "--weights", "random:0", "-d", image_dir, "--width", "0.0625",
             "--crop", "64", "--batch", "4", "--steps", "2", "--workers", "0", "-o", model, "-q")
     assert r.code == 0, r.err
     feats = tmp_path / "f.safetensors"
-    assert cli("extract", f"caffenet:{layer}", photos["chelsea"], "--weights", "random:0", "-o", feats).code == 0
+    assert cli("extract", f"{family}:{layer}", photos["chelsea"], "--weights", "random:0", "-o", feats).code == 0
     r = cli("invert", feats, "-m", model, "-o", tmp_path / "r.png")
     assert r.code == 0, r.err
     import imageio.v3 as iio
 
     assert iio.imread(tmp_path / "r.png").shape == (300, 451, 3)
     # features of other weights are refused by this model
-    cli("extract", f"caffenet:{layer}", photos["chelsea"], "--weights", "random:1", "-o", feats)
+    cli("extract", f"{family}:{layer}", photos["chelsea"], "--weights", "random:1", "-o", feats)
     assert "differ" in one_line_error(cli("invert", feats, "-m", model, "-o", tmp_path / "r2.png"))
 
 
