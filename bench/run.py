@@ -2,6 +2,7 @@
 
     python bench/run.py            # the numbers in BENCHMARKS.md
     python bench/run.py --quick    # fewer repetitions and steps (well under 5 minutes)
+    python bench/run.py --only inversion,optimisation   # some sections
 
 Extraction is timed per image (batch of one, as `featinv extract` runs), on crops of scikit-image's
 bundled photographs, next to scikit-image's own `hog` and `local_binary_pattern` on the same
@@ -113,13 +114,22 @@ def training(steps: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
+    sections = ("extraction", "inversion", "optimisation", "training")
+    p.add_argument("--only", default=",".join(sections), help=f"comma-separated subset of {', '.join(sections)}")
     args = p.parse_args()
+    only = set(args.only.split(","))
+    if only - set(sections):
+        p.error(f"--only: unknown section(s) {', '.join(sorted(only - set(sections)))}")
     print(f"featinv benchmarks on {platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}")
-    extraction(1 if args.quick else 5)
-    inversion(2 if args.quick else 10)
-    optimisation(50 if args.quick else 200)
-    training(10 if args.quick else 40)
+    if "extraction" in only:
+        extraction(1 if args.quick else 5)
+    if "inversion" in only:
+        inversion(2 if args.quick else 10)
+    if "optimisation" in only:
+        optimisation(50 if args.quick else 200)
+    if "training" in only:
+        training(10 if args.quick else 40)
 
 
 if __name__ == "__main__":
