@@ -10,6 +10,7 @@ from torch.nn import functional as F
 
 from .errors import FeatinvError
 from .features import Extractor, from_metadata
+from .features.alexnet import same_weights
 from .io import ModelFile, load_model
 from .models import build
 
@@ -23,6 +24,14 @@ def shipped_model(extractor: Extractor) -> Path:
         raise FeatinvError(f"no shipped model for {extractor.name!r} features; train one with "
                            f"'featinv train {extractor.spec} --data DIR -o model.safetensors' and pass -m")
     return path
+
+
+def same_settings(a: dict, b: dict) -> bool:
+    """Extractor settings that make the same features: equal, except that CNN weights given as two
+    paths of one file's contents are the same weights."""
+    if a.keys() != b.keys() or any(a[k] != b[k] for k in a if k != "weights"):
+        return False
+    return "weights" not in a or same_weights(str(a["weights"]), str(b["weights"]))
 
 
 class Inverter:
@@ -70,7 +79,7 @@ class Inverter:
         if extractor.name != self.extractor.name:
             raise FeatinvError(f"{name}: holds {extractor.spec} features but model {self.path.name} "
                                f"inverts {self.extractor.spec}")
-        if extractor.params != self.extractor.params:
+        if not same_settings(extractor.params, self.extractor.params):
             raise FeatinvError(f"{name}: extractor settings {extractor.params} differ from the model's "
                                f"{self.extractor.params}")
         if channels != self.file.arch.get("in_channels", channels):

@@ -165,3 +165,30 @@ def test_finetune_encoder_trains_an_autoencoder(cli, image_dir, photos, tmp_path
 
 def caffenet_state():
     return {k: v.clone() for k, v in parse_spec("caffenet:fc6,weights=random:0").network().state_dict().items()}
+
+
+def test_same_weights_under_another_path_fit_the_model(cli, image_dir, photos, tmp_path):
+    """A model records the weights path it was trained with; a copy of that file elsewhere is the same
+    weights (compared by contents), a different file is not."""
+    import shutil
+
+    first = tmp_path / "a" / "caffenet.pth"
+    first.parent.mkdir()
+    torch.manual_seed(1)
+    torch.save(caffenet().state_dict(), first)
+    copy = tmp_path / "b.pth"
+    shutil.copy(first, copy)
+    other = tmp_path / "c.pth"
+    torch.save(caffenet().state_dict(), other)  # fresh random weights
+    model = tmp_path / "m.safetensors"
+    r = cli("train", "caffenet:conv5", "--weights", first, "-d", image_dir, "--width", "0.0625", "--crop", "64",
+            "--batch", "4", "--steps", "1", "--workers", "0", "-o", model, "-q")
+    assert r.code == 0, r.err
+    feats = tmp_path / "f.safetensors"
+    for weights, fits in ((copy, True), (other, False)):
+        assert cli("extract", "caffenet:conv5", photos["chelsea"], "--weights", weights, "-o", feats).code == 0
+        r = cli("invert", feats, "-m", model, "-o", tmp_path / "r.png")
+        if fits:
+            assert r.code == 0, r.err
+        else:
+            assert "differ" in one_line_error(r)

@@ -5,8 +5,8 @@ response normalisation for conv layers, after ReLU for fc6/fc7, before softmax f
 Weights come from a file (torchvision .pth state dict, read with weights_only=True, or .safetensors),
 torch's usual cache path for torchvision's file, or ``random:SEED`` for tests and demos. Nothing is
 downloaded. The parameters record which weights (the file's path as given, or the seed) so a model
-trained on one network's features refuses another's. (A path, not a digest: the same file under two
-paths counts as different weights; see the closing note of issue 4.)
+trained on one network's features refuses another's; two paths count as the same weights when both
+files exist and have the same contents (``same_weights``), so a copied or moved file still fits.
 """
 from __future__ import annotations
 
@@ -123,6 +123,25 @@ def load_state(weights: str, family: str, default: Path | None = None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise FeatinvError(f"{path}: holds {type(state).__name__}, not a state dict of tensors")
     return state, digest
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def same_weights(a: str, b: str) -> bool:
+    """Whether two ``weights`` settings name the same weights: equal strings, or two existing files
+    with equal contents (the same file under two paths)."""
+    if a == b:
+        return True
+    pa, pb = Path(a), Path(b)
+    if a.startswith("random:") or b.startswith("random:") or not (pa.is_file() and pb.is_file()):
+        return False
+    return pa.stat().st_size == pb.stat().st_size and _file_digest(pa) == _file_digest(pb)
 
 
 _NETS: dict[tuple[str, str], nn.Module] = {}
