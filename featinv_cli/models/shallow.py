@@ -20,16 +20,30 @@ UP_CHANNELS = (512, 256, 128, 64, 32)  # after the bottleneck, as in the paper's
 DOWN_CHANNELS = (256, 512, 1024, 1024)
 
 
+def contractions(stride: int) -> int:
+    """How many stride-2 steps take a feature map at 1/stride of the image to 1/BOTTLENECK."""
+    if BOTTLENECK % stride or stride & (stride - 1):
+        raise ValueError(f"feature stride {stride} must be a power of two dividing {BOTTLENECK}")
+    return int(math.log2(BOTTLENECK // stride))
+
+
+def pad_cells(features: torch.Tensor, in_channels: int, stride: int) -> torch.Tensor:
+    """Check the channel count and pad the grid (right, bottom) to a multiple of the 1/64 grid."""
+    n, c, hc, wc = features.shape
+    if c != in_channels:
+        raise ValueError(f"expected {in_channels} channels, got {c}")
+    m = BOTTLENECK // stride
+    ph, pw = (-hc) % m, (-wc) % m
+    return F.pad(features, (0, pw, 0, ph)) if ph or pw else features
+
+
 class ShallowInverter(nn.Module):
     """features: (N, in_channels, Hc, Wc) -> images (N, 3, Hc*stride, Wc*stride), mean-subtracted."""
 
     def __init__(self, in_channels: int, stride: int, width: float = 1.0):
         super().__init__()
-        if BOTTLENECK % stride or stride & (stride - 1):
-            raise ValueError(f"feature stride {stride} must be a power of two dividing {BOTTLENECK}")
         self.in_channels, self.stride = in_channels, stride
-        self.cells_multiple = BOTTLENECK // stride
-        downs = int(math.log2(self.cells_multiple))
+        downs = contractions(stride)
         ch = lambda c: max(8, int(round(c * width)))  # noqa: E731
         layers: list[nn.Module] = []
         cin = in_channels
@@ -44,13 +58,8 @@ class ShallowInverter(nn.Module):
         init_weights(self, output=layers[-1])
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        n, c, hc, wc = features.shape
-        if c != self.in_channels:
-            raise ValueError(f"expected {self.in_channels} channels, got {c}")
-        m = self.cells_multiple
-        ph, pw = (-hc) % m, (-wc) % m
-        x = F.pad(features, (0, pw, 0, ph)) if ph or pw else features
-        y = self.net(x)
+        hc, wc = features.shape[-2:]
+        y = self.net(pad_cells(features, self.in_channels, self.stride))
         return y[..., : hc * self.stride, : wc * self.stride]
 
 
@@ -66,11 +75,8 @@ class SkipInverter(nn.Module):
 
     def __init__(self, in_channels: int, stride: int, width: float = 1.0):
         super().__init__()
-        if BOTTLENECK % stride or stride & (stride - 1):
-            raise ValueError(f"feature stride {stride} must be a power of two dividing {BOTTLENECK}")
         self.in_channels, self.stride = in_channels, stride
-        self.cells_multiple = BOTTLENECK // stride
-        downs = int(math.log2(self.cells_multiple))
+        downs = contractions(stride)
         ch = lambda c: max(8, int(round(c * width)))  # noqa: E731
         widths = [ch(c) for c in (256, *DOWN_CHANNELS[:downs])]
         self.stem = nn.Sequential(conv(in_channels, widths[0], kernel=3), conv(widths[0], widths[0], kernel=3))
@@ -89,12 +95,8 @@ class SkipInverter(nn.Module):
         init_weights(self, output=tail[-1])
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        n, c, hc, wc = features.shape
-        if c != self.in_channels:
-            raise ValueError(f"expected {self.in_channels} channels, got {c}")
-        m = self.cells_multiple
-        ph, pw = (-hc) % m, (-wc) % m
-        x = self.stem(F.pad(features, (0, pw, 0, ph)) if ph or pw else features)
+        hc, wc = features.shape[-2:]
+        x = self.stem(pad_cells(features, self.in_channels, self.stride))
         skips = []
         for down in self.down:
             skips.append(x)
