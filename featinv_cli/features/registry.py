@@ -70,7 +70,8 @@ def from_metadata(name: str, params_json: str | None) -> Extractor:
 
 def guess_from_channels(channels: int) -> Extractor | None:
     """The extractor a bare array with this channel count must come from, if exactly one fits."""
-    fits = [cls() for cls in EXTRACTORS.values() if _default_channels(cls) == channels]
+    fits = [cls() for cls in EXTRACTORS.values()
+            if getattr(cls, "guess_by_channels", True) and _default_channels(cls) == channels]
     return fits[0] if len(fits) == 1 else None
 
 

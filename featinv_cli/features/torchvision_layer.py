@@ -52,6 +52,7 @@ class TorchvisionLayer(Extractor):
     name = "torchvision"
     family = "torchvision"
     positional = ("model", "module")  # torchvision:MODEL:MODULE
+    guess_by_channels = False  # its channel count needs the network: never guessed for a bare .npy
 
     def __post_init__(self):
         if self.size < 32:
