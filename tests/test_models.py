@@ -33,6 +33,12 @@ def test_arch_metadata_rebuilds_same_network(arch):
     assert torch.equal(net(x), again(x)) and net(x).abs().max() > 0
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_cells_below_four_pixels_are_refused_clearly(arch):
+    with pytest.raises(Exception, match="stride 2 must be a power of two from 4 to 64"):
+        for_extractor(arch, parse_spec("hog:cell=2"))
+
+
 def test_skip_is_only_for_hand_made_features():
     with pytest.raises(Exception, match="--arch skip is for dense hand-made features"):
         for_extractor("skip", parse_spec("alexnet:conv3"))

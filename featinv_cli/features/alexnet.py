@@ -144,6 +144,14 @@ def same_weights(a: str, b: str) -> bool:
     return pa.stat().st_size == pb.stat().st_size and _file_digest(pa) == _file_digest(pb)
 
 
+def imagenet_input(images: torch.Tensor, size: int) -> torch.Tensor:
+    """torchvision's input convention: RGB in [0, 1] resized to size x size, ImageNet mean and std."""
+    x = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    mean = torch.tensor([0.485, 0.456, 0.406], device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
 _NETS: dict[tuple[str, str], nn.Module] = {}
 
 
@@ -212,11 +220,7 @@ class AlexNetLayer(Extractor):
         return _NETS[key]
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(images.float(), size=(INPUT[self.family],) * 2, mode="bilinear", align_corners=False,
-                          antialias=True)
-        mean = torch.tensor([0.485, 0.456, 0.406], device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor([0.229, 0.224, 0.225], device=x.device).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return imagenet_input(images, INPUT[self.family])
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """images (N, 3, H, W) in [0, 1] -> (N, C, S, S) for conv layers, (N, D) for fc layers."""

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..errors import FeatinvError
-from .alexnet import cache_dir, load_state
+from .alexnet import cache_dir, imagenet_input, load_state
 from .base import Extractor
 
 _NETS: dict[tuple[str, str], nn.Module] = {}
@@ -127,11 +126,7 @@ class TorchvisionLayer(Extractor):
         return cache_dir() / url.rsplit("/", 1)[-1]
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(images.float(), size=(self.size, self.size), mode="bilinear", align_corners=False,
-                          antialias=True)
-        mean = torch.tensor([0.485, 0.456, 0.406], device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor([0.229, 0.224, 0.225], device=x.device).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return imagenet_input(images, self.size)
 
     def run(self, net: nn.Module, images: torch.Tensor) -> torch.Tensor:
         def stop(_module, _inputs, output):

@@ -8,7 +8,14 @@ from torch import nn
 from ..errors import FeatinvError
 from ..features.base import Extractor
 from .deep import ConvLayerInverter, FCLayerInverter
-from .shallow import ShallowInverter, SkipInverter
+from .shallow import ShallowInverter, SkipInverter, contractions
+
+
+def _check_stride(extractor: Extractor) -> None:
+    try:
+        contractions(extractor.stride)
+    except ValueError as e:
+        raise FeatinvError(f"no inverter network fits {extractor.spec} features: {e}") from None
 
 
 def _paper(extractor: Extractor, width: float = 1.0) -> tuple[nn.Module, dict]:
@@ -20,6 +27,7 @@ def _paper(extractor: Extractor, width: float = 1.0) -> tuple[nn.Module, dict]:
         ups = max(1, round(math.log2(extractor.stride)))
         arch = {"name": "paper-conv", "in_channels": extractor.channels, "ups": ups, "width": width}
     else:
+        _check_stride(extractor)
         arch = {"name": "paper", "in_channels": extractor.channels, "stride": extractor.stride, "width": width}
     return build(arch), arch
 
@@ -28,6 +36,7 @@ def _skip(extractor: Extractor, width: float = 1.0) -> tuple[nn.Module, dict]:
     """The hand-made-feature network with U-Net skip connections (models/shallow.py, SkipInverter)."""
     if extractor.is_vector or hasattr(extractor, "family"):
         raise FeatinvError(f"--arch skip is for dense hand-made features (hog, lbp, sift), not {extractor.spec}")
+    _check_stride(extractor)
     arch = {"name": "skip", "in_channels": extractor.channels, "stride": extractor.stride, "width": width}
     return build(arch), arch
 

@@ -22,8 +22,9 @@ DOWN_CHANNELS = (256, 512, 1024, 1024)
 
 def contractions(stride: int) -> int:
     """How many stride-2 steps take a feature map at 1/stride of the image to 1/BOTTLENECK."""
-    if BOTTLENECK % stride or stride & (stride - 1):
-        raise ValueError(f"feature stride {stride} must be a power of two dividing {BOTTLENECK}")
+    smallest = BOTTLENECK >> len(DOWN_CHANNELS)  # one contracting width per step
+    if BOTTLENECK % stride or stride & (stride - 1) or stride < smallest:
+        raise ValueError(f"feature stride {stride} must be a power of two from {smallest} to {BOTTLENECK}")
     return int(math.log2(BOTTLENECK // stride))
 
 
