@@ -16,9 +16,10 @@ from .inverter import Inverter
 from .io import list_images, read_image
 
 
-def load_views(directory: str | Path, size: int) -> torch.Tensor:
-    """(N, 3, size, size) evaluation views of a folder's images, in sorted name order."""
-    return torch.stack([eval_view(read_image(f), size) for f in list_images(directory)])
+def load_views(directory: str | Path | list, size: int) -> torch.Tensor:
+    """(N, 3, size, size) evaluation views of one or more folders' images, in sorted name order."""
+    dirs = directory if isinstance(directory, (list, tuple)) else [directory]
+    return torch.stack([eval_view(read_image(f), size) for f in list_images(*dirs)])
 
 
 def evaluate(model: str | Path, directory: str | Path, size: int = 128, batch: int = 25,

@@ -156,14 +156,19 @@ def write_image(path: str | Path, image: torch.Tensor | np.ndarray) -> None:
     atomic_write(path, encode_png(arr))
 
 
-def list_images(directory: str | Path) -> list[Path]:
-    """Image files of a directory in sorted name order."""
-    d = Path(directory)
-    if not d.is_dir():
-        raise FeatinvError(f"{d}: not a directory")
-    files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise FeatinvError(f"{d}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+def list_images(*directories: str | Path) -> list[Path]:
+    """Image files under one or more directories, sub-directories included (photos kept in class
+    folders, ImageNet's layout), in sorted path order, each directory's files after the last's."""
+    files: list[Path] = []
+    for directory in directories:
+        d = Path(directory)
+        if not d.is_dir():
+            raise FeatinvError(f"{d}: not a directory")
+        found = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not found:
+            raise FeatinvError(f"{d}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, "
+                               f"sub-directories included)")
+        files += found
     return files
 
 

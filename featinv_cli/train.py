@@ -26,7 +26,7 @@ from .models.deep import AutoEncoder
 @dataclass
 class TrainConfig:
     feature: str
-    data: str
+    data: list[str]  # folders of training images, walked recursively
     output: str
     arch: str = "paper"
     width: float = 1.0
@@ -40,9 +40,14 @@ class TrainConfig:
     max_zoom: float = 2.0  # training crops come from images resized to shorter side in [crop, max_zoom*crop]
     checkpoint_every: int = 200
     device: str = "cpu"
+    precision: str = "fp32"  # "bf16": the network runs under bf16 autocast; loss and optimizer stay fp32
     dtype: str = "float16"  # of the final model file; checkpoints are float32
     features: list[str] = field(default_factory=list)  # train from these feature files instead of crops
     finetune_encoder: bool = False  # paper §4.2: train the CNN encoder too (autoencoder upper bound)
+
+    def __post_init__(self):
+        if isinstance(self.data, (str, Path)):  # one folder may be given as it is
+            self.data = [str(self.data)]
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -52,6 +57,16 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
         return cfg.lr
     t = (step - start) / max(1, cfg.steps - start)
     return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def bf16_supported(device: str) -> bool:
+    """Whether bf16 autocast pays here: a CUDA GPU with bf16, or a CPU with AMX (Sapphire Rapids on)."""
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
 
 
 def checkpoint_path(output: str | Path) -> Path:
@@ -124,7 +139,9 @@ def train(cfg: TrainConfig, resume: bool = False,
     torch.manual_seed(cfg.seed)
     extractor = parse_spec(cfg.feature)
     if cfg.features:
-        dataset = FeatureRowsDataset([Path(f) for f in cfg.features], Path(cfg.data))
+        if len(cfg.data) != 1:
+            raise FeatinvError("training from --features reads their images from one --data folder")
+        dataset = FeatureRowsDataset([Path(f) for f in cfg.features], Path(cfg.data[0]))
         stored = from_metadata(dataset.meta["feature"], dataset.meta["params"])
         if stored.spec != extractor.spec:
             raise FeatinvError(f"the feature files hold {stored.spec} features, not {extractor.spec}")
@@ -133,15 +150,15 @@ def train(cfg: TrainConfig, resume: bool = False,
             raise FeatinvError(f"the feature files come from {size[0]}x{size[1]} images; training from stored "
                                f"features needs a size that is a multiple of {extractor.stride} (--crop N)")
         cfg.crop = size[0]
-        files = [Path(cfg.data) / name for _, _, name in dataset.index]
+        files = [Path(cfg.data[0]) / name for _, _, name in dataset.index]
     else:
-        files = list_images(cfg.data)
+        files = list_images(*cfg.data)
         if cfg.crop % 64:
             raise FeatinvError(f"--crop {cfg.crop} must be a multiple of 64 (the network's 1/64 bottleneck)")
         dataset = CropDataset(files, None if cfg.finetune_encoder else extractor, cfg.crop, cfg.seed,
                               cfg.max_zoom)
     if len(files) < cfg.batch:
-        raise FeatinvError(f"{cfg.data}: {len(files)} images cannot fill a batch of {cfg.batch}; "
+        raise FeatinvError(f"{', '.join(cfg.data)}: {len(files)} images cannot fill a batch of {cfg.batch}; "
                            f"lower --batch")
     if cfg.batch % world:
         raise FeatinvError(f"--batch {cfg.batch} does not split evenly over {world} processes")
@@ -159,7 +176,10 @@ def train(cfg: TrainConfig, resume: bool = False,
             p.requires_grad_(True)
         model = AutoEncoder(extractor, encoder, model)
         arch = dict(arch, finetuned_encoder=True)
+    bf16 = cfg.precision == "bf16"
     model.to(device)
+    if bf16:  # measured: channels_last lets oneDNN's bf16 convolutions skip layout reorders
+        model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     ckpt = checkpoint_path(cfg.output)
     start, extra = 0, {}
@@ -187,7 +207,11 @@ def train(cfg: TrainConfig, resume: bool = False,
         for group in opt.param_groups:
             group["lr"] = learning_rate(cfg, step)
         images, feats = images.to(device, non_blocking=True), feats.to(device, non_blocking=True)
-        pred = net(images if encoder is not None else feats)
+        if bf16 and feats.ndim == 4:
+            feats = feats.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            pred = net(images if encoder is not None else feats)
+        pred = pred.float()
         if pred.shape[-2:] != images.shape[-2:]:  # CNN-layer inverters predict a fixed size (§4.1)
             images = F.interpolate(images, size=pred.shape[-2:], mode="bilinear", antialias=True,
                                    align_corners=False)

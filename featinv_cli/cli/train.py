@@ -11,13 +11,14 @@ import typer
 
 from ..errors import UsageError
 from ..features.registry import parse_spec, with_weights
-from ..train import TrainConfig, default_workers, train as run_training
+from ..train import TrainConfig, bf16_supported, default_workers, train as run_training
 from .common import DEVICE, QUIET, err, resolve_device
 
 
 def train(
     feature: str = typer.Argument(..., help="Feature spec to invert: hog, hog:cell=8, ..."),
-    data: Path = typer.Option(..., "--data", "-d", help="Folder of training images (random crops and flips)."),
+    data: List[Path] = typer.Option(..., "--data", "-d", help="Folder of training images, sub-folders "
+                                    "included (random crops and flips); repeat for several folders."),
     output: Path = typer.Option(..., "--output", "-o", help="Model file to write (.safetensors). "
                                 "Checkpoints go beside it as OUTPUT.ckpt."),
     weights: Optional[str] = typer.Option(None, "--weights", help="CNN features: a torchvision-style .pth "
@@ -48,6 +49,9 @@ def train(
                                           "encoder too (an autoencoder: the upper bound of paper §4.2)."),
     val: Path = typer.Option(None, "--val", help="After training, report the normalized error on this "
                              "folder (shorter side 128, centre crop 128: the README's protocol)."),
+    precision: str = typer.Option("auto", help="auto, fp32 or bf16: bf16 runs the network under bf16 "
+                                  "autocast (loss and optimizer state stay fp32); auto = bf16 on a GPU with "
+                                  "bf16 or a CPU with AMX, else fp32."),
     device: str = DEVICE,
     quiet: bool = QUIET,
 ):
@@ -75,10 +79,16 @@ def train(
     for f in features:  # a .txt names one feature file per line (shards of a big extraction)
         listed += [line.strip() for line in f.read_text().splitlines() if line.strip()] \
             if f.suffix == ".txt" else [str(f)]
-    cfg = TrainConfig(feature=with_weights(feature, weights), data=str(data), output=str(output), arch=arch, width=width, crop=crop,
+    if precision not in ("auto", "fp32", "bf16"):
+        raise UsageError(f"--precision {precision!r}: choose auto, fp32 or bf16")
+    device = resolve_device(device)
+    if precision == "auto":
+        precision = "bf16" if bf16_supported(device) else "fp32"
+    cfg = TrainConfig(feature=with_weights(feature, weights), data=[str(d) for d in data], output=str(output),
+                      arch=arch, width=width, crop=crop,
                       max_zoom=max_zoom, batch=batch, steps=steps, lr=lr, seed=seed,
                       workers=default_workers() if workers < 0 else workers,
-                      checkpoint_every=checkpoint_every, device=resolve_device(device),
+                      checkpoint_every=checkpoint_every, device=device, precision=precision,
                       dtype="float16" if half else "float32", features=listed,
                       finetune_encoder=finetune_encoder)
     # Under torchrun only rank 0 talks; the others train silently.
@@ -109,7 +119,7 @@ def train(
     if val is not None and int(os.environ.get("RANK", "0")) == 0:
         from ..evaluate import evaluate
 
-        r = evaluate(output, val, device=cfg.device, baseline=data)
+        r = evaluate(output, val, device=cfg.device, baseline=cfg.data)
         err.print(f"validation ({r['images']} images of {val}): normalized error {r['normalized_error']:.3f} "
                   f"(predicting the mean training image: {r['baseline_mean_error']:.3f}), "
                   f"PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.3f}")

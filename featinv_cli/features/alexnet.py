@@ -146,7 +146,9 @@ def same_weights(a: str, b: str) -> bool:
 
 def imagenet_input(images: torch.Tensor, size: int) -> torch.Tensor:
     """torchvision's input convention: RGB in [0, 1] resized to size x size, ImageNet mean and std."""
-    x = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    x = images.float()
+    if x.shape[-2:] != (size, size):  # an image already at the input size is used as it is
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     mean = torch.tensor([0.485, 0.456, 0.406], device=x.device).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225], device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
@@ -161,7 +163,7 @@ class AlexNetLayer(Extractor):
     normalisation)."""
 
     layer: str = "fc6"
-    weights: str = "random:0"  # a file, "" for torch's cache path, or random:SEED
+    weights: str = ""  # a file, "" for the default file (torch's cache path), or random:SEED
     name = "alexnet"
     family = "alexnet"
 
@@ -171,7 +173,7 @@ class AlexNetLayer(Extractor):
 
     @property
     def spec(self) -> str:
-        weights = "" if self.weights == "random:0" else f",weights={self.weights}"
+        weights = f",weights={self.weights}" if self.weights else ""
         return f"{self.name}:{self.layer}{weights}"
 
     @property
@@ -197,18 +199,24 @@ class AlexNetLayer(Extractor):
     def min_size(self) -> int:
         return 16
 
+    def build(self) -> nn.Module:
+        """A fresh network of this family's layout (random weights)."""
+        return torchvision_alexnet()
+
+    def default_weights(self) -> Path | None:
+        """The weights file used when none is given (None: the user must always give one)."""
+        return cache_dir() / TORCHVISION_FILE
+
     def network(self) -> nn.Module:
         key = (self.family, self.weights)
         if key not in _NETS:
-            build = torchvision_alexnet if self.family == "alexnet" else caffenet
-            default = cache_dir() / TORCHVISION_FILE if self.family == "alexnet" else None
-            state, _ = load_state(self.weights, self.family, default)
+            state, _ = load_state(self.weights, self.family, self.default_weights())
             if state is None:
                 with torch.random.fork_rng():  # seeded weights without disturbing the caller's RNG
                     torch.manual_seed(int(self.weights.split(":", 1)[1]))
-                    net = build()
+                    net = self.build()
             else:
-                net = build()
+                net = self.build()
                 try:
                     net.load_state_dict(state)
                 except RuntimeError as e:
@@ -249,6 +257,12 @@ class CaffeNetLayer(AlexNetLayer):
 
     name = "caffenet"
     family = "caffenet"
+
+    def build(self) -> nn.Module:
+        return caffenet()
+
+    def default_weights(self) -> Path | None:
+        return None
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(images.float(), size=(227, 227), mode="bilinear", align_corners=False, antialias=True)

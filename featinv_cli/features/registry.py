@@ -10,10 +10,12 @@ from .hog import HOG
 from .alexnet import AlexNetLayer, CaffeNetLayer
 from .lbp import LBP
 from .sift import SIFT
+from .squeezenet import SqueezeNetLayer
 from .torchvision_layer import TorchvisionLayer
 
 EXTRACTORS: dict[str, type[Extractor]] = {"hog": HOG, "lbp": LBP, "sift": SIFT, "alexnet": AlexNetLayer,
-                                          "caffenet": CaffeNetLayer, "torchvision": TorchvisionLayer}
+                                          "caffenet": CaffeNetLayer, "squeezenet": SqueezeNetLayer,
+                                          "torchvision": TorchvisionLayer}
 
 
 def names() -> list[str]:
@@ -126,5 +128,5 @@ def with_weights(spec: str, weights: str | None) -> str:
     if not weights:
         return spec
     if "weights" not in {f.name for f in dataclasses.fields(parse_spec(spec))}:
-        raise FeatinvError(f"--weights applies to CNN features (alexnet, caffenet, torchvision), not {spec}")
+        raise FeatinvError(f"--weights applies to CNN features (alexnet, caffenet, squeezenet, torchvision), not {spec}")
     return f"{spec}{',' if ':' in spec else ':'}weights={weights}"

@@ -15,11 +15,15 @@ from .blocks import SLOPE, conv, init_weights, upconv
 
 
 class ConvLayerInverter(nn.Module):
-    """(N, C, S, S) -> (N, 3, S * 2**ups, S * 2**ups)."""
+    """(N, C, S, S) -> (N, 3, S * 2**ups, S * 2**ups).
 
-    def __init__(self, in_channels: int, ups: int, width: float = 1.0):
+    ``input_scale`` multiplies the features first: CNN activations can sit in the hundreds (a network
+    trained on 0-255 pixels), and the paper-initialised layers expect inputs of order one.
+    """
+
+    def __init__(self, in_channels: int, ups: int, width: float = 1.0, input_scale: float = 1.0):
         super().__init__()
-        self.in_channels = in_channels
+        self.in_channels, self.input_scale = in_channels, input_scale
         ch = lambda c: max(8, int(round(c * width)))  # noqa: E731
         layers: list[nn.Module] = [conv(in_channels, ch(256)), conv(ch(256), ch(256)), conv(ch(256), ch(256))]
         cin = ch(256)
@@ -32,15 +36,16 @@ class ConvLayerInverter(nn.Module):
         init_weights(self, output=layers[-1])
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.net(features)
+        return self.net(features * self.input_scale)
 
 
 class FCLayerInverter(nn.Module):
-    """Table 1: (N, D) -> fc 4096 x3 -> 4x4x256 -> five up-convolutions -> (N, 3, 128, 128)."""
+    """Table 1: (N, D) -> fc 4096 x3 -> 4x4x256 -> five up-convolutions -> (N, 3, 128, 128).
+    ``input_scale`` as for ConvLayerInverter."""
 
-    def __init__(self, in_features: int, width: float = 1.0):
+    def __init__(self, in_features: int, width: float = 1.0, input_scale: float = 1.0):
         super().__init__()
-        self.in_channels = in_features
+        self.in_channels, self.input_scale = in_features, input_scale
         ch = lambda c: max(8, int(round(c * width)))  # noqa: E731
         hidden = ch(4096)
         self.base = ch(256)
@@ -54,7 +59,7 @@ class FCLayerInverter(nn.Module):
         init_weights(self, output=ups[-1])
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.up(self.fc(features).view(-1, self.base, 4, 4))
+        return self.up(self.fc(features * self.input_scale).view(-1, self.base, 4, 4))
 
 
 class AutoEncoder(nn.Module):

@@ -18,21 +18,23 @@ def _check_stride(extractor: Extractor) -> None:
         raise FeatinvError(f"no inverter network fits {extractor.spec} features: {e}") from None
 
 
-def _paper(extractor: Extractor, width: float = 1.0) -> tuple[nn.Module, dict]:
+def _paper(extractor: Extractor, width: float = 1.0, input_scale: float = 1.0) -> tuple[nn.Module, dict]:
     """The paper's network for this kind of feature: fc layers Table 1, CNN conv layers three
-    convolutions and up-convolutions, hand-made features contracting to 1/64 and back."""
+    convolutions and up-convolutions, hand-made features contracting to 1/64 and back.
+    ``input_scale`` (CNN features only) multiplies the features before the first layer."""
     if extractor.is_vector:
-        arch = {"name": "paper-fc", "in_channels": extractor.channels, "width": width}
+        arch = {"name": "paper-fc", "in_channels": extractor.channels, "width": width, "input_scale": input_scale}
     elif hasattr(extractor, "family"):
         ups = max(1, round(math.log2(extractor.stride)))
-        arch = {"name": "paper-conv", "in_channels": extractor.channels, "ups": ups, "width": width}
+        arch = {"name": "paper-conv", "in_channels": extractor.channels, "ups": ups, "width": width,
+                "input_scale": input_scale}
     else:
         _check_stride(extractor)
         arch = {"name": "paper", "in_channels": extractor.channels, "stride": extractor.stride, "width": width}
     return build(arch), arch
 
 
-def _skip(extractor: Extractor, width: float = 1.0) -> tuple[nn.Module, dict]:
+def _skip(extractor: Extractor, width: float = 1.0, input_scale: float = 1.0) -> tuple[nn.Module, dict]:
     """The hand-made-feature network with U-Net skip connections (models/shallow.py, SkipInverter)."""
     if extractor.is_vector or hasattr(extractor, "family"):
         raise FeatinvError(f"--arch skip is for dense hand-made features (hog, lbp, sift), not {extractor.spec}")
@@ -63,9 +65,11 @@ def build(arch: dict) -> nn.Module:
         if arch["name"] == "skip":
             return SkipInverter(int(arch["in_channels"]), int(arch["stride"]), float(arch.get("width", 1.0)))
         if arch["name"] == "paper-conv":
-            return ConvLayerInverter(int(arch["in_channels"]), int(arch["ups"]), float(arch.get("width", 1.0)))
+            return ConvLayerInverter(int(arch["in_channels"]), int(arch["ups"]), float(arch.get("width", 1.0)),
+                                     float(arch.get("input_scale", 1.0)))
         if arch["name"] == "paper-fc":
-            return FCLayerInverter(int(arch["in_channels"]), float(arch.get("width", 1.0)))
+            return FCLayerInverter(int(arch["in_channels"]), float(arch.get("width", 1.0)),
+                                   float(arch.get("input_scale", 1.0)))
     except (KeyError, TypeError, ValueError) as e:
         raise FeatinvError(f"model architecture metadata is incomplete or wrong: {e}") from None
     raise FeatinvError(f"unknown architecture {arch.get('name')!r} in model file")
