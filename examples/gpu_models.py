@@ -228,6 +228,8 @@ def train_one(name: str, views_path: str, val_path: str, out: Path, budget: floa
         loss = F.mse_loss(pred, x - mean_px)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        # One bad batch can blow bf16 training up (seen: HOG, step ~6,000 of a GPU run); clipping keeps it.
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
         if step % 50 == 0 or step < 5:

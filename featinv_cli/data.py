@@ -24,6 +24,13 @@ def resize_shorter(image: torch.Tensor, shorter: int) -> torch.Tensor:
                          antialias=s < 1)[0].clamp(0, 1)
 
 
+def quantize8(image: torch.Tensor) -> torch.Tensor:
+    """Round to the 256 levels of an 8-bit image file. A resized view is made an 8-bit image again, so
+    features of a view equal the features of that view saved as a PNG (LBP compares neighbouring
+    pixels: float residues of resampling would flip its bits in flat regions)."""
+    return (image * 255.0).round() / 255.0
+
+
 def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
     h, w = image.shape[-2:]
     if h < size or w < size:
@@ -37,7 +44,7 @@ def prepare_view(image: torch.Tensor, resize: int | None, crop: int | None, name
     from .errors import FeatinvError
 
     if resize:
-        image = resize_shorter(image, resize)
+        image = quantize8(resize_shorter(image, resize))
     if crop:
         h, w = image.shape[-2:]
         if min(h, w) < crop:
@@ -47,8 +54,9 @@ def prepare_view(image: torch.Tensor, resize: int | None, crop: int | None, name
 
 
 def eval_view(image: torch.Tensor, size: int) -> torch.Tensor:
-    """The evaluation protocol: shorter side bilinear-resized to ``size``, then the centre square."""
-    return center_crop(resize_shorter(image, size), size)
+    """The evaluation protocol: shorter side bilinear-resized to ``size``, then the centre square,
+    as an 8-bit image."""
+    return quantize8(center_crop(resize_shorter(image, size), size))
 
 
 def fingerprint(files: list[Path]) -> str:

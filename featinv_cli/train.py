@@ -178,8 +178,6 @@ def train(cfg: TrainConfig, resume: bool = False,
         arch = dict(arch, finetuned_encoder=True)
     bf16 = cfg.precision == "bf16"
     model.to(device)
-    if bf16:  # measured: channels_last lets oneDNN's bf16 convolutions skip layout reorders
-        model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     ckpt = checkpoint_path(cfg.output)
     start, extra = 0, {}
@@ -207,8 +205,6 @@ def train(cfg: TrainConfig, resume: bool = False,
         for group in opt.param_groups:
             group["lr"] = learning_rate(cfg, step)
         images, feats = images.to(device, non_blocking=True), feats.to(device, non_blocking=True)
-        if bf16 and feats.ndim == 4:
-            feats = feats.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             pred = net(images if encoder is not None else feats)
         pred = pred.float()
