@@ -19,9 +19,9 @@ ASSETS = Path(__file__).parent / "assets"
 
 def shipped_model(extractor: Extractor) -> Path:
     """The model that ships for this kind of feature, or a FeatinvError saying how to get one."""
-    path = ASSETS / f"{extractor.name}.safetensors"
+    path = ASSETS / f"{extractor.shipped_name}.safetensors"
     if not path.exists():
-        raise FeatinvError(f"no shipped model for {extractor.name!r} features; train one with "
+        raise FeatinvError(f"no shipped model for {extractor.spec} features; train one with "
                            f"'featinv train {extractor.spec} --data DIR -o model.safetensors' and pass -m")
     return path
 

@@ -31,6 +31,13 @@ def normalized_errors(recon: torch.Tensor, ref: torch.Tensor, norm: float | None
     return diff.norm(dim=1) / norm
 
 
+def thumbnail_errors(recon: torch.Tensor, ref: torch.Tensor, side: int = 16) -> torch.Tensor:
+    """Normalized error of side x side thumbnails (area averages): how well colour and rough layout
+    are reconstructed, with every detail averaged away."""
+    shrink = lambda x: F.interpolate(x.double(), size=(side, side), mode="area")  # noqa: E731
+    return normalized_errors(shrink(recon), shrink(ref))
+
+
 def psnr(recon: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     mse = ((recon.double() - ref.double()) ** 2).flatten(1).mean(1)
     return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
@@ -54,6 +61,10 @@ def score(recon: torch.Tensor, ref: torch.Tensor) -> dict:
     recon = match_size(recon.float(), tuple(ref.shape[-2:])).clamp(0, 1)
     errors = normalized_errors(recon, ref)
     p, s = psnr(recon, ref), ssim(recon, ref)
-    return {"normalized_error": errors.tolist(), "psnr": p.tolist(), "ssim": s.tolist(),
-            "mean": {"normalized_error": float(errors.mean()), "psnr": float(p.mean()),
-                     "ssim": float(s.mean())}}
+    out = {"normalized_error": errors.tolist(), "psnr": p.tolist(), "ssim": s.tolist(),
+           "mean": {"normalized_error": float(errors.mean()), "psnr": float(p.mean()), "ssim": float(s.mean())}}
+    if min(ref.shape[-2:]) >= 16 and ref.shape[0] >= 2:
+        thumb = thumbnail_errors(recon, ref)
+        out["thumbnail_error"] = thumb.tolist()
+        out["mean"]["thumbnail_error"] = float(thumb.mean())
+    return out

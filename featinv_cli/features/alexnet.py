@@ -177,6 +177,10 @@ class AlexNetLayer(Extractor):
         return f"{self.name}:{self.layer}{weights}"
 
     @property
+    def shipped_name(self) -> str:
+        return f"{self.name}-{self.layer}"
+
+    @property
     def channels(self) -> int:
         return SHAPES[self.family][self.layer][0]
 

@@ -83,6 +83,11 @@ class Extractor:
                    if getattr(self, f.name) != f.default]
         return ":".join([self.name, ",".join(changed)]) if changed else self.name
 
+    @property
+    def shipped_name(self) -> str:
+        """Stem of the model file in the package that inverts these features (if one ships)."""
+        return self.name
+
     def params_json(self) -> str:
         return json.dumps(self.params, sort_keys=True)
 
