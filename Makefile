@@ -33,7 +33,7 @@ test-all: setup
 # `make test` skips these tests and says so.
 test-torchvision:
 	$(MAKE) VENV=.venv-tv TORCH="torch==2.14.1 torchvision==0.29.1" setup
-	.venv-tv/bin/python -m pytest -q tests/test_torchvision.py tests/test_alexnet.py
+	.venv-tv/bin/python -m pytest -q tests/test_torchvision.py tests/test_alexnet.py tests/test_squeezenet.py
 
 clean:
 	rm -rf $(VENV) .venv-tv demo.png .pytest_cache

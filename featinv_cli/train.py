@@ -38,7 +38,9 @@ class TrainConfig:
     seed: int = 0
     workers: int = 1
     max_zoom: float = 2.0  # training crops come from images resized to shorter side in [crop, max_zoom*crop]
-    checkpoint_every: int = 200
+    checkpoint_every: int = 250
+    checkpoint_minutes: float = 5.0  # also checkpoint this often, so a short run is never lost either
+    keep_checkpoint: bool = False  # keep OUTPUT.ckpt after a finished run (it holds the optimizer state)
     device: str = "cpu"
     precision: str = "fp32"  # "bf16": the network runs under bf16 autocast; loss and optimizer stay fp32
     dtype: str = "float16"  # of the final model file; checkpoints are float32
@@ -94,6 +96,17 @@ def _save_checkpoint(path: Path, model, opt, step: int, cfg: TrainConfig, extra:
     atomic_write(path, encode_safetensors(tensors, meta))
 
 
+def _peek_extra(path: Path) -> dict:
+    """The ``extra`` record of a checkpoint (mean colour, feature scale) without loading its tensors."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return json.loads((f.metadata() or {}).get("extra", "{}"))
+    except Exception:
+        return {}  # _load_checkpoint gives the precise complaint
+
+
 def _load_checkpoint(path: Path, model, opt, cfg: TrainConfig) -> tuple[int, dict]:
     tensors, meta = parse_safetensors(read_bytes(path), str(path))
     if meta.get("format") != "featinv-checkpoint/1":
@@ -127,6 +140,67 @@ def distributed() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+class _Data:
+    """What the loop trains on: a dataset of (image, features) pairs, its files, and the crop size."""
+
+    def __init__(self, cfg: TrainConfig, extractor, world: int):
+        if cfg.features:
+            if len(cfg.data) != 1:
+                raise FeatinvError("training from --features reads their images from one --data folder")
+            self.dataset = FeatureRowsDataset([Path(f) for f in cfg.features], Path(cfg.data[0]))
+            stored = from_metadata(self.dataset.meta["feature"], self.dataset.meta["params"])
+            if stored.spec != extractor.spec:
+                raise FeatinvError(f"the feature files hold {stored.spec} features, not {extractor.spec}")
+            size = self.dataset.image_size
+            if tuple(g * extractor.stride for g in extractor.grid_size(*size)) != tuple(size):
+                raise FeatinvError(f"the feature files come from {size[0]}x{size[1]} images; training from "
+                                   f"stored features needs a size that is a multiple of {extractor.stride} (--crop N)")
+            self.crop = size[0]
+            self.files = [Path(cfg.data[0]) / name for _, _, name in self.dataset.index]
+        else:
+            self.files = list_images(*cfg.data)
+            if cfg.crop % 64:
+                raise FeatinvError(f"--crop {cfg.crop} must be a multiple of 64 (the network's 1/64 bottleneck)")
+            self.crop = cfg.crop
+            self.dataset = CropDataset(self.files, None if cfg.finetune_encoder else extractor, cfg.crop,
+                                       cfg.seed, cfg.max_zoom)
+        if len(self.files) < cfg.batch:
+            raise FeatinvError(f"{', '.join(cfg.data)}: {len(self.files)} images cannot fill a batch of "
+                               f"{cfg.batch}; lower --batch")
+        if cfg.batch % world:
+            raise FeatinvError(f"--batch {cfg.batch} does not split evenly over {world} processes")
+
+    def feature_scale(self, extractor, finetune: bool) -> float:
+        """1 / std of the features of the first images: CNN activations can run to the hundreds (a
+        network trained on 0-255 pixels) and the inverter's first layer expects order one."""
+        if not hasattr(extractor, "family") or finetune:
+            return 1.0
+        feats = torch.stack([self.dataset[(0, i)][1] for i in range(min(16, len(self.files)))])
+        return float(1.0 / feats.float().std().clamp_min(1e-6)) if feats.numel() else 1.0
+
+
+def _network(cfg: TrainConfig, extractor, input_scale: float):
+    """The inverter (wrapped with a trainable copy of the CNN for --finetune-encoder), its ``arch``
+    metadata, and the encoder (None unless fine-tuned)."""
+    scale = {"input_scale": input_scale} if input_scale != 1.0 else {}
+    model, arch = for_extractor(cfg.arch, extractor, width=cfg.width, **scale)
+    if not cfg.finetune_encoder:
+        return model, arch, None
+    if not hasattr(extractor, "run") or cfg.features:
+        raise FeatinvError("--finetune-encoder trains a CNN encoder (alexnet, caffenet, squeezenet) from images, "
+                           f"not {extractor.spec}" + (" from stored features" if cfg.features else ""))
+    encoder = copy.deepcopy(extractor.network()).train()
+    for p in encoder.parameters():
+        p.requires_grad_(True)
+    return AutoEncoder(extractor, encoder, model), dict(arch, finetuned_encoder=True), encoder
+
+
+class Interrupted(FeatinvError):
+    """Ctrl-C (SIGINT) during training, after the checkpoint was saved. Exit code 130, as shells expect."""
+
+    exit_code = 130
+
+
 def train(cfg: TrainConfig, resume: bool = False,
           on_step: Callable[[int, int, float, float], None] | None = None) -> dict:
     """Train an inverter and write it to ``cfg.output``. Returns the ``train`` metadata.
@@ -138,117 +212,107 @@ def train(cfg: TrainConfig, resume: bool = False,
     rank, world = distributed()
     torch.manual_seed(cfg.seed)
     extractor = parse_spec(cfg.feature)
-    if cfg.features:
-        if len(cfg.data) != 1:
-            raise FeatinvError("training from --features reads their images from one --data folder")
-        dataset = FeatureRowsDataset([Path(f) for f in cfg.features], Path(cfg.data[0]))
-        stored = from_metadata(dataset.meta["feature"], dataset.meta["params"])
-        if stored.spec != extractor.spec:
-            raise FeatinvError(f"the feature files hold {stored.spec} features, not {extractor.spec}")
-        size = dataset.image_size
-        if tuple(g * extractor.stride for g in extractor.grid_size(*size)) != tuple(size):
-            raise FeatinvError(f"the feature files come from {size[0]}x{size[1]} images; training from stored "
-                               f"features needs a size that is a multiple of {extractor.stride} (--crop N)")
-        cfg.crop = size[0]
-        files = [Path(cfg.data[0]) / name for _, _, name in dataset.index]
-    else:
-        files = list_images(*cfg.data)
-        if cfg.crop % 64:
-            raise FeatinvError(f"--crop {cfg.crop} must be a multiple of 64 (the network's 1/64 bottleneck)")
-        dataset = CropDataset(files, None if cfg.finetune_encoder else extractor, cfg.crop, cfg.seed,
-                              cfg.max_zoom)
-    if len(files) < cfg.batch:
-        raise FeatinvError(f"{', '.join(cfg.data)}: {len(files)} images cannot fill a batch of {cfg.batch}; "
-                           f"lower --batch")
-    if cfg.batch % world:
-        raise FeatinvError(f"--batch {cfg.batch} does not split evenly over {world} processes")
+    data = _Data(cfg, extractor, world)
     device = torch.device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    model, arch = for_extractor(cfg.arch, extractor, width=cfg.width)
-    encoder = None
-    if cfg.finetune_encoder:
-        if not hasattr(extractor, "run") or cfg.features:
-            raise FeatinvError("--finetune-encoder trains a CNN encoder (alexnet, caffenet) from images, "
-                               f"not {extractor.spec}" + (" from stored features" if cfg.features else ""))
-        encoder = copy.deepcopy(extractor.network()).train()
-        for p in encoder.parameters():
-            p.requires_grad_(True)
-        model = AutoEncoder(extractor, encoder, model)
-        arch = dict(arch, finetuned_encoder=True)
-    bf16 = cfg.precision == "bf16"
+    ckpt = checkpoint_path(cfg.output)
+    if resume and not ckpt.exists():
+        raise FeatinvError(f"{ckpt}: no checkpoint to resume from")
+    extra = _peek_extra(ckpt) if resume else {}
+    if "input_scale" not in extra:
+        extra["input_scale"] = data.feature_scale(extractor, cfg.finetune_encoder)
+    model, arch, encoder = _network(cfg, extractor, extra["input_scale"])
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
-    ckpt = checkpoint_path(cfg.output)
-    start, extra = 0, {}
+    start = 0
     if resume:
-        if not ckpt.exists():
-            raise FeatinvError(f"{ckpt}: no checkpoint to resume from")
         start, extra = _load_checkpoint(ckpt, model, opt, cfg)
+        if start >= cfg.steps and Path(cfg.output).exists():
+            raise FeatinvError(f"{ckpt}: this run already finished ({start} of {cfg.steps} steps) and wrote "
+                               f"{cfg.output}; nothing to resume")
     if "mean" not in extra:
-        extra["mean"] = mean_color(files)
-    mean = torch.tensor(extra["mean"], device=device).view(1, 3, 1, 1)
-
-    sampler = EpochBatches(len(files), cfg.batch, cfg.seed, start, cfg.steps, rank, world)
+        extra["mean"] = mean_color(data.files)
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                         else None)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, num_workers=cfg.workers, worker_init_fn=worker_init,
-        persistent_workers=False, prefetch_factor=4 if cfg.workers else None)
-    model.train()
-    step, ema, t0, seen, waited = start, 0.0, time.perf_counter(), 0, 0.0
-    ready = time.perf_counter()
-    for images, feats in loader:
-        waited += time.perf_counter() - ready  # time the network sat waiting for this batch
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(cfg, step)
-        images, feats = images.to(device, non_blocking=True), feats.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            pred = net(images if encoder is not None else feats)
-        pred = pred.float()
-        if pred.shape[-2:] != images.shape[-2:]:  # CNN-layer inverters predict a fixed size (§4.1)
-            images = F.interpolate(images, size=pred.shape[-2:], mode="bilinear", antialias=True,
-                                   align_corners=False)
-        loss = F.mse_loss(pred, images - mean)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        seen += images.shape[0]
-        # Bias-corrected moving average (as in Adam): meaningful from the first step on.
-        ema = 0.95 * ema + 0.05 * loss.item()
-        loss_avg = ema / (1 - 0.95 ** (step - start))
-        if on_step and rank == 0:
-            on_step(step, cfg.steps, loss_avg, world * seen / (time.perf_counter() - t0))
-        if rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
-            extra["loss"] = loss_avg
-            _save_checkpoint(ckpt, model, opt, step, cfg, extra)
-        ready = time.perf_counter()
-    elapsed = time.perf_counter() - t0
-    seen *= world
-    meta = {"config": dataclasses.asdict(cfg), "steps_done": step, "final_loss": loss_avg, "processes": world,
-            "epochs": round(step * cfg.batch / len(files), 2), "data_images": len(files),
-            "data_fingerprint": fingerprint(files),
-            "images_per_second": round(seen / elapsed, 1) if seen else None,
-            "data_wait_fraction": round(waited / elapsed, 3) if seen else None}
+    stats = _loop(cfg, net, model, opt, data, extra, start, device, rank, world, encoder is not None, on_step)
+    meta = {"config": dataclasses.asdict(cfg), "steps_done": stats["step"], "final_loss": stats["loss"],
+            "processes": world, "epochs": round(stats["step"] * cfg.batch / len(data.files), 2),
+            "data_images": len(data.files), "data_fingerprint": fingerprint(data.files),
+            "images_per_second": stats["rate"], "data_wait_fraction": stats["wait"]}
     if rank == 0:
-        # An autoencoder's file holds the decoder under the usual names and the encoder as "encoder.*".
-        state = model.decoder.state_dict() if encoder is not None else model.state_dict()
-        state = {k: v.detach().cpu() for k, v in state.items()}
-        if encoder is not None:
-            state.update({f"encoder.{k}": v.detach().cpu() for k, v in encoder.state_dict().items()})
-        save_model(cfg.output, ModelFile(
-            state=state, feature=extractor.spec,
-            params=extractor.params, arch=arch, image_size=[cfg.crop, cfg.crop],
-            normalization={"mean": extra["mean"], "scale": 1.0}, train=meta, version=__version__),
-            dtype=getattr(torch, cfg.dtype))
+        _save_model(cfg, model, encoder, extractor, arch, data.crop, extra, meta)
+        if not cfg.keep_checkpoint:
+            ckpt.unlink(missing_ok=True)  # the model holds everything a finished run needs
     if world > 1:
         import torch.distributed as dist
 
         dist.barrier()  # nobody reports success before rank 0 has written the model
     return meta
+
+
+def _loop(cfg, net, model, opt, data: _Data, extra: dict, start: int, device, rank: int, world: int,
+          autoencoder: bool, on_step) -> dict:
+    """Steps ``start`` .. ``cfg.steps``: the paper's MSE in pixel space. Checkpoints every
+    ``checkpoint_every`` steps and every ``checkpoint_minutes``; Ctrl-C saves one and stops."""
+    ckpt = checkpoint_path(cfg.output)
+    sampler = EpochBatches(len(data.files), cfg.batch, cfg.seed, start, cfg.steps, rank, world)
+    loader = torch.utils.data.DataLoader(
+        data.dataset, batch_sampler=sampler, num_workers=cfg.workers, worker_init_fn=worker_init,
+        persistent_workers=False, prefetch_factor=4 if cfg.workers else None)
+    mean = torch.tensor(extra["mean"], device=device).view(1, 3, 1, 1)
+    bf16 = cfg.precision == "bf16"
+    model.train()
+    step, ema, seen, waited, loss_avg = start, 0.0, 0, 0.0, extra.get("loss", float("nan"))
+    t0 = saved = ready = time.perf_counter()
+    try:
+        for images, feats in loader:
+            waited += time.perf_counter() - ready  # time the network sat waiting for this batch
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(cfg, step)
+            images, feats = images.to(device, non_blocking=True), feats.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                pred = net(images if autoencoder else feats).float()
+            if pred.shape[-2:] != images.shape[-2:]:  # CNN-layer inverters predict a fixed size (§4.1)
+                images = F.interpolate(images, size=pred.shape[-2:], mode="bilinear", antialias=True,
+                                       align_corners=False)
+            loss = F.mse_loss(pred, images - mean)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step, seen = step + 1, seen + images.shape[0]
+            ema = 0.95 * ema + 0.05 * loss.item()  # bias-corrected below, as in Adam
+            loss_avg = extra["loss"] = ema / (1 - 0.95 ** (step - start))
+            if on_step and rank == 0:
+                on_step(step, cfg.steps, loss_avg, world * seen / (time.perf_counter() - t0))
+            due = step % cfg.checkpoint_every == 0 or time.perf_counter() - saved > 60 * cfg.checkpoint_minutes
+            if rank == 0 and step < cfg.steps and due or step == cfg.steps and cfg.keep_checkpoint:
+                _save_checkpoint(ckpt, model, opt, step, cfg, extra)
+                saved = time.perf_counter()
+            ready = time.perf_counter()
+    except KeyboardInterrupt:
+        if rank == 0 and step > start:
+            _save_checkpoint(ckpt, model, opt, step, cfg, extra)
+        kept = f"; checkpoint {ckpt} saved, add --resume to the same command to continue" \
+            if ckpt.exists() else "; no checkpoint yet"
+        raise Interrupted(f"training interrupted at step {step}/{cfg.steps}{kept}") from None
+    elapsed = time.perf_counter() - t0
+    return {"step": step, "loss": loss_avg, "rate": round(world * seen / elapsed, 1) if seen else None,
+            "wait": round(waited / elapsed, 3) if seen else None}
+
+
+def _save_model(cfg, model, encoder, extractor, arch, crop: int, extra: dict, meta: dict) -> None:
+    # An autoencoder's file holds the decoder under the usual names and the encoder as "encoder.*".
+    state = model.decoder.state_dict() if encoder is not None else model.state_dict()
+    state = {k: v.detach().cpu() for k, v in state.items()}
+    if encoder is not None:
+        state.update({f"encoder.{k}": v.detach().cpu() for k, v in encoder.state_dict().items()})
+    save_model(cfg.output, ModelFile(
+        state=state, feature=extractor.spec, params=extractor.params, arch=arch, image_size=[crop, crop],
+        normalization={"mean": extra["mean"], "scale": 1.0}, train=meta, version=__version__),
+        dtype=getattr(torch, cfg.dtype))
 
 
 def default_workers() -> int:

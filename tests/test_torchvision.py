@@ -85,17 +85,19 @@ def test_any_module_of_any_model(tmp_path):
         ours = e(images)
         ref = create_feature_extractor(e.network(), ["layer3"])(e.preprocess(images))["layer3"]
     assert torch.equal(ours, ref)
-    assert torch.equal(parse_spec("torchvision:resnet18:layer3")(images), ours)  # random:0 is seeded
-    fc = parse_spec("torchvision:resnet18:fc")
+    assert torch.equal(parse_spec("torchvision:resnet18:layer3,weights=random:0")(images), ours)  # seeded
+    fc = parse_spec("torchvision:resnet18:fc,weights=random:0")
     assert fc.is_vector and fc.channels == 1000
 
 
 @needs_torchvision
 def test_bad_names_give_one_line(cli, photos, tmp_path):
     out = tmp_path / "f.safetensors"
-    msg = one_line_error(cli("extract", "torchvision:resnet18:layer9", photos["astronaut"], "-o", out))
+    msg = one_line_error(cli("extract", "torchvision:resnet18:layer9", photos["astronaut"], "--weights", "random:0",
+                             "-o", out))
     assert "no module 'layer9'" in msg and "layer3" in msg
-    msg = one_line_error(cli("extract", "torchvision:notanet:x", photos["astronaut"], "-o", out))
+    msg = one_line_error(cli("extract", "torchvision:notanet:x", photos["astronaut"], "--weights", "random:0",
+                             "-o", out))
     assert "no classification model 'notanet'" in msg
     _, alex = _state_file(tmp_path, torchvision_alexnet())
     msg = one_line_error(cli("extract", "torchvision:resnet18:layer3", photos["astronaut"], "--weights", alex,
@@ -115,3 +117,26 @@ def test_train_and_invert_a_module(cli, image_dir, photos, tmp_path, module):
     r = cli("invert", feats, "-m", model, "-o", out)
     assert r.code == 0, r.err
     assert out.exists()
+
+
+@needs_torchvision
+def test_every_squeezenet_layer_equals_torchvision():
+    """Our plain-torch squeezenet:LAYER against torchvision's squeezenet1_0 on the shipped weights."""
+    from safetensors.torch import load_file
+
+    from featinv_cli.features.squeezenet import FEATURE_MODULES, WEIGHTS_FILE
+
+    theirs = tv.squeezenet1_0(weights=None)
+    theirs.load_state_dict(load_file(WEIGHTS_FILE))
+    theirs.eval()
+    images = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        x = parse_spec("squeezenet:conv1").preprocess(images)
+        for layer, n in FEATURE_MODULES.items():
+            if layer == "pool10":
+                expected = theirs(x)
+            elif layer == "conv10":
+                expected = theirs.classifier[1:3](theirs.features(x))
+            else:
+                expected = theirs.features[:n](x)
+            assert torch.equal(parse_spec(f"squeezenet:{layer}")(images), expected), layer

@@ -51,13 +51,14 @@ def test_killed_run_resumes_to_same_weights(image_dir, tmp_path):
         train(cfg(image_dir, killed), on_step=die)
     assert checkpoint_path(killed).exists() and not killed.exists()
     train(cfg(image_dir, killed), resume=True)
+    assert not checkpoint_path(killed).exists()  # a finished run leaves only its model
     a, b = weights(full), weights(killed)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
 def test_resume_refuses_other_settings(image_dir, tmp_path):
     out = tmp_path / "m.safetensors"
-    train(cfg(image_dir, out, steps=2))
+    train(cfg(image_dir, out, steps=2, keep_checkpoint=True))
     with pytest.raises(FeatinvError, match="width"):
         train(cfg(image_dir, out, steps=2, width=0.25), resume=True)
 
@@ -150,3 +151,35 @@ def test_train_from_extracted_shards(cli, image_dir, tmp_path):
     r = cli("train", "hog", "-d", image_dir, "--features", tmp_path / "odd.safetensors", "--batch", "4",
             "-o", tmp_path / "y")
     assert r.code == 1 and "multiple of 8" in r.err
+
+
+def test_resume_of_a_finished_run_says_so(image_dir, tmp_path):
+    out = tmp_path / "m.safetensors"
+    train(cfg(image_dir, out, steps=2, keep_checkpoint=True))
+    with pytest.raises(FeatinvError, match="already finished"):
+        train(cfg(image_dir, out, steps=2, keep_checkpoint=True), resume=True)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(image_dir, tmp_path):
+    """SIGINT, as a terminal's Ctrl-C sends it: one line, exit 130, no model, a checkpoint to resume."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "m.safetensors"
+    proc = subprocess.Popen([sys.executable, "-m", "featinv_cli", "train", "hog", "-d", str(image_dir), "-o", str(out),
+                             "--width", "0.125", "--crop", "64", "--batch", "4", "--steps", "100000",
+                             "--workers", "0", "--log-every", "1"],
+                            stderr=subprocess.PIPE, text=True, restore_signals=True)
+    first = proc.stderr.readline()  # the first step's log line: training is under way
+    assert first.startswith("step 1/"), first
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130
+    last = [line for line in rest.splitlines() if not line.startswith("step ")]
+    assert len(last) == 1 and last[0].startswith("featinv: interrupted: training interrupted at step "), rest[-500:]
+    assert "--resume" in last[0]
+    assert checkpoint_path(out).exists() and not out.exists()
+    assert not list(tmp_path.glob(".*tmp*")) and not list(tmp_path.glob("*.tmp"))

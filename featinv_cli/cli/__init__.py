@@ -18,7 +18,8 @@ app = typer.Typer(
     name="featinv", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]},
     help="What does a feature representation still know about the image?\n\n"
-         "Invert HOG, LBP and sparse SIFT (CNN layers to come) with up-convolutional networks, "
+         "Invert HOG, LBP, sparse SIFT and CNN layers (SqueezeNet with ImageNet weights built in; "
+         "AlexNet, CaffeNet and any torchvision model from your weights) with up-convolutional networks, "
          "after Dosovitskiy & Brox, CVPR 2016. Stages read and write files, so they pipe:\n\n"
          "  featinv extract hog photo.jpg -o - | featinv invert - -o recon.png\n\n"
          "perturb, interpolate and sample probe the feature space between extract and invert.")
@@ -87,10 +88,12 @@ def main(argv: list[str] | None = None) -> None:
     global _debug
     _debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("FEATINV_DEBUG"))
     try:
-        app(args=argv, prog_name="featinv", standalone_mode=False)
+        code = app(args=argv, prog_name="featinv", standalone_mode=False)
     except FeatinvError as e:
         if _debug:
             raise
+        if e.exit_code == 130:
+            _interrupted(str(e))
         _fail(str(e), e.exit_code)
     except _exits() as e:
         sys.exit(e.exit_code)
@@ -101,10 +104,8 @@ def main(argv: list[str] | None = None) -> None:
         ctx = getattr(e, "ctx", None)
         hint = f"  (see '{ctx.command_path} --help')" if ctx is not None else ""
         _fail(e.format_message() + hint, getattr(e, "exit_code", 2))
-    except typer.Abort:
-        _fail("interrupted", 130)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
+    except (typer.Abort, KeyboardInterrupt):
+        _interrupted()
     except BrokenPipeError:
         sys.stderr.close()
         sys.exit(1)
@@ -112,3 +113,13 @@ def main(argv: list[str] | None = None) -> None:
         if _debug:
             raise
         _fail(f"unexpected {type(e).__name__}: {e} (rerun with --debug for a traceback; please report it)", 1)
+    # Without standalone mode typer returns the exit code of Ctrl-C (130) instead of raising it.
+    if code == 130:
+        _interrupted()
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _interrupted(detail: str = "") -> None:
+    """Ctrl-C: one line, exit 130 (128 + SIGINT) as shells expect; atomic writes left no partial file."""
+    sys.stderr.write(f"featinv: interrupted{': ' + detail if detail else ''}\n")
+    sys.exit(130)

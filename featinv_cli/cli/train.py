@@ -37,7 +37,10 @@ def train(
     lr: float = typer.Option(1e-3, help="Adam learning rate; decays (cosine) over the last 40% of steps."),
     seed: int = typer.Option(0, help="Seed for weights, crops and batch order."),
     workers: int = typer.Option(-1, help="DataLoader processes computing features (-1: cores - 1, max 4)."),
-    checkpoint_every: int = typer.Option(250, help="Write a checkpoint every N steps (and at the end)."),
+    checkpoint_every: int = typer.Option(250, help="Write OUTPUT.ckpt every N steps, every 5 minutes, and "
+                                         "on Ctrl-C."),
+    keep_checkpoint: bool = typer.Option(False, "--keep-checkpoint", help="Keep OUTPUT.ckpt (weights and "
+                                         "optimizer state) after the run finishes; by default it is removed."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT.ckpt with the same settings."),
     half: bool = typer.Option(True, "--half/--full", help="Store the final weights as float16 (half the size)."),
     log_every: int = typer.Option(50, help="When stderr is not a terminal, print a log line every N steps."),
@@ -59,7 +62,8 @@ def train(
 
     Adam (0.9, 0.999), batch 64, lr 1e-3 decayed towards the end, MSE in pixel space; features are
     computed from random crops in DataLoader workers. Seeded: the same seed and data give the same
-    model on CPU. A killed run continues with --resume.
+    model on CPU. Ctrl-C saves a checkpoint and stops (exit 130); a stopped or killed run continues
+    with --resume.
 
     \b
     Examples:
@@ -88,7 +92,8 @@ def train(
                       arch=arch, width=width, crop=crop,
                       max_zoom=max_zoom, batch=batch, steps=steps, lr=lr, seed=seed,
                       workers=default_workers() if workers < 0 else workers,
-                      checkpoint_every=checkpoint_every, device=device, precision=precision,
+                      checkpoint_every=checkpoint_every, keep_checkpoint=keep_checkpoint, device=device,
+                      precision=precision,
                       dtype="float16" if half else "float32", features=listed,
                       finetune_encoder=finetune_encoder)
     # Under torchrun only rank 0 talks; the others train silently.

@@ -46,7 +46,7 @@ class TorchvisionLayer(Extractor):
 
     model: str = "alexnet"
     module: str = "features"
-    weights: str = "random:0"
+    weights: str = ""  # a file, "" for torchvision's own file in torch's cache, or random:SEED
     size: int = 224
     name = "torchvision"
     family = "torchvision"
@@ -59,7 +59,7 @@ class TorchvisionLayer(Extractor):
 
     @property
     def spec(self) -> str:
-        extra = "" if self.weights == "random:0" else f",weights={self.weights}"
+        extra = f",weights={self.weights}" if self.weights else ""
         extra += "" if self.size == 224 else f",size={self.size}"
         return f"{self.name}:{self.model}:{self.module}{extra}"
 
