@@ -1,12 +1,15 @@
-"""Paper Figure 7: reconstruction error against AlexNet layer, learned inverter vs optimisation.
+"""Paper Figure 7: reconstruction error against CNN layer, learned inverter vs optimisation.
 
     python examples/layer_sweep.py --weights caffenet.safetensors --family caffenet \\
         --data ../shared/data/imagenet-sample --steps 1000 --out out/sweep
+    python examples/layer_sweep.py --family squeezenet --shipped --steps 0 --out out/squeezenet
 
-For each layer: train an inverter (short schedule), score it on the validation images (shorter side
-128, centre crop 128), and run `invert --method optimize` on the first few of them. Writes
-sweep.json, sweep.md (a table) and sweep.png (the plot). `--weights random:0` runs the whole sweep on
-seeded random weights (a smoke test: the numbers then say nothing about AlexNet).
+For each layer: train an inverter (short schedule) or, with --shipped, take the model that ships for
+that layer; score it on the validation images (shorter side 128, centre crop 128), and run
+`invert --method optimize` on the first few of them. ``--steps 0`` trains nothing (layers without a
+shipped model then have only the optimisation column). Writes sweep.json, sweep.md (a table) and
+sweep.png (the plot). `--weights random:0` runs the whole sweep on seeded random weights (a smoke
+test: the numbers then say nothing about the network).
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ import torch
 from featinv_cli import metrics
 from featinv_cli.evaluate import evaluate, load_views
 from featinv_cli.features import parse_spec
-from featinv_cli.features.alexnet import LAYERS
+from featinv_cli.features import alexnet, squeezenet
+from featinv_cli.inverter import ASSETS
 from featinv_cli.io import write_image
 from featinv_cli.optimize import OptimizeConfig, invert_by_optimization
 from featinv_cli.train import TrainConfig, train
@@ -31,7 +35,7 @@ def plot(rows: list[dict], path: Path) -> None:
     """Error against layer, one line per method, drawn with OpenCV (no plotting dependency)."""
     w, h, left, bottom, top = 720, 420, 70, 60, 30
     img = np.full((h, w, 3), 255, np.uint8)
-    ymax = max(1.0, max(v for r in rows for v in (r["learned"], r.get("optimize") or 0)))
+    ymax = max(1.0, max(v or 0 for r in rows for v in (r["learned"], r.get("optimize"))))
     x = lambda i: int(left + i * (w - left - 30) / max(1, len(rows) - 1))  # noqa: E731
     y = lambda v: int(top + (1 - v / ymax) * (h - top - bottom))  # noqa: E731
     cv2.line(img, (left, top), (left, h - bottom), (0, 0, 0), 1)
@@ -57,10 +61,12 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--weights", required=True, help="state dict file, or random:SEED")
-    p.add_argument("--family", default="caffenet", choices=["caffenet", "alexnet"])
+    p.add_argument("--weights", default="", help="state dict file, or random:SEED (default: the family's "
+                   "default file: SqueezeNet's shipped weights, torchvision's cached AlexNet)")
+    p.add_argument("--family", default="caffenet", choices=["caffenet", "alexnet", "squeezenet"])
     p.add_argument("--data", default="../shared/data/imagenet-sample", help="folder with train/ and val/")
-    p.add_argument("--layers", default=",".join(LAYERS))
+    p.add_argument("--layers", default=None, help="comma-separated (default: every layer of the family)")
+    p.add_argument("--shipped", action="store_true", help="use the shipped inverter where one exists")
     p.add_argument("--steps", type=int, default=1000, help="training steps per layer")
     p.add_argument("--width", type=float, default=0.25)
     p.add_argument("--batch", type=int, default=64)
@@ -74,13 +80,19 @@ def main() -> None:
     views = load_views(data / "val", 128)
     norm = metrics.mean_pairwise_distance(views)
     rows = []
-    for layer in args.layers.split(","):
-        spec = f"{args.family}:{layer},weights={args.weights}"
-        model = out / f"{layer}.safetensors"
-        train(TrainConfig(feature=spec, data=str(data / "train"), output=str(model), width=args.width,
-                          batch=args.batch, steps=args.steps, workers=1, checkpoint_every=10 ** 6))
-        learned = evaluate(model, data / "val", size=128)["normalized_error"]
+    layers = args.layers.split(",") if args.layers else (squeezenet.LAYERS if args.family == "squeezenet"
+                                                         else alexnet.LAYERS)
+    for layer in layers:
+        spec = f"{args.family}:{layer}" + (f",weights={args.weights}" if args.weights else "")
         extractor = parse_spec(spec)
+        model = out / f"{layer}.safetensors"
+        shipped = ASSETS / f"{extractor.shipped_name}.safetensors"
+        if args.shipped and shipped.exists() and not args.weights:
+            model = shipped
+        elif args.steps:
+            train(TrainConfig(feature=spec, data=str(data / "train"), output=str(model), width=args.width,
+                              batch=args.batch, steps=args.steps, workers=1, checkpoint_every=10 ** 6))
+        learned = evaluate(model, data / "val", size=128)["normalized_error"] if model.exists() else None
         errors = []
         for image in views[: args.optimize_images]:
             x, _ = invert_by_optimization(extractor, extractor(image[None]), (128, 128),
@@ -91,7 +103,8 @@ def main() -> None:
     (out / "sweep.json").write_text(json.dumps({"weights": args.weights, "steps": args.steps, "rows": rows},
                                                indent=1))
     table = ["| layer | learned inverter | optimisation |", "|---|---|---|"]
-    table += [f"| {r['layer']} | {r['learned']:.3f} | {r['optimize']:.3f} |" for r in rows]
+    fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    table += [f"| {r['layer']} | {fmt(r['learned'])} | {fmt(r['optimize'])} |" for r in rows]
     (out / "sweep.md").write_text("\n".join(table) + "\n")
     plot(rows, out / "sweep.png")
     print("\n".join(table))

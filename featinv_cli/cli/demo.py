@@ -28,7 +28,8 @@ def bundled_photos(size: int) -> dict[str, torch.Tensor]:
 
 def demo(
     output: Path = typer.Option(Path("demo.png"), "--output", "-o", help="Grid PNG to write."),
-    features: str = typer.Option("hog,lbp,sift", help="Comma-separated feature specs with shipped models."),
+    features: str = typer.Option("hog,lbp,sift,squeezenet:fire9,squeezenet:pool10",
+                                 help="Comma-separated feature specs with shipped models."),
     size: int = typer.Option(128, help="Square size the photographs are prepared at (128: the protocol "
                              "the shipped models were scored with)."),
     device: str = DEVICE,
