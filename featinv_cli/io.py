@@ -18,6 +18,7 @@ from .errors import FeatinvError
 
 FEATURES_FORMAT = "featinv-features/1"
 MODEL_FORMAT = "featinv-model/1"
+STATS_FORMAT = "featinv-stats/1"  # `featinv sample --fit`: per-dimension histograms and a Gaussian
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm"}
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -61,6 +62,9 @@ def atomic_write(path: str | Path, data: bytes) -> None:
     '-' writes to stdout.
     """
     if str(path) == "-":
+        if sys.stdout.isatty():
+            raise FeatinvError("-o -: refusing to write binary data to a terminal; redirect it (> file) or "
+                               "pipe it (| featinv invert - ...)")
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
@@ -269,8 +273,18 @@ class FeatureFile:
         return meta
 
 
+FEATURE_SUFFIXES = (".safetensors", ".npy")
+# Leading bytes of the image formats users hand to commands that want feature files.
+IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
+
+
 def save_features(path: str | Path, ff: FeatureFile) -> None:
     """safetensors with metadata, unless the name ends in .npy (then the bare array)."""
+    suffix = Path(str(path)).suffix.lower()
+    if str(path) != "-" and suffix not in FEATURE_SUFFIXES:
+        what = "an image name" if suffix in IMAGE_SUFFIXES else f"not a feature file name ({suffix or 'no suffix'})"
+        raise FeatinvError(f"{path}: {what}; feature files end in .safetensors (with metadata) or .npy "
+                           f"(bare array); `featinv invert` makes images")
     feats = ff.features.detach().to(torch.float32).contiguous()
     if str(path) != "-" and str(path).lower().endswith(".npy"):
         buf = _io.BytesIO()
@@ -296,6 +310,9 @@ def features_from_bytes(data: bytes, name: str) -> FeatureFile:
             raise FeatinvError(f"{name}: .npy holds {arr.dtype}, expected numbers")
         ff = FeatureFile(torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)))
     else:
+        if data.startswith(IMAGE_MAGIC):
+            raise FeatinvError(f"{name}: is an image, not features; make features first: "
+                               f"featinv extract FEATURE {name} -o features.safetensors")
         if name.lower().endswith(".npy"):
             raise FeatinvError(f"{name}: not a valid .npy file (bad magic bytes)")
         tensors, meta = parse_safetensors(data, name)
@@ -357,8 +374,11 @@ def save_model(path: str | Path, mf: ModelFile, dtype: torch.dtype = torch.float
 
 
 def load_model(path: str | Path) -> ModelFile:
-    name = str(path)
-    tensors, meta = parse_safetensors(read_bytes(path), name)
+    return model_from_bytes(read_bytes(path), "<stdin>" if str(path) == "-" else str(path))
+
+
+def model_from_bytes(data: bytes, name: str) -> ModelFile:
+    tensors, meta = parse_safetensors(data, name)
     if meta.get("format") != MODEL_FORMAT:
         raise FeatinvError(f"{name}: not a featinv model file "
                            f"({meta.get('format') or 'no featinv metadata'})")

@@ -236,3 +236,50 @@ def test_shards_rows_per_file_and_workers_give_the_whole_set(cli, image_dir, tmp
     assert torch.equal(torch.cat([ff.features for ff in loaded]), whole.features)
     assert one_line_error(cli(*common, "--shard", "3/3", "-o", tmp_path / "x.safetensors"))
     assert one_line_error(cli(*common, "--shard", "a/b", "-o", tmp_path / "x.safetensors"))
+
+
+def test_feature_files_named_like_images_are_refused(cli, photos, tmp_path):
+    msg = one_line_error(cli("extract", "hog", photos["chelsea"], "-o", tmp_path / "a.png"))
+    assert "an image name" in msg and ".safetensors" in msg
+    assert not (tmp_path / "a.png").exists()
+    assert "not a feature file name" in one_line_error(cli("extract", "hog", photos["chelsea"], "-o", tmp_path / "a"))
+
+
+def test_invert_of_an_image_says_to_extract_first(cli, photos, tmp_path):
+    msg = one_line_error(cli("invert", photos["chelsea"], "-o", tmp_path / "r.png"))
+    assert "is an image" in msg and "featinv extract" in msg
+
+
+def test_binary_output_to_a_terminal_is_refused(photos, tmp_path):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    r = subprocess.run([sys.executable, "-m", "featinv_cli", "extract", "hog", str(photos["chelsea"]), "-o", "-"],
+                       stdout=follower, stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(follower)
+    os.close(leader)
+    assert r.returncode == 1 and "refusing to write binary data to a terminal" in r.stderr
+
+
+def test_info_on_a_bare_array_a_model_from_stdin_and_statistics(cli, photos, tmp_path, tiny_model):
+    import json
+
+    import numpy as np
+
+    feats = tmp_path / "h.safetensors"
+    assert cli("extract", "hog", photos["chelsea"], "--resize", "64", "--crop", "64", "-o", feats).code == 0
+    from featinv_cli.io import load_features
+
+    np.save(tmp_path / "h.npy", load_features(feats).features[0].numpy())  # one map: (31, 8, 8)
+    d = json.loads(cli("info", tmp_path / "h.npy", "--json").out)
+    assert d["shape"] == [31, 8, 8] and d["guessed_feature"] == "hog" and d["guessed_image_size"] == [64, 64]
+    d = json.loads(cli("info", "-", "--json", stdin=tiny_model.read_bytes()).out)
+    assert d["kind"] == "model" and d["feature"] == "hog"
+    assert cli("extract", "hog", photos["chelsea"], photos["coffee"], "--resize", "64", "--crop", "64",
+               "-o", feats).code == 0
+    assert cli("sample", "--fit", feats, "-o", tmp_path / "stats.safetensors").code == 0
+    d = json.loads(cli("info", tmp_path / "stats.safetensors", "--json").out)
+    assert d["kind"].startswith("feature statistics") and d["feature_shape"] == [31, 8, 8] and d["fitted_on"] == 2

@@ -108,3 +108,15 @@ def test_several_files_make_one_grid_with_a_row_each(cli, hog_pair, tiny_model, 
     one = iio.imread(tmp_path / "one.png")  # a single row: just the image, no grid
     assert two.shape[0] > 2 * 192 > one.shape[0]  # two rows of tiles
     assert "grid PNG" in one_line_error(cli("invert", a, a, "-m", tiny_model, "-o", f"{tmp_path}/dir/"))
+
+
+def test_invert_to_a_directory_never_overwrites_its_own_rows(cli, photos, tmp_path, tiny_model):
+    """Three rows perturbed alike share the label 'dropout 0.5': three files, not one."""
+    feats, perturbed = tmp_path / "f.safetensors", tmp_path / "p.safetensors"
+    assert cli("extract", "hog", photos["chelsea"], photos["astronaut"], photos["coffee"], "--resize", "64",
+               "--crop", "64", "-o", feats).code == 0
+    assert cli("perturb", feats, "--dropout", "0.5", "-o", perturbed).code == 0
+    assert len(set(load_features(perturbed).labels)) == 1
+    r = cli("invert", perturbed, "-m", tiny_model, "-o", f"{tmp_path}/each/")
+    assert r.code == 0, r.err
+    assert len(list((tmp_path / "each").glob("*.png"))) == 3

@@ -8,7 +8,9 @@ import typer
 from rich.table import Table
 
 from ..errors import FeatinvError
-from ..io import FEATURES_FORMAT, MODEL_FORMAT, NPY_MAGIC, features_from_bytes, load_model, parse_safetensors, read_bytes
+from ..features import resolve
+from ..io import (FEATURES_FORMAT, MODEL_FORMAT, NPY_MAGIC, STATS_FORMAT, features_from_bytes, json_field,
+                  model_from_bytes, parse_safetensors, read_bytes)
 from .common import JSON, out
 
 
@@ -16,10 +18,18 @@ def describe(path: str) -> dict:
     data = read_bytes(path)
     name = "<stdin>" if path == "-" else path
     if data[:6] == NPY_MAGIC:
-        ff = features_from_bytes(data, name)
-        shape = list(ff.features.shape)
-        return {"file": name, "kind": "bare array (.npy, no metadata)", "shape": shape}
-    _, meta = parse_safetensors(data, name)
+        import numpy as np
+
+        shape = list(np.lib.format.read_array_header_1_0(_npy_header(data))[0]) if data[6:7] == b"\x01" \
+            else list(features_from_bytes(data, name).features.shape)
+        d = {"file": name, "kind": "bare array (.npy, no metadata)", "shape": shape}
+        try:  # what `featinv invert` would take it for
+            extractor, size = resolve(features_from_bytes(data, name), name)
+            d.update(guessed_feature=extractor.spec, guessed_image_size=list(size))
+        except FeatinvError as e:
+            d["guessed_feature"] = f"none ({e})"
+        return d
+    tensors, meta = parse_safetensors(data, name)
     fmt = meta.get("format")
     if fmt == FEATURES_FORMAT:
         ff = features_from_bytes(data, name)
@@ -33,14 +43,27 @@ def describe(path: str) -> dict:
         if ff.labels:
             d["labels"] = ff.labels
         return d
+    if fmt == STATS_FORMAT:
+        return {"file": name, "kind": "feature statistics (featinv sample --fit)", "feature": meta.get("feature"),
+                "params": json_field(meta, "params", name, {}), "feature_shape": json_field(meta, "shape", name),
+                "image_size": json_field(meta, "image_size", name), "fitted_on": int(meta.get("fitted_on", 0)),
+                "tensors": {k: list(v.shape) for k, v in tensors.items()}}
     if fmt == MODEL_FORMAT:
-        mf = load_model(path)
+        mf = model_from_bytes(data, name)
         params = sum(v.numel() for v in mf.state.values())
         return {"file": name, "kind": "model", "feature": mf.feature, "params": mf.params, "arch": mf.arch,
                 "weights": params, "image_size": mf.image_size, "normalization": mf.normalization,
                 "train": mf.train, "featinv_version": mf.version,
                 "size_bytes": Path(path).stat().st_size if path != "-" else len(data)}
     raise FeatinvError(f"{name}: safetensors file without featinv metadata (format={fmt!r})")
+
+
+def _npy_header(data: bytes):
+    import io
+
+    buf = io.BytesIO(data)
+    buf.seek(8)  # magic (6) + version (2)
+    return buf
 
 
 def info(

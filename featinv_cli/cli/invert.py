@@ -26,6 +26,21 @@ def row_labels(ff) -> list[str]:
     return [f"#{i}" for i in range(n)]
 
 
+def unique_file_names(labels: list[str]) -> list[str]:
+    """A file name per row: its label made safe for a path, numbered where labels repeat (three rows
+    perturbed alike must not overwrite each other: ``dropout 0.5-1``, ``dropout 0.5-2``, ...)."""
+    safe = [("".join(c if c.isalnum() or c in " ._-+=" else "_" for c in label).strip(" .") or "row")
+            for label in labels]
+    seen: dict[str, int] = {}
+    out = []
+    for name in safe:
+        if safe.count(name) > 1:
+            seen[name] = seen.get(name, 0) + 1
+            name = f"{name}-{seen[name]}"
+        out.append(name)
+    return out
+
+
 def optimize_rows(extractor, features, size, steps, lambda_a, lambda_tv, quiet):
     """--method optimize: each row separately, with a progress bar per image."""
     from ..optimize import OptimizeConfig, check_differentiable, invert_by_optimization
@@ -130,8 +145,8 @@ def invert(
     images, labels = rows[0], captions[0]
     if is_dir_target(output):
         Path(output).mkdir(parents=True, exist_ok=True)
-        for img, label in zip(images, labels):
-            write_image(Path(output) / f"{label}.png", img)
+        for img, name in zip(images, unique_file_names(labels)):
+            write_image(Path(output) / f"{name}.png", img)
     elif len(images) == 1:
         write_image(output, images[0])
     else:

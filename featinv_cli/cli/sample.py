@@ -8,10 +8,8 @@ import typer
 
 from .. import analysis
 from ..errors import FeatinvError, UsageError
-from ..io import (FeatureFile, atomic_write, check_not_input, encode_safetensors, features_from_bytes, json_field,
-                  parse_safetensors, read_bytes, save_features)
-
-STATS_FORMAT = "featinv-stats/1"
+from ..io import (STATS_FORMAT, FeatureFile, atomic_write, check_not_input, encode_safetensors, features_from_bytes,
+                  json_field, parse_safetensors, read_bytes, save_features)
 
 
 def fit(ff: FeatureFile, bins: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
