@@ -135,6 +135,16 @@ def _sources() -> list[str]:
     return src
 
 
+def _say_if_building(name: str) -> None:
+    """One line before a first build (a minute or so of silence otherwise); nothing once it is cached."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    where = Path(_get_build_directory(name, verbose=False))
+    if not list(where.glob(f"{name}*.so")):
+        sys.stderr.write(f"featinv: building the grid_bin operator once (about a minute); it is cached in {where}\n")
+        sys.stderr.flush()
+
+
 def build(verbose: bool = False) -> str:
     """Compile (or load from torch's extension cache) the C++/CUDA implementations and register them.
 
@@ -156,7 +166,9 @@ def build(verbose: bool = False) -> str:
                 # the build after a hash of every kernel file so an edited header means a rebuild.
                 digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(KERNELS.iterdir())
                                                  if p.is_file())).hexdigest()[:10]
-                load(name=f"featinv_grid_bin_{'cuda_' if cuda else ''}{digest}", sources=_sources(),
+                name = f"featinv_grid_bin_{'cuda_' if cuda else ''}{digest}"
+                _say_if_building(name)
+                load(name=name, sources=_sources(),
                      extra_include_paths=[str(KERNELS)], extra_cflags=["-O3", "-std=c++17"],
                      extra_cuda_cflags=["-O3"] if cuda else None, verbose=verbose)
             except Exception as e:  # no compiler, no headers, a broken toolchain: fall back

@@ -125,3 +125,17 @@ def test_cuda_matches_reference():
     gpu = [t.cuda() if isinstance(t, torch.Tensor) else t for t in case]
     a = ops.grid_bin(*gpu, 4, 0).cpu()
     assert torch.equal(a, ops.grid_bin_reference(*case, 4, 0))
+
+
+def test_a_first_build_says_so_once(tmp_path, monkeypatch, capfd):
+    """The first SIFT use compiles for a minute: one line says so (and where it is cached); a cached
+    build says nothing."""
+    from featinv_cli import ops
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    ops._say_if_building("featinv_grid_bin_test")
+    err = capfd.readouterr().err
+    assert err.startswith("featinv: building the grid_bin operator once") and str(tmp_path) in err
+    (tmp_path / "featinv_grid_bin_test" / "featinv_grid_bin_test.so").write_bytes(b"")
+    ops._say_if_building("featinv_grid_bin_test")
+    assert capfd.readouterr().err == ""

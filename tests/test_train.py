@@ -1,4 +1,6 @@
 """The training loop: it learns, it is seeded, and a killed run resumes to the same weights."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -183,3 +185,19 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(image_dir, tmp_path):
     assert "--resume" in last[0]
     assert checkpoint_path(out).exists() and not out.exists()
     assert not list(tmp_path.glob(".*tmp*")) and not list(tmp_path.glob("*.tmp"))
+
+
+def test_cli_defaults_are_what_the_shipped_model_uses(cli, image_dir, tmp_path):
+    """`featinv train hog` with no --arch/--width trains the shipped model's network, and a finished run
+    leaves its model and no checkpoint (--keep-checkpoint keeps it)."""
+    out = tmp_path / "m.safetensors"
+    r = cli("train", "hog", "-d", image_dir, "-o", out, "--steps", "2", "--batch", "4", "--crop", "64",
+            "--workers", "0", "-q")
+    assert r.code == 0, r.err
+    shipped = load_model(Path(__file__).parents[1] / "featinv_cli" / "assets" / "hog.safetensors").arch
+    arch = load_model(out).arch
+    assert (arch["name"], arch["width"]) == (shipped["name"], shipped["width"]) == ("skip", 0.3)
+    assert not checkpoint_path(out).exists()
+    r = cli("train", "hog", "-d", image_dir, "-o", out, "--steps", "2", "--batch", "4", "--crop", "64",
+            "--workers", "0", "-q", "--keep-checkpoint", "--width", "0.125")
+    assert r.code == 0 and checkpoint_path(out).exists()

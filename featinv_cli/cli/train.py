@@ -1,6 +1,7 @@
 """featinv train: fit an inverter for one kind of feature on a folder of images."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -15,6 +16,25 @@ from ..train import TrainConfig, bf16_supported, default_workers, train as run_t
 from .common import DEVICE, QUIET, err, resolve_device
 
 
+def shipped_defaults(extractor, arch: str, width: float | None) -> tuple[str, float]:
+    """--arch auto and an unset --width: what the shipped model for this feature uses."""
+    from ..inverter import ASSETS
+
+    if arch == "auto":
+        arch = "paper" if hasattr(extractor, "family") else "skip"
+    if width is None:
+        shipped = ASSETS / f"{extractor.shipped_name}.safetensors"
+        width = 1.0
+        if shipped.exists():
+            from safetensors import safe_open
+
+            with safe_open(str(shipped), "pt") as f:
+                shipped_arch = json.loads((f.metadata() or {}).get("arch", "{}"))
+            if str(shipped_arch.get("name", "")).split("-")[0] == arch:  # paper-conv, paper-fc are paper
+                width = float(shipped_arch.get("width", 1.0))
+    return arch, width
+
+
 def train(
     feature: str = typer.Argument(..., help="Feature spec to invert: hog, hog:cell=8, ..."),
     data: List[Path] = typer.Option(..., "--data", "-d", help="Folder of training images, sub-folders "
@@ -24,10 +44,12 @@ def train(
     weights: Optional[str] = typer.Option(None, "--weights", help="CNN features: a torchvision-style .pth "
                                           "state dict or .safetensors, or random:SEED (default: torch's cache "
                                           "path for torchvision's own file of that network)."),
-    arch: str = typer.Option("paper", help="Network architecture. paper: contracting to 1/64, then "
-                             "up-convolutions (DESIGN §4); skip (hog, lbp, sift): the same with U-Net skip "
-                             "connections, which the shipped models use."),
-    width: float = typer.Option(1.0, help="Channel multiplier of the architecture (1.0 = the paper's widths)."),
+    arch: str = typer.Option("auto", help="Network architecture. paper: the paper's (hand-made features: "
+                             "contracting to 1/64, then up-convolutions; CNN layers: its conv or fc network); "
+                             "skip (hog, lbp, sift): the same with U-Net skip connections; auto (default): "
+                             "skip for hog, lbp, sift, paper for CNN layers, as the shipped models."),
+    width: Optional[float] = typer.Option(None, help="Channel multiplier (1.0 = the paper's widths; default: "
+                                          "the shipped model's for this feature, else 1.0)."),
     crop: int = typer.Option(128, help="Training crop size in pixels (a multiple of 64)."),
     max_zoom: float = typer.Option(2.0, "--max-zoom", help="Crops come from the image resized so its "
                                    "shorter side is random in [crop, max-zoom x crop] (1: only whole-image "
@@ -77,8 +99,9 @@ def train(
     """
     if steps < 1 or batch < 1 or checkpoint_every < 1:
         raise UsageError("--steps, --batch and --checkpoint-every must be positive")
-    if width <= 0:
+    if width is not None and width <= 0:
         raise UsageError("--width must be positive")
+    arch, width = shipped_defaults(parse_spec(with_weights(feature, weights)), arch, width)
     listed: list[str] = []
     for f in features:  # a .txt names one feature file per line (shards of a big extraction)
         listed += [line.strip() for line in f.read_text().splitlines() if line.strip()] \
