@@ -30,6 +30,7 @@ class TrainConfig:
     output: str
     arch: str = "paper"
     width: float = 1.0
+    upsample: str = "zeros"  # skip architecture: "resize" doubles by repeating pixels (no checkerboard)
     crop: int = 128
     batch: int = 64
     steps: int = 2000
@@ -111,8 +112,8 @@ def _load_checkpoint(path: Path, model, opt, cfg: TrainConfig) -> tuple[int, dic
     tensors, meta = parse_safetensors(read_bytes(path), str(path))
     if meta.get("format") != "featinv-checkpoint/1":
         raise FeatinvError(f"{path}: not a featinv training checkpoint")
-    saved = json.loads(meta["config"])
-    for key in ("feature", "arch", "width", "crop", "batch", "seed", "steps", "max_zoom", "features",
+    saved = {"upsample": "zeros", **json.loads(meta["config"])}  # checkpoints from before --upsample
+    for key in ("feature", "arch", "width", "upsample", "crop", "batch", "seed", "steps", "max_zoom", "features",
                 "finetune_encoder"):
         if saved.get(key) != getattr(cfg, key):
             raise FeatinvError(f"{path}: checkpoint was made with {key}={saved.get(key)!r}, this run has "
@@ -183,6 +184,8 @@ def _network(cfg: TrainConfig, extractor, input_scale: float):
     """The inverter (wrapped with a trainable copy of the CNN for --finetune-encoder), its ``arch``
     metadata, and the encoder (None unless fine-tuned)."""
     scale = {"input_scale": input_scale} if input_scale != 1.0 else {}
+    if cfg.upsample != "zeros":
+        scale["upsample"] = cfg.upsample
     model, arch = for_extractor(cfg.arch, extractor, width=cfg.width, **scale)
     if not cfg.finetune_encoder:
         return model, arch, None

@@ -50,6 +50,9 @@ def train(
                              "skip for hog, lbp, sift, paper for CNN layers, as the shipped models."),
     width: Optional[float] = typer.Option(None, help="Channel multiplier (1.0 = the paper's widths; default: "
                                           "the shipped model's for this feature, else 1.0)."),
+    upsample: str = typer.Option("zeros", help="--arch skip: how up-convolutions double the size. zeros "
+                                 "(the paper's: zero insertion, then 5x5 conv) or resize (repeat pixels, then "
+                                 "5x5 conv: no 2-pixel checkerboard in flat regions)."),
     crop: int = typer.Option(128, help="Training crop size in pixels (a multiple of 64)."),
     max_zoom: float = typer.Option(2.0, "--max-zoom", help="Crops come from the image resized so its "
                                    "shorter side is random in [crop, max-zoom x crop] (1: only whole-image "
@@ -101,6 +104,8 @@ def train(
         raise UsageError("--steps, --batch and --checkpoint-every must be positive")
     if width is not None and width <= 0:
         raise UsageError("--width must be positive")
+    if upsample not in ("zeros", "resize"):
+        raise UsageError(f"--upsample {upsample!r}: choose zeros or resize")
     arch, width = shipped_defaults(parse_spec(with_weights(feature, weights)), arch, width)
     listed: list[str] = []
     for f in features:  # a .txt names one feature file per line (shards of a big extraction)
@@ -112,7 +117,7 @@ def train(
     if precision == "auto":
         precision = "bf16" if bf16_supported(device) else "fp32"
     cfg = TrainConfig(feature=with_weights(feature, weights), data=[str(d) for d in data], output=str(output),
-                      arch=arch, width=width, crop=crop,
+                      arch=arch, width=width, upsample=upsample, crop=crop,
                       max_zoom=max_zoom, batch=batch, steps=steps, lr=lr, seed=seed,
                       workers=default_workers() if workers < 0 else workers,
                       checkpoint_every=checkpoint_every, keep_checkpoint=keep_checkpoint, device=device,

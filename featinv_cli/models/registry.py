@@ -18,10 +18,13 @@ def _check_stride(extractor: Extractor) -> None:
         raise FeatinvError(f"no inverter network fits {extractor.spec} features: {e}") from None
 
 
-def _paper(extractor: Extractor, width: float = 1.0, input_scale: float = 1.0) -> tuple[nn.Module, dict]:
+def _paper(extractor: Extractor, width: float = 1.0, input_scale: float = 1.0,
+           upsample: str = "zeros") -> tuple[nn.Module, dict]:
     """The paper's network for this kind of feature: fc layers Table 1, CNN conv layers three
     convolutions and up-convolutions, hand-made features contracting to 1/64 and back.
     ``input_scale`` (CNN features only) multiplies the features before the first layer."""
+    if upsample != "zeros":
+        raise FeatinvError("--upsample resize is a variant of --arch skip; the paper's network up-samples with zeros")
     if extractor.is_vector:
         arch = {"name": "paper-fc", "in_channels": extractor.channels, "width": width, "input_scale": input_scale}
     elif hasattr(extractor, "family"):
@@ -34,12 +37,15 @@ def _paper(extractor: Extractor, width: float = 1.0, input_scale: float = 1.0) -
     return build(arch), arch
 
 
-def _skip(extractor: Extractor, width: float = 1.0, input_scale: float = 1.0) -> tuple[nn.Module, dict]:
+def _skip(extractor: Extractor, width: float = 1.0, input_scale: float = 1.0,
+          upsample: str = "zeros") -> tuple[nn.Module, dict]:
     """The hand-made-feature network with U-Net skip connections (models/shallow.py, SkipInverter)."""
     if extractor.is_vector or hasattr(extractor, "family"):
         raise FeatinvError(f"--arch skip is for dense hand-made features (hog, lbp, sift), not {extractor.spec}")
     _check_stride(extractor)
     arch = {"name": "skip", "in_channels": extractor.channels, "stride": extractor.stride, "width": width}
+    if upsample != "zeros":  # files of the default variant stay as they were
+        arch["upsample"] = upsample
     return build(arch), arch
 
 
@@ -63,7 +69,8 @@ def build(arch: dict) -> nn.Module:
         if arch["name"] == "paper":
             return ShallowInverter(int(arch["in_channels"]), int(arch["stride"]), float(arch.get("width", 1.0)))
         if arch["name"] == "skip":
-            return SkipInverter(int(arch["in_channels"]), int(arch["stride"]), float(arch.get("width", 1.0)))
+            return SkipInverter(int(arch["in_channels"]), int(arch["stride"]), float(arch.get("width", 1.0)),
+                                str(arch.get("upsample", "zeros")))
         if arch["name"] == "paper-conv":
             return ConvLayerInverter(int(arch["in_channels"]), int(arch["ups"]), float(arch.get("width", 1.0)),
                                      float(arch.get("input_scale", 1.0)))

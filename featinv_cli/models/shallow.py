@@ -74,24 +74,25 @@ class SkipInverter(nn.Module):
     extra 3x3 convolution; the up-convolutions below the cell size are the paper's.
     """
 
-    def __init__(self, in_channels: int, stride: int, width: float = 1.0):
+    def __init__(self, in_channels: int, stride: int, width: float = 1.0, upsample: str = "zeros"):
         super().__init__()
         self.in_channels, self.stride = in_channels, stride
         downs = contractions(stride)
         ch = lambda c: max(8, int(round(c * width)))  # noqa: E731
+        up = lambda cin, cout, act=True: upconv(cin, cout, act, upsample)  # noqa: E731
         widths = [ch(c) for c in (256, *DOWN_CHANNELS[:downs])]
         self.stem = nn.Sequential(conv(in_channels, widths[0], kernel=3), conv(widths[0], widths[0], kernel=3))
         self.down = nn.ModuleList(
             nn.Sequential(conv(widths[i], widths[i + 1], stride=2), conv(widths[i + 1], widths[i + 1], kernel=3))
             for i in range(downs))
-        self.up = nn.ModuleList(upconv(widths[i + 1], widths[i]) for i in reversed(range(downs)))
+        self.up = nn.ModuleList(up(widths[i + 1], widths[i]) for i in reversed(range(downs)))
         self.merge = nn.ModuleList(conv(2 * widths[i], widths[i], kernel=3) for i in reversed(range(downs)))
         tail: list[nn.Module] = []
         cin = widths[0]
         for c in UP_CHANNELS[len(UP_CHANNELS) - int(math.log2(stride)) + 1:]:
-            tail.append(upconv(cin, ch(c)))
+            tail.append(up(cin, ch(c)))
             cin = ch(c)
-        tail.append(upconv(cin, 3, act=False))
+        tail.append(up(cin, 3, act=False))
         self.tail = nn.Sequential(*tail)
         init_weights(self, output=tail[-1])
 
