@@ -103,6 +103,7 @@ def test_optimize_baseline_cuts_feature_loss_tenfold():
     assert history[-1] * 10 <= history[0], (history[0], history[-1])
 
 
+@pytest.mark.slow
 def test_optimize_on_the_command_line_and_refusals(cli, photos, tmp_path):
     feats = tmp_path / "f.safetensors"
     assert cli("extract", "alexnet:conv5", photos["chelsea"], "--weights", "random:0", "--resize", "64",
@@ -117,6 +118,7 @@ def test_optimize_on_the_command_line_and_refusals(cli, photos, tmp_path):
     assert one_line_error(cli("invert", feats, "--method", "magic", "-o", tmp_path / "x.png"))
 
 
+@pytest.mark.slow
 def test_layer_sweep_smoke_run(tmp_path):
     """examples/layer_sweep.py end to end on random weights, tiny schedule: table, JSON and plot."""
     import json
