@@ -283,3 +283,15 @@ def test_info_on_a_bare_array_a_model_from_stdin_and_statistics(cli, photos, tmp
     assert cli("sample", "--fit", feats, "-o", tmp_path / "stats.safetensors").code == 0
     d = json.loads(cli("info", tmp_path / "stats.safetensors", "--json").out)
     assert d["kind"].startswith("feature statistics") and d["feature_shape"] == [31, 8, 8] and d["fitted_on"] == 2
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["invert", "--help"], ["train", "--nope"]])
+def test_help_version_and_usage_errors_do_not_import_torch(args):
+    """Start-up: torch is imported only by commands that compute (importing it alone takes ~1.3 s)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom featinv_cli.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "sys.stderr.write('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
+    assert r.stderr.endswith("NO-TORCH"), r.stderr[-300:]

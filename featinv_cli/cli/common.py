@@ -5,7 +5,6 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
 import typer
 from rich.console import Console
 
@@ -21,6 +20,8 @@ SEED = typer.Option(0, "--seed", help="Random seed; the same seed gives the same
 
 
 def resolve_device(name: str) -> str:
+    import torch
+
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():

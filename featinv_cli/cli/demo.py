@@ -1,26 +1,25 @@
 """featinv demo: the whole path on scikit-image's bundled photographs, with no downloads."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pathlib import Path
 
-import numpy as np
-import torch
 import typer
-from rich.table import Table
 
-from .. import metrics
-from ..data import eval_view
-from ..features import parse_spec
-from ..grid import labelled_grid
-from ..inverter import Inverter, shipped_model
-from ..io import image_from_array, image_to_uint8, write_image
 from .common import DEVICE, err, out, resolve_device
+
+if TYPE_CHECKING:  # annotations only; imported where used, so --help stays fast
+    import torch
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins")
 
 
 def bundled_photos(size: int) -> dict[str, torch.Tensor]:
     """scikit-image's sample photographs as (3, size, size) evaluation views (shorter side, centre)."""
+    from ..data import eval_view
+    from ..io import image_from_array
+
     from skimage import data
 
     return {name: eval_view(image_from_array(getattr(data, name)(), name), size) for name in PHOTOS}
@@ -41,6 +40,15 @@ def demo(
     Example:
       featinv demo -o demo.png
     """
+    import numpy as np
+    import torch
+    from rich.table import Table
+    from .. import metrics
+    from ..features import parse_spec
+    from ..grid import labelled_grid
+    from ..inverter import Inverter, shipped_model
+    from ..io import image_to_uint8, write_image
+
     photos = bundled_photos(size)
     images = torch.stack(list(photos.values()))
     specs = [s for s in features.split(",") if s]

@@ -4,13 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
-import torch
 import typer
 
-from ..data import ExtractDataset, worker_init
 from ..errors import FeatinvError, UsageError
-from ..features.registry import parse_spec, with_weights
-from ..io import FeatureFile, check_not_input, expand_image_args, save_features
 from .common import QUIET, is_dir_target, progress
 
 
@@ -73,6 +69,11 @@ def extract(
       featinv extract torchvision:resnet18:layer3 --weights resnet18.pth photo.jpg -o r.safetensors
       featinv extract hog big/ --resize 128 --crop 128 --shard 2/8 --rows-per-file 1000 --workers 3 -o s2.safetensors
     """
+    import torch
+    from ..data import ExtractDataset, worker_init
+    from ..features.registry import parse_spec, with_weights
+    from ..io import FeatureFile, check_not_input, expand_image_args, save_features
+
     extractor = parse_spec(with_weights(feature, weights))
     files = expand_image_args(images)
     files = files[parse_shard(shard, len(files))]

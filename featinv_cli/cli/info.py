@@ -5,16 +5,16 @@ import json
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from ..errors import FeatinvError
-from ..features import resolve
-from ..io import (FEATURES_FORMAT, MODEL_FORMAT, NPY_MAGIC, STATS_FORMAT, features_from_bytes, json_field,
-                  model_from_bytes, parse_safetensors, read_bytes)
 from .common import JSON, out
 
 
 def describe(path: str) -> dict:
+    from ..features import resolve
+    from ..io import (FEATURES_FORMAT, MODEL_FORMAT, NPY_MAGIC, STATS_FORMAT, features_from_bytes, json_field,
+                      model_from_bytes, parse_safetensors, read_bytes)
+
     data = read_bytes(path)
     name = "<stdin>" if path == "-" else path
     if data[:6] == NPY_MAGIC:
@@ -77,6 +77,8 @@ def info(
       featinv info photo.safetensors
       featinv info featinv_cli/assets/hog.safetensors --json
     """
+    from rich.table import Table
+
     d = describe(file)
     if as_json:
         out.print_json(json.dumps(d))

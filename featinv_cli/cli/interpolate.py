@@ -1,11 +1,14 @@
 """featinv interpolate: feature vectors on the straight line between two others (paper §4.5)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
-from .. import analysis
 from ..errors import FeatinvError, UsageError
-from ..io import FeatureFile, check_not_input, load_features, save_features
+
+if TYPE_CHECKING:  # annotations only; imported where used, so --help stays fast
+    from ..io import FeatureFile
 
 
 def same_space(a: FeatureFile, b: FeatureFile, name_a: str, name_b: str) -> None:
@@ -40,6 +43,9 @@ def interpolate(
       featinv interpolate a.safetensors b.safetensors --steps 8 -o ab.safetensors
       featinv invert ab.safetensors -o ab.png
     """
+    from .. import analysis
+    from ..io import FeatureFile, check_not_input, load_features, save_features
+
     if steps < 2:
         raise UsageError("--steps must be at least 2 (the two end points)")
     if a == "-" and b == "-":

@@ -5,14 +5,9 @@ import os
 from pathlib import Path
 from typing import List, Optional
 
-import torch
 import typer
 
 from ..errors import FeatinvError, UsageError
-from ..features import resolve
-from ..grid import labelled_grid
-from ..inverter import Inverter, shipped_model
-from ..io import check_not_input, image_to_uint8, load_features, write_image
 from .common import DEVICE, QUIET, is_dir_target, parse_size, progress, resolve_device
 
 
@@ -43,6 +38,8 @@ def unique_file_names(labels: list[str]) -> list[str]:
 
 def optimize_rows(extractor, features, size, steps, lambda_a, lambda_tv, quiet):
     """--method optimize: each row separately, with a progress bar per image."""
+    import torch
+
     from ..optimize import OptimizeConfig, check_differentiable, invert_by_optimization
 
     check_differentiable(extractor)
@@ -109,6 +106,11 @@ def invert(
     --method optimize is the baseline the paper compares against: it needs no model but gradients of
     the extractor (CNN layers, HOG through its magnitudes), and refuses LBP and SIFT.
     """
+    from ..features import resolve
+    from ..grid import labelled_grid
+    from ..inverter import Inverter, shipped_model
+    from ..io import check_not_input, image_to_uint8, load_features, write_image
+
     device = resolve_device(device)
     check_not_input(output, list(features) + ([str(model)] if model else []))
     if features.count("-") > 1:

@@ -5,7 +5,6 @@ import json
 
 import typer
 
-from .. import ops
 from .common import JSON, out
 
 
@@ -23,6 +22,8 @@ def kernels(
     Example:
       featinv kernels
     """
+    from .. import ops
+
     backend = ops.build(verbose=verbose)
     status = ops.status()
     import torch

@@ -1,14 +1,16 @@
 """featinv perturb: change feature vectors the ways of paper §4.3-4.4, in the order given."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from typing import Optional
 
-import torch
 import typer
 
-from .. import analysis
 from ..errors import UsageError
-from ..io import check_not_input, load_features, save_features
+
+if TYPE_CHECKING:  # annotations only; imported where used, so --help stays fast
+    import torch
 
 
 def _record(name: str):
@@ -29,6 +31,9 @@ def _fraction(name: str, p: float) -> float:
 
 def apply(ops: list[tuple[str, object]], features: torch.Tensor, seed: int) -> tuple[torch.Tensor, list[str]]:
     """Apply operations in order; returns the features and a label per operation."""
+    import torch
+    from .. import analysis
+
     gen = torch.Generator().manual_seed(seed)
     size = features[0].numel()
     labels = []
@@ -85,6 +90,8 @@ def perturb(
       featinv perturb fc6.safetensors --drop-least 0.5 --binarize -o fc6-bin.safetensors
       featinv extract hog img.jpg -o - | featinv perturb - --dropout 0.5 -o - | featinv invert - -o out.png
     """
+    from ..io import check_not_input, load_features, save_features
+
     ops = ctx.meta.get("featinv_ops", [])
     if not ops:
         raise UsageError("give at least one operation: --binarize, --dropout P, --drop-least P, "

@@ -1,18 +1,23 @@
 """featinv sample: random feature vectors from fitted statistics (paper §4.5)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import json
 
-import torch
 import typer
 
-from .. import analysis
 from ..errors import FeatinvError, UsageError
-from ..io import (STATS_FORMAT, FeatureFile, atomic_write, check_not_input, encode_safetensors, features_from_bytes,
-                  json_field, parse_safetensors, read_bytes, save_features)
+
+if TYPE_CHECKING:  # annotations only; imported where used, so --help stays fast
+    import torch
+    from ..io import FeatureFile
 
 
 def fit(ff: FeatureFile, bins: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from .. import analysis
+    from ..io import STATS_FORMAT
+
     stats = analysis.fit_histograms(ff.features, bins)
     stats["gaussian"] = analysis.fit_gaussian(ff.features).float()
     meta = {"format": STATS_FORMAT, "feature": ff.feature or "", "params": json.dumps(ff.params or {}),
@@ -23,6 +28,8 @@ def fit(ff: FeatureFile, bins: int) -> tuple[dict[str, torch.Tensor], dict[str, 
 
 
 def load_stats_or_fit(path: str, bins: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from ..io import STATS_FORMAT, features_from_bytes, parse_safetensors, read_bytes
+
     data = read_bytes(path)
     name = "<stdin>" if path == "-" else path
     if data[:6] != b"\x93NUMPY":
@@ -59,6 +66,10 @@ def sample(
       featinv sample stats.safetensors -n 16 -o random.safetensors && featinv invert random.safetensors -o r.png
       featinv sample many.safetensors --method gaussian -n 8 -o - | featinv invert - -o g.png
     """
+    import torch
+    from .. import analysis
+    from ..io import FeatureFile, atomic_write, check_not_input, encode_safetensors, json_field, save_features
+
     if method not in ("histogram", "gaussian"):
         raise UsageError(f"--method {method!r}: choose histogram or gaussian")
     if n < 1 or bins < 1:

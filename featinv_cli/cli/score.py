@@ -1,22 +1,27 @@
 """featinv score: how close are reconstructions to their originals (paper §2.2, DESIGN §5)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import json
 from typing import List, Optional
 
-import torch
 import typer
-from rich.table import Table
 
-from .. import metrics
 from ..errors import FeatinvError, UsageError
-from ..data import prepare_view
-from ..io import expand_image_args, read_image
 from .common import JSON, err, out
+
+if TYPE_CHECKING:  # annotations only; imported where used, so --help stays fast
+    import torch
 
 
 def mean_image(directory: str, resize: int | None, crop: int | None, size: tuple[int, int]) -> torch.Tensor:
     """The mean of a folder's images, each prepared like the references: the trivial predictor."""
+    import torch
+    from .. import metrics
+    from ..data import prepare_view
+    from ..io import expand_image_args, read_image
+
     files = expand_image_args([directory])
     total = torch.zeros(3, *size, dtype=torch.float64)
     for f in files:
@@ -47,6 +52,12 @@ def score(
       featinv score recon.png -r photo.jpg --json
       featinv score recon/ -r val/ --resize 128 --crop 128 --baseline-mean train/
     """
+    import torch
+    from rich.table import Table
+    from .. import metrics
+    from ..data import prepare_view
+    from ..io import expand_image_args, read_image
+
     recon_files, ref_files = expand_image_args(recon), expand_image_args(reference)
     if len(recon_files) != len(ref_files):
         raise UsageError(f"{len(recon_files)} reconstructions but {len(ref_files)} references; "

@@ -11,8 +11,6 @@ from typing import List, Optional
 import typer
 
 from ..errors import UsageError
-from ..features.registry import parse_spec, with_weights
-from ..train import TrainConfig, bf16_supported, default_workers, train as run_training
 from .common import DEVICE, QUIET, err, resolve_device
 
 
@@ -100,6 +98,9 @@ def train(
     Under torchrun (DDP: gloo on CPU, nccl on GPU) each process takes 1/K of every batch of --batch
     images, so the run follows the single-process one; rank 0 alone writes files and progress.
     """
+    from ..features.registry import parse_spec, with_weights
+    from ..train import TrainConfig, bf16_supported, default_workers, run_training
+
     if steps < 1 or batch < 1 or checkpoint_every < 1:
         raise UsageError("--steps, --batch and --checkpoint-every must be positive")
     if width is not None and width <= 0:
