@@ -1,4 +1,4 @@
-"""Files at the edges: images, feature files, model files, '-' streams, atomic writes (DESIGN §2)."""
+"""Files at the edges: images, feature files, model files, '-' streams, atomic writes (featinv-formats(5))."""
 from __future__ import annotations
 
 import io as _io
@@ -41,7 +41,7 @@ def read_bytes(path: str | Path) -> bytes:
 
 
 def check_not_input(output: str | Path, inputs) -> None:
-    """Refuse to write over one of the command's own inputs (DESIGN §7)."""
+    """Refuse to write over one of the command's own inputs."""
     if str(output) == "-":
         return
     out = Path(output).resolve()

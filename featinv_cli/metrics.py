@@ -1,4 +1,4 @@
-"""How good is a reconstruction: the paper's normalized error, PSNR and SSIM (DESIGN §5)."""
+"""How good is a reconstruction: the paper's normalized error, PSNR and SSIM (paper §4.1; README, "Shipped models")."""
 from __future__ import annotations
 
 import torch

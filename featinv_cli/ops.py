@@ -1,4 +1,4 @@
-"""The custom operator ``featinv::grid_bin`` (DESIGN §6): SIFT keypoints onto the paper's grid.
+"""The custom operator ``featinv::grid_bin`` (README, "The featinv::grid_bin operator"): SIFT keypoints onto the paper's grid.
 
 The schema is defined here, once. Implementations: C++ (kernels/grid_bin_cpu.cpp) and CUDA
 (kernels/grid_bin.cu + grid_bin_cuda.cpp), compiled on first use with torch.utils.cpp_extension and

@@ -115,7 +115,7 @@ def cli(capfdbinary, monkeypatch):
 
 
 def one_line_error(result: Result) -> str:
-    """Assert the CLI failed the way DESIGN §7 says: non-zero, one line on stderr, no traceback."""
+    """Assert the CLI failed the way README says: non-zero, one line on stderr, no traceback."""
     assert result.code != 0, result.err
     lines = result.err.strip().splitlines()
     assert len(lines) == 1, result.err

@@ -1,4 +1,4 @@
-"""featinv score: how close are reconstructions to their originals (paper §2.2, DESIGN §5)."""
+"""featinv score: how close are reconstructions to their originals (paper §2.2 and §4.1)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

@@ -90,7 +90,7 @@ def resolve(ff, name: str, feature: str | None = None,
 
     Metadata wins; ``feature``/``image_size`` (the --feature/--image-size flags) describe a bare
     ``.npy`` and must agree with metadata when both exist. A bare array is identified by its channel
-    count where exactly one extractor fits, with image size = cells x cell size (DESIGN §2).
+    count where exactly one extractor fits, with image size = cells x cell size (featinv-formats(5)).
     """
     shape = tuple(ff.features.shape)
     if ff.feature:

@@ -1,4 +1,4 @@
-"""The two layers every inverter is made of (paper §2.2, DESIGN §4)."""
+"""The two layers every inverter is made of (paper §2.2)."""
 from __future__ import annotations
 
 import math

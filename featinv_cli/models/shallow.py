@@ -65,7 +65,7 @@ class ShallowInverter(nn.Module):
 
 
 class SkipInverter(nn.Module):
-    """The paper's network with U-Net skip connections (``--arch skip``; DESIGN §4 allows named variants).
+    """The paper's network with U-Net skip connections (``--arch skip``, a named variant).
 
     Why: at a 128 px crop the paper's contracting part squeezes a 16x16x31 HOG map through a 2x2
     bottleneck, so everything the expanding part knows about local structure must fit in 2x2xC numbers.
