@@ -36,8 +36,6 @@ app.command(name="info")(info.info)
 app.command(name="demo")(demo.demo)
 app.command(name="kernels")(kernels.kernels)
 
-_debug = False
-
 
 def _version(value: bool):
     if value:
@@ -51,31 +49,8 @@ def _root(
                                  help="Print the version and exit."),
     debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks for errors."),
 ):
-    global _debug
-    _debug = debug or bool(os.environ.get("FEATINV_DEBUG"))
-
-
-def _usage_errors() -> tuple[type, ...]:
-    """typer's usage-error classes: its own (typer >= 0.29 vendors click) or click's (older typer)."""
-    kinds = [getattr(typer, "TyperException", None)]
-    try:
-        import click
-
-        kinds.append(click.ClickException)
-    except ImportError:
-        pass
-    return tuple(k for k in kinds if isinstance(k, type))
-
-
-def _exits() -> tuple[type, ...]:
-    kinds = [typer.Exit]
-    try:
-        import click
-
-        kinds.append(click.exceptions.Exit)
-    except ImportError:
-        pass
-    return tuple(kinds)
+    # --debug is read by main() before parsing, so it covers errors in the command line too.
+    return None
 
 
 def _fail(message: str, code: int) -> None:
@@ -85,19 +60,18 @@ def _fail(message: str, code: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app, turning every expected failure into one line and an exit code."""
-    global _debug
-    _debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("FEATINV_DEBUG"))
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("FEATINV_DEBUG"))
     try:
         code = app(args=argv, prog_name="featinv", standalone_mode=False)
     except FeatinvError as e:
-        if _debug:
+        if debug:
             raise
         if e.exit_code == 130:
             _interrupted(str(e))
         _fail(str(e), e.exit_code)
-    except _exits() as e:
+    except typer.Exit as e:
         sys.exit(e.exit_code)
-    except _usage_errors() as e:  # bad flag, missing argument
+    except typer.TyperException as e:  # bad flag, missing argument (typer >= 0.29 vendors click)
         if type(e).__name__ == "NoArgsIsHelpError":
             e.show()
             sys.exit(2)
@@ -110,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.close()
         sys.exit(1)
     except Exception as e:  # a bug, not the user's fault: still one line unless --debug
-        if _debug:
+        if debug:
             raise
         _fail(f"unexpected {type(e).__name__}: {e} (rerun with --debug for a traceback; please report it)", 1)
     # Without standalone mode typer returns the exit code of Ctrl-C (130) instead of raising it.

@@ -16,7 +16,6 @@ out = Console(highlight=False, soft_wrap=True)
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or chatter on stderr.")
 DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda (auto takes cuda when available).")
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON on stdout instead of a table.")
-SEED = typer.Option(0, "--seed", help="Random seed; the same seed gives the same result.")
 
 
 def resolve_device(name: str) -> str:

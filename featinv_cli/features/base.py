@@ -88,9 +88,6 @@ class Extractor:
         """Stem of the model file in the package that inverts these features (if one ships)."""
         return self.name
 
-    def params_json(self) -> str:
-        return json.dumps(self.params, sort_keys=True)
-
     def min_size(self) -> int:
         return self.stride
 
