@@ -174,7 +174,7 @@ class _Data:
     def feature_scale(self, extractor, finetune: bool) -> float:
         """1 / std of the features of the first images: CNN activations can run to the hundreds (a
         network trained on 0-255 pixels) and the inverter's first layer expects order one."""
-        if not hasattr(extractor, "family") or finetune:
+        if not extractor.is_cnn or finetune:
             return 1.0
         feats = torch.stack([self.dataset[(0, i)][1] for i in range(min(16, len(self.files)))])
         return float(1.0 / feats.float().std().clamp_min(1e-6)) if feats.numel() else 1.0
@@ -189,7 +189,7 @@ def _network(cfg: TrainConfig, extractor, input_scale: float):
     model, arch = for_extractor(cfg.arch, extractor, width=cfg.width, **scale)
     if not cfg.finetune_encoder:
         return model, arch, None
-    if not hasattr(extractor, "run") or cfg.features:
+    if not extractor.fine_tunable or cfg.features:
         raise FeatinvError("--finetune-encoder trains a CNN encoder (alexnet, caffenet, squeezenet) from images, "
                            f"not {extractor.spec}" + (" from stored features" if cfg.features else ""))
     encoder = copy.deepcopy(extractor.network()).train()

@@ -19,7 +19,7 @@ def shipped_defaults(extractor, arch: str, width: float | None) -> tuple[str, fl
     from ..inverter import ASSETS
 
     if arch == "auto":
-        arch = "paper" if hasattr(extractor, "family") else "skip"
+        arch = "paper" if extractor.is_cnn else "skip"
     if width is None:
         shipped = ASSETS / f"{extractor.shipped_name}.safetensors"
         width = 1.0

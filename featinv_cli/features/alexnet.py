@@ -166,6 +166,8 @@ class AlexNetLayer(Extractor):
     weights: str = ""  # a file, "" for the default file (torch's cache path), or random:SEED
     name = "alexnet"
     family = "alexnet"
+    is_cnn = True
+    fine_tunable = True
 
     def __post_init__(self):
         if self.layer not in LAYERS:

@@ -66,7 +66,12 @@ class Extractor:
     """
 
     name: str = ""
-    differentiable: bool = True
+    # Capabilities, declared here so no caller has to probe for attributes:
+    differentiable: bool = True  # gradients flow from features to pixels (`invert --method optimize`)
+    is_cnn: bool = False  # a layer of a network: the paper's conv/fc inverters, a feature scale, weights
+    fine_tunable: bool = False  # has run(net, images) with a copy of its network (`train --finetune-encoder`)
+    guess_by_channels: bool = True  # a bare .npy with this extractor's channel count may be taken for it
+    positional: tuple[str, ...] = ()  # parameters a spec gives by position ("alexnet:fc6"); default: the first
     is_vector: bool = False  # (N, D) features (fc layers) rather than (N, C, Hc, Wc) maps
     # Channel order of the features of the left-right mirrored image: features(flip(x)) equals
     # flip(features(x))[:, mirror_channels] up to border cells; None where no such permutation exists.

@@ -43,7 +43,7 @@ def parse_spec(spec: str) -> Extractor:
     cls = EXTRACTORS[name]
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
-    order = list(getattr(cls, "positional", list(fields)[:1]))
+    order = list(cls.positional or list(fields)[:1])
     items = list(filter(None, rest.split(",")))
     if items and "=" not in items[0]:  # positional values come first: "resnet18:layer3"
         values = items[0].split(":")
@@ -73,7 +73,7 @@ def from_metadata(name: str, params_json: str | None) -> Extractor:
 def guess_from_channels(channels: int) -> Extractor | None:
     """The extractor a bare array with this channel count must come from, if exactly one fits."""
     fits = [cls() for cls in EXTRACTORS.values()
-            if getattr(cls, "guess_by_channels", True) and _default_channels(cls) == channels]
+            if cls.guess_by_channels and _default_channels(cls) == channels]
     return fits[0] if len(fits) == 1 else None
 
 

@@ -50,6 +50,7 @@ class TorchvisionLayer(Extractor):
     size: int = 224
     name = "torchvision"
     family = "torchvision"
+    is_cnn = True
     positional = ("model", "module")  # torchvision:MODEL:MODULE
     guess_by_channels = False  # its channel count needs the network: never guessed for a bare .npy
 

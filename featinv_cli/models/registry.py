@@ -27,7 +27,7 @@ def _paper(extractor: Extractor, width: float = 1.0, input_scale: float = 1.0,
         raise FeatinvError("--upsample resize is a variant of --arch skip; the paper's network up-samples with zeros")
     if extractor.is_vector:
         arch = {"name": "paper-fc", "in_channels": extractor.channels, "width": width, "input_scale": input_scale}
-    elif hasattr(extractor, "family"):
+    elif extractor.is_cnn:
         ups = max(1, round(math.log2(extractor.stride)))
         arch = {"name": "paper-conv", "in_channels": extractor.channels, "ups": ups, "width": width,
                 "input_scale": input_scale}
@@ -40,7 +40,7 @@ def _paper(extractor: Extractor, width: float = 1.0, input_scale: float = 1.0,
 def _skip(extractor: Extractor, width: float = 1.0, input_scale: float = 1.0,
           upsample: str = "zeros") -> tuple[nn.Module, dict]:
     """The hand-made-feature network with U-Net skip connections (models/shallow.py, SkipInverter)."""
-    if extractor.is_vector or hasattr(extractor, "family"):
+    if extractor.is_vector or extractor.is_cnn:
         raise FeatinvError(f"--arch skip is for dense hand-made features (hog, lbp, sift), not {extractor.spec}")
     _check_stride(extractor)
     arch = {"name": "skip", "in_channels": extractor.channels, "stride": extractor.stride, "width": width}
