@@ -99,7 +99,7 @@ def train(
     images, so the run follows the single-process one; rank 0 alone writes files and progress.
     """
     from ..features.registry import parse_spec, with_weights
-    from ..train import TrainConfig, bf16_supported, default_workers, run_training
+    from ..train import TrainConfig, bf16_supported, default_workers, train as run_training
 
     if steps < 1 or batch < 1 or checkpoint_every < 1:
         raise UsageError("--steps, --batch and --checkpoint-every must be positive")
