@@ -35,6 +35,7 @@ class TrainConfig:
     batch: int = 64
     steps: int = 2000
     lr: float = 1e-3
+    clip_grad_norm: float = 1.0  # 0: off
     decay_from: float = 0.6  # fraction of steps after which the learning rate decays (cosine to 1%)
     seed: int = 0
     workers: int = 1
@@ -284,6 +285,8 @@ def _loop(cfg, net, model, opt, data: _Data, extra: dict, start: int, device, ra
             loss = F.mse_loss(pred, images - mean)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.clip_grad_norm > 0:  # seen without it: HOG and SqueezeNet runs blew up (loss 1e4-1e11)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
             opt.step()
             step, seen = step + 1, seen + images.shape[0]
             ema = 0.95 * ema + 0.05 * loss.item()  # bias-corrected below, as in Adam
