@@ -69,7 +69,7 @@ def pack(dirs: list[str], val: str, output: str, quality: int, limit: int | None
 
     import torch
 
-    from featinv_cli.data import eval_view
+    from featinv_cli.data import eval_view, fingerprint
     from featinv_cli.io import list_images, read_image
 
     files = list_images(*dirs)
@@ -82,7 +82,8 @@ def pack(dirs: list[str], val: str, output: str, quality: int, limit: int | None
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(output, webp=np.frombuffer(b"".join(blobs), np.uint8), offsets=offsets,
              val=(val_views * 255).round().to(torch.uint8).numpy(),
-             names=np.array([str(f.relative_to(f.parents[1])) for f in files]))
+             names=np.array([str(f.relative_to(f.parents[1])) for f in files]),
+             fingerprint=np.array(fingerprint(files)))
     print(f"{output}: {len(files)} training views ({offsets[-1] / 2**20:.1f} MB WebP q{quality}), "
           f"{len(val_views)} validation views")
 
@@ -244,7 +245,9 @@ def train_one(name: str, views_path: str, val_path: str, out: Path, budget: floa
             else "cpu", "precision": "bf16" if bf16 else "fp32", "steps_done": step, "batch": batch,
             "seconds": round(elapsed, 1), "images_per_second": round(step * batch / max(elapsed, 1e-6), 1),
             "data_images": len(views), "augment": f"flip, zoom 1..{MAX_ZOOM}" if sift is None else "flip",
-            "final_loss": ema, "lr": "1e-3, cosine to 1% over the last 40% of the budget"}
+            "final_loss": ema, "lr": "1e-3, cosine to 1% over the last 40% of the budget", "clip_grad_norm": 1.0,
+            "data": "training photos as evaluation views (shorter side 128, centre crop 128) stored as WebP",
+            "data_fingerprint": (Path(views_path).parent / "fingerprint.txt").read_text()}
     save_model(path, ModelFile(state=state, feature=extractor.spec, params=extractor.params, arch=arch,
                                image_size=[SIDE, SIDE], normalization={"mean": mean.tolist(), "scale": 1.0},
                                train=meta, version=__version__), dtype=torch.float16)
@@ -276,6 +279,8 @@ def train_all(pack_path: str, out: Path, budget: float, quick: bool, only: list[
     tmp.mkdir(parents=True, exist_ok=True)
     np.save(tmp / "views.npy", views)
     np.save(tmp / "val.npy", val)
+    z = np.load(pack_path)
+    (tmp / "fingerprint.txt").write_text(str(z["fingerprint"]) if "fingerprint" in z.files else "")
     print(f"decoded {len(views)} training views, {len(val)} val views in {time.perf_counter() - t0:.1f} s; "
           f"training {', '.join(names)} for {budget:.0f} s each on {device}", flush=True)
     cores = os.cpu_count() or 2

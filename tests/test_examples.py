@@ -1,0 +1,25 @@
+"""examples/gpu_models.py, the recipe behind the shipped GPU models: its --quick form on the CPU."""
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+from featinv_cli.io import load_model
+
+SCRIPT = ROOT / "examples" / "gpu_models.py"
+
+
+def test_gpu_recipe_quick_form_runs_end_to_end(image_dir, tmp_path):
+    pack = tmp_path / "pack.npz"
+    r = subprocess.run([sys.executable, str(SCRIPT), "pack", "-d", str(image_dir), "--val", str(image_dir),
+                        "-o", str(pack)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "models"
+    r = subprocess.run([sys.executable, str(SCRIPT), "train", "--pack", str(pack), "--out", str(out), "--quick",
+                        "--only", "hog", "squeezenet-pool10"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    for name, feature in (("hog", "hog"), ("squeezenet-pool10", "squeezenet:pool10")):
+        assert summary[name]["steps"] > 0 and 0 < summary[name]["normalized_error"] < 2
+        model = load_model(out / f"{name}.safetensors")  # featinv's own format: `featinv invert -m` reads it
+        assert model.feature == feature and model.train["data_fingerprint"]
