@@ -154,7 +154,8 @@ class _Data:
             if stored.spec != extractor.spec:
                 raise FeatinvError(f"the feature files hold {stored.spec} features, not {extractor.spec}")
             size = self.dataset.image_size
-            if tuple(g * extractor.stride for g in extractor.grid_size(*size)) != tuple(size):
+            # A hand-made feature's grid must tile the image; a CNN layer's grid is fixed by the network.
+            if not extractor.is_cnn and tuple(g * extractor.stride for g in extractor.grid_size(*size)) != tuple(size):
                 raise FeatinvError(f"the feature files come from {size[0]}x{size[1]} images; training from "
                                    f"stored features needs a size that is a multiple of {extractor.stride} (--crop N)")
             self.crop = size[0]

@@ -201,3 +201,15 @@ def test_cli_defaults_are_what_the_shipped_model_uses(cli, image_dir, tmp_path):
     r = cli("train", "hog", "-d", image_dir, "-o", out, "--steps", "2", "--batch", "4", "--crop", "64",
             "--workers", "0", "-q", "--keep-checkpoint", "--width", "0.125")
     assert r.code == 0 and checkpoint_path(out).exists()
+
+
+def test_cnn_layer_trains_from_stored_features(cli, image_dir, tmp_path):
+    """The encoder runs once per photo (extract), then the inverter trains from the stored rows; a CNN
+    layer's grid is fixed by the network, so any view size will do."""
+    feats, model = tmp_path / "f.safetensors", tmp_path / "m.safetensors"
+    assert cli("extract", "squeezenet:fire5", image_dir, "--resize", "64", "--crop", "64", "-o", feats).code == 0
+    r = cli("train", "squeezenet:fire5", "-d", image_dir, "--features", feats, "--width", "0.0625", "--batch", "4",
+            "--steps", "2", "--workers", "0", "-o", model, "-q")
+    assert r.code == 0, r.err
+    m = load_model(model)
+    assert m.feature == "squeezenet:fire5" and m.arch["name"] == "paper-conv" and m.arch["input_scale"] < 0.1
