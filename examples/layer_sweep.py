@@ -25,7 +25,7 @@ from featinv_cli import metrics
 from featinv_cli.evaluate import evaluate, load_views
 from featinv_cli.features import parse_spec
 from featinv_cli.features import alexnet, squeezenet
-from featinv_cli.inverter import ASSETS
+from featinv_cli.inverter import ASSETS, Inverter
 from featinv_cli.io import write_image
 from featinv_cli.optimize import OptimizeConfig, invert_by_optimization
 from featinv_cli.train import TrainConfig, train
@@ -45,15 +45,17 @@ def plot(rows: list[dict], path: Path) -> None:
     for i, r in enumerate(rows):
         cv2.putText(img, r["layer"], (x(i) - 15, h - bottom + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
                     cv2.LINE_AA)
-    for key, colour in (("learned", (200, 60, 0)), ("optimize", (0, 0, 200))):
-        pts = [(x(i), y(r[key])) for i, r in enumerate(rows) if r.get(key) is not None]
-        for a, b in zip(pts, pts[1:]):
-            cv2.line(img, a, b, colour, 2, cv2.LINE_AA)
-        for p in pts:
+    keys = (("learned", (200, 60, 0)), ("optimize", (0, 0, 200)))
+    for n, (key, colour) in enumerate(keys):
+        pts = {i: (x(i), y(r[key])) for i, r in enumerate(rows) if r.get(key) is not None}
+        for i in pts:  # lines only between neighbouring layers: no line across a layer without a value
+            if i + 1 in pts:
+                cv2.line(img, pts[i], pts[i + 1], colour, 2, cv2.LINE_AA)
+        for p in pts.values():
             cv2.circle(img, p, 4, colour, -1, cv2.LINE_AA)
-        if pts:
-            cv2.putText(img, key, (pts[-1][0] - 60, pts[-1][1] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1,
-                        cv2.LINE_AA)
+        cv2.circle(img, (left + 20, top + 18 + 20 * n), 4, colour, -1, cv2.LINE_AA)  # legend, top left
+        cv2.putText(img, {"learned": "learned inverter", "optimize": "optimisation"}[key], (left + 32, top + 22 + 20 * n),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
     cv2.putText(img, "normalized reconstruction error by layer", (left, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55,
                 (0, 0, 0), 1, cv2.LINE_AA)
     write_image(path, img)
@@ -98,13 +100,24 @@ def main() -> None:
             x, _ = invert_by_optimization(extractor, extractor(image[None]), (128, 128),
                                           OptimizeConfig(steps=args.optimize_steps))
             errors.append(float(metrics.normalized_errors(x, image[None], norm)[0]))
-        rows.append({"layer": layer, "learned": learned, "optimize": float(np.mean(errors)) if errors else None})
+        # The learned inverter on exactly the images the optimisation ran on: the fair comparison.
+        same = None
+        if model.exists() and errors:
+            inverter = Inverter(model)
+            few = views[: args.optimize_images]
+            recon = inverter(inverter.encode(few), (128, 128))
+            same = float(metrics.normalized_errors(recon, few, norm).mean())
+        rows.append({"layer": layer, "learned": learned, "learned_same_images": same,
+                     "optimize": float(np.mean(errors)) if errors else None})
         print(json.dumps(rows[-1]), flush=True)
     (out / "sweep.json").write_text(json.dumps({"weights": args.weights, "steps": args.steps, "rows": rows},
                                                indent=1))
-    table = ["| layer | learned inverter | optimisation |", "|---|---|---|"]
+    k = args.optimize_images
+    table = [f"| layer | learned inverter (all val images) | learned (first {k}) | optimisation (first {k}) |",
+             "|---|---|---|---|"]
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
-    table += [f"| {r['layer']} | {fmt(r['learned'])} | {fmt(r['optimize'])} |" for r in rows]
+    table += [f"| {r['layer']} | {fmt(r['learned'])} | {fmt(r['learned_same_images'])} | {fmt(r['optimize'])} |"
+              for r in rows]
     (out / "sweep.md").write_text("\n".join(table) + "\n")
     plot(rows, out / "sweep.png")
     print("\n".join(table))
