@@ -108,7 +108,7 @@ def test_optimize_on_the_command_line_and_refusals(cli, photos, tmp_path):
     feats = tmp_path / "f.safetensors"
     assert cli("extract", "alexnet:conv5", photos["chelsea"], "--weights", "random:0", "--resize", "64",
                "--crop", "64", "-o", feats).code == 0
-    r = cli("invert", feats, "--method", "optimize", "--steps", "5", "-o", tmp_path / "r.png")
+    r = cli("invert", feats, "--method", "optimize", "--optimize-steps", "5", "-o", tmp_path / "r.png")
     assert r.code == 0, r.err
     for feature in ("lbp", "sift"):
         f = tmp_path / f"{feature}.safetensors"

@@ -43,7 +43,7 @@ def test_perturb_bad_values(cli, hog_pair, tmp_path):
 def test_interpolate_labels_and_mismatches(cli, hog_pair, photos, tmp_path, tiny_model):
     a, b = hog_pair
     out = tmp_path / "ab.safetensors"
-    assert cli("interpolate", a, b, "--steps", "5", "-o", out).code == 0
+    assert cli("interpolate", a, b, "-n", "5", "-o", out).code == 0
     ff = load_features(out)
     assert len(ff) == 5 and ff.labels[0] == "t = 0" and ff.labels[-1] == "t = 1"
     assert np.array_equal(ff.features[0], load_features(a).features[0])
@@ -55,7 +55,7 @@ def test_interpolate_labels_and_mismatches(cli, hog_pair, photos, tmp_path, tiny
     big = tmp_path / "big.safetensors"
     cli("extract", "hog", photos["coffee"], "--resize", "96", "--crop", "96", "-o", big)
     assert "--resize" in one_line_error(cli("interpolate", a, big, "-o", tmp_path / "x.safetensors"))
-    assert one_line_error(cli("interpolate", a, b, "--steps", "1", "-o", tmp_path / "x.safetensors"))
+    assert one_line_error(cli("interpolate", a, b, "-n", "1", "-o", tmp_path / "x.safetensors"))
 
 
 def test_sample_fit_then_draw(cli, photos, tmp_path, image_dir):

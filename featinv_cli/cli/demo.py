@@ -27,8 +27,8 @@ def bundled_photos(size: int) -> dict[str, torch.Tensor]:
 
 def demo(
     output: Path = typer.Option(Path("demo.png"), "--output", "-o", help="Grid PNG to write."),
-    features: str = typer.Option("hog,lbp,sift,squeezenet:fire9,squeezenet:pool10",
-                                 help="Comma-separated feature specs with shipped models."),
+    specs: str = typer.Option("hog,lbp,sift,squeezenet:fire9,squeezenet:pool10", "--specs",
+                              help="Comma-separated feature specs with shipped models."),
     size: int = typer.Option(128, help="Square size the photographs are prepared at (128: the protocol "
                              "the shipped models were scored with)."),
     device: str = DEVICE,
@@ -51,7 +51,7 @@ def demo(
 
     photos = bundled_photos(size)
     images = torch.stack(list(photos.values()))
-    specs = [s for s in features.split(",") if s]
+    specs = [s for s in specs.split(",") if s]
     columns: list[list[np.ndarray]] = [[image_to_uint8(i) for i in images]]
     table = Table("feature", "model", "normalized error", "PSNR (dB)", "SSIM")
     for spec in specs:

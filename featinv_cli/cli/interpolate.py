@@ -30,7 +30,8 @@ def same_space(a: FeatureFile, b: FeatureFile, name_a: str, name_b: str) -> None
 def interpolate(
     a: str = typer.Argument(..., help="Start: feature file (or - for stdin)."),
     b: str = typer.Argument(..., help="End: feature file with the same extractor, size and shape."),
-    steps: int = typer.Option(8, "--steps", "-n", help="Points on the line, end points included (>= 2)."),
+    count: int = typer.Option(8, "--count", "-n", help="How many vectors: points on the line, end points "
+                              "included (>= 2)."),
     output: str = typer.Option(..., "--output", "-o", help="Feature file to write, or - for stdout."),
 ):
     """Write STEPS feature vectors on the straight line from A to B (end points included).
@@ -40,22 +41,22 @@ def interpolate(
 
     \b
     Examples:
-      featinv interpolate a.safetensors b.safetensors --steps 8 -o ab.safetensors
+      featinv interpolate a.safetensors b.safetensors -n 8 -o ab.safetensors
       featinv invert ab.safetensors -o ab.png
     """
     from .. import analysis
     from ..io import FeatureFile, check_not_input, load_features, save_features
 
-    if steps < 2:
-        raise UsageError("--steps must be at least 2 (the two end points)")
+    if count < 2:
+        raise UsageError("-n/--count must be at least 2 (the two end points)")
     if a == "-" and b == "-":
         raise UsageError("only one of A and B can be read from stdin")
     check_not_input(output, [a, b])
     fa, fb = load_features(a), load_features(b)
     same_space(fa, fb, a, b)
-    out = FeatureFile(analysis.interpolate(fa.features, fb.features, steps), fa.feature, fa.params,
+    out = FeatureFile(analysis.interpolate(fa.features, fb.features, count), fa.feature, fa.params,
                       fa.image_size, [s for pair in zip(fa.sources or [a] * len(fa), fb.sources or [b] * len(fb))
-                                      for s in [f"{pair[0]} -> {pair[1]}"] * steps],
-                      history=fa.history + [f"interpolate {steps} steps to {b}"],
-                      labels=[f"t = {i / (steps - 1):.3g}" for i in range(steps)] * len(fa))
+                                      for s in [f"{pair[0]} -> {pair[1]}"] * count],
+                      history=fa.history + [f"interpolate {count} points to {b}"],
+                      labels=[f"t = {i / (count - 1):.3g}" for i in range(count)] * len(fa))
     save_features(output, out)

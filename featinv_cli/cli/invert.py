@@ -81,7 +81,7 @@ def invert(
                                         "reconstructions: lower error, twice the time."),
     method: str = typer.Option("learned", "--method", help="learned (a trained network, the paper's method) or "
                                "optimize (Mahendran & Vedaldi's gradient descent on the image; slow baseline)."),
-    steps: int = typer.Option(200, "--steps", help="optimize: gradient steps per image."),
+    steps: int = typer.Option(200, "--optimize-steps", help="optimize: gradient steps per image."),
     lambda_a: float = typer.Option(1e-3, "--lambda-a", help="optimize: weight of the a-norm (a = 6) prior."),
     lambda_tv: float = typer.Option(0.05, "--lambda-tv", help="optimize: weight of the total-variation prior."),
     device: str = DEVICE,

@@ -45,7 +45,7 @@ def load_stats_or_fit(path: str, bins: int) -> tuple[dict[str, torch.Tensor], di
 def sample(
     source: str = typer.Argument(..., help="Statistics from `sample --fit`, or feature vectors to fit now."),
     output: str = typer.Option(..., "--output", "-o", help="Feature file (or statistics, with --fit)."),
-    n: int = typer.Option(8, "--n", "-n", help="How many vectors to draw."),
+    n: int = typer.Option(8, "--count", "-n", help="How many vectors to draw."),
     method: str = typer.Option("histogram", help="histogram: each dimension from its own histogram, "
                                "sparsity matched; gaussian: one shifted truncated Gaussian for all."),
     alpha: float = typer.Option(2.0, "--alpha", help="Contrast factor the samples are multiplied by (paper: 2)."),
