@@ -42,8 +42,9 @@ def extract(
     rows_per_file: int = typer.Option(0, "--rows-per-file", metavar="R", help="Write OUT-00000.safetensors, "
                                       "OUT-00001... of R rows each, holding at most R in memory (0: one file)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="CNN features: a torchvision-style .pth "
-                                          "state dict or .safetensors, or random:SEED (default: torch's cache "
-                                          "path for torchvision's own file of that network)."),
+                                          "state dict or .safetensors, or random:SEED (default: squeezenet's "
+                                          "shipped ImageNet weights; for the others torchvision's own file in "
+                                          "torch's cache, else an error: never random unasked)."),
     workers: int = typer.Option(0, "--workers", help="DataLoader processes reading and extracting in parallel."),
     quiet: bool = QUIET,
 ):
@@ -54,6 +55,7 @@ def extract(
 
     Features: hog (VLFeat UoCTTI HOG, 31 channels, cell 8), lbp (VLFeat uniform LBP, 58 channels,
     cell 16), sift (OpenCV SIFT on the paper's grid, 133 channels, cell 4; keypoints kept raw too),
+    squeezenet:LAYER (conv1, fire2..fire9, conv10, pool10; ImageNet weights built in),
     alexnet:LAYER and caffenet:LAYER (conv1..conv5, fc6..fc8), torchvision:MODEL:MODULE (any named
     module of a torchvision classifier; needs torchvision). CNN features take --weights.
 
