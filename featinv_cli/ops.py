@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-KERNELS = Path(__file__).resolve().parent.parent / "kernels"
+KERNELS = Path(__file__).resolve().parent / "kernels"  # in the repository a link to ../kernels; a real copy in a wheel
 SCHEMA = ("grid_bin(Tensor keypoints, Tensor descriptors, Tensor counts, int height, int width, "
           "int cell, int seed) -> Tensor")
 
