@@ -21,7 +21,7 @@ REFERENCE_NAMES = ["camera", "astronaut", "chelsea", "coffee", "noise_97x123", "
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("FEATINV_SLOW"):
         return
-    skip = pytest.mark.skip(reason="slow training test; set FEATINV_SLOW=1 (make test-all)")
+    skip = pytest.mark.skip(reason="slow test (training, packaging); set FEATINV_SLOW=1 (make test-all)")
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
