@@ -170,14 +170,34 @@ def test_model_without_metadata(cli, hog_file, tmp_path):
     assert "not a featinv model" in fails_cleanly(cli("invert", hog_file, "-m", bare, "-o", out), out)
 
 
-def test_pickle_is_never_loaded(tmp_path):
-    """A .pth pickle offered as a model is rejected as not-safetensors, never unpickled."""
+class _Tripwire:
+    """Unpickling this writes a file: the visible side effect a hostile pickle would have."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_pickle_is_never_loaded(cli, tmp_path, photos):
+    """A pickle offered as a model or as CNN weights is refused, and never unpickled (no side effect)."""
     import pickle
 
+    tripwire = tmp_path / "pwned"
+    payload = pickle.dumps(_Tripwire(tripwire))
+    pickle.loads(payload)  # the tripwire works ...
+    assert tripwire.exists()
+    tripwire.unlink()
     evil = tmp_path / "evil.safetensors"
-    evil.write_bytes(pickle.dumps({"a": 1}))
+    evil.write_bytes(payload)
     with pytest.raises(FeatinvError):
         load_model(evil)
+    evil_pth = tmp_path / "evil.pth"
+    evil_pth.write_bytes(payload)
+    one_line_error(cli("extract", "alexnet:fc6", photos["chelsea"], "--weights", evil_pth, "-o",
+                       tmp_path / "f.safetensors"))
+    assert not tripwire.exists()  # ... and featinv never set it off
 
 
 # ------------------------------------------------------------------------------------ outputs

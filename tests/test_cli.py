@@ -215,6 +215,20 @@ def test_mixed_sizes_need_a_directory_or_crop(cli, photos, tmp_path):
 def test_unwritable_output_leaves_nothing(cli, photos, tmp_path):
     assert "does not exist" in one_line_error(cli("extract", "hog", photos["chelsea"], "-o",
                                                   tmp_path / "no" / "such" / "f.safetensors"))
+    assert not (tmp_path / "no").exists()
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)  # a folder we may not write into (root ignores this, hence the check below)
+    try:
+        r = cli("extract", "hog", photos["chelsea"], "-o", locked / "f.safetensors")
+        if r.code != 0:
+            one_line_error(r)
+            assert list(locked.iterdir()) == []  # neither the file nor a temporary one
+    finally:
+        locked.chmod(0o700)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    one_line_error(cli("extract", "hog", photos["chelsea"], "-o", tmp_path / "x.png"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
 def test_shards_rows_per_file_and_workers_give_the_whole_set(cli, image_dir, tmp_path):
