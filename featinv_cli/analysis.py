@@ -73,6 +73,30 @@ def scale(f: torch.Tensor, a: float) -> torch.Tensor:
     return f * a
 
 
+# `featinv perturb --NAME VALUE` -> the function above that does it (features, value, generator) and
+# the caption it leaves. One table, so --dropout leads to dropout() by name.
+PERTURBATIONS = {
+    "binarize": (lambda f, v, g: binarize(f), lambda v: "binarize"),
+    "dropout": (lambda f, p, g: dropout(f, p, g), lambda p: f"dropout {p:g}"),
+    "drop_least": (lambda f, p, g: drop_least(f, p), lambda p: f"drop-least {p:g}"),
+    "keep_top": (lambda f, k, g: keep_top(f, k), lambda k: f"keep-top {k}"),
+    "zero_top": (lambda f, k, g: zero_top(f, k), lambda k: f"zero-top {k}"),
+    "scale": (lambda f, a, g: scale(f, a), lambda a: f"scale {a:g}"),
+}
+
+
+def perturb(f: torch.Tensor, ops: list[tuple[str, object]], seed: int = 0) -> tuple[torch.Tensor, list[str]]:
+    """Apply ``[(name, value), ...]`` of PERTURBATIONS in order to every row; returns the features and a
+    caption per operation. Seeded (only dropout draws random numbers)."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = []
+    for name, value in ops:
+        fn, label = PERTURBATIONS[name]
+        f = fn(f, value, gen)
+        labels.append(label(value))
+    return f, labels
+
+
 def interpolate(a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
     """``steps`` points on the line from each row of ``a`` to the same row of ``b``, end points included.
 
