@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .common import DEVICE, err, out, resolve_device
+from .common import DEVICE, QUIET, err, out, resolve_device
 
 if TYPE_CHECKING:  # annotations only; imported where used, so --help stays fast
     import torch
@@ -32,6 +32,7 @@ def demo(
     size: int = typer.Option(128, help="Square size the photographs are prepared at (128: the protocol "
                              "the shipped models were scored with)."),
     device: str = DEVICE,
+    quiet: bool = QUIET,
 ):
     """Extract features from scikit-image's photographs, invert them with the shipped models, write a
     labelled grid (input | reconstruction per feature) and print the scores.
@@ -69,5 +70,6 @@ def demo(
     grid = labelled_grid(rows, col_labels=["input"] + [f"from {s}" for s in specs], row_labels=list(photos))
     write_image(output, grid)
     out.print(table)
-    err.print(f"wrote {output}: {len(photos)} photographs, columns input | "
-              + " | ".join(f"reconstruction from {s}" for s in specs))
+    if not quiet:
+        err.print(f"wrote {output}: {len(photos)} photographs, columns input | "
+                  + " | ".join(f"reconstruction from {s}" for s in specs))

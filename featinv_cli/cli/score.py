@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import FeatinvError, UsageError
-from .common import JSON, err, out
+from .common import JSON, QUIET, err, out
 
 if TYPE_CHECKING:  # annotations only; imported where used, so --help stays fast
     import torch
@@ -39,6 +39,7 @@ def score(
     baseline_mean: Optional[str] = typer.Option(None, "--baseline-mean", help="Also score predicting "
                                                 "the mean image of this folder (e.g. the training set)."),
     as_json: bool = JSON,
+    quiet: bool = QUIET,
 ):
     """Score reconstructions: the paper's normalized error, PSNR (dB) and SSIM.
 
@@ -84,7 +85,7 @@ def score(
         result["baseline_mean"] = {
             "normalized_error": float(metrics.normalized_errors(m.expand_as(stack), stack, norm).mean()),
             "psnr": float(metrics.psnr(m.expand_as(stack), stack).mean())}
-    if norm is None:
+    if norm is None and not quiet:
         err.print("featinv: note: normalized error needs two or more references of one size; "
                   "showing PSNR and SSIM only")
     if as_json:
