@@ -185,10 +185,10 @@ class _Data:
 def _network(cfg: TrainConfig, extractor, input_scale: float):
     """The inverter (wrapped with a trainable copy of the CNN for --finetune-encoder), its ``arch``
     metadata, and the encoder (None unless fine-tuned)."""
-    scale = {"input_scale": input_scale} if input_scale != 1.0 else {}
+    hyper = {"input_scale": input_scale} if input_scale != 1.0 else {}  # files keep only what differs
     if cfg.upsample != "zeros":
-        scale["upsample"] = cfg.upsample
-    model, arch = for_extractor(cfg.arch, extractor, width=cfg.width, **scale)
+        hyper["upsample"] = cfg.upsample
+    model, arch = for_extractor(cfg.arch, extractor, width=cfg.width, **hyper)
     if not cfg.finetune_encoder:
         return model, arch, None
     if not extractor.fine_tunable or cfg.features:
