@@ -100,7 +100,7 @@ def invert(
       featinv invert batch.safetensors -o grid.png        # labelled grid, one tile per row
       featinv invert batch.safetensors -o recon/          # one PNG per row
       featinv invert orig.safetensors drop.safetensors bin.safetensors -o compare.png
-      featinv invert conv3.safetensors --method optimize --steps 300 -o pre-image.png
+      featinv invert conv3.safetensors --method optimize --optimize-steps 300 -o pre-image.png
       featinv invert hog.safetensors --mirror-average -o recon.png
 
     --method optimize is the baseline the paper compares against: it needs no model but gradients of
