@@ -154,6 +154,19 @@ def imagenet_input(images: torch.Tensor, size: int) -> torch.Tensor:
     return (x - mean) / std
 
 
+def cnn_spec(name: str, positional: list[str], weights: str, size: int = 224) -> str:
+    """The spec of a CNN feature: ``name:POS[:POS]`` plus the weights and input size where they differ
+    from the defaults (the default file, 224)."""
+    extra = f",weights={weights}" if weights else ""
+    extra += "" if size == 224 else f",size={size}"
+    return ":".join([name, *positional]) + extra
+
+
+def check_input_size(name: str, size: int) -> None:
+    if size < 32:
+        raise FeatinvError(f"{name}: size={size} is too small (at least 32)")
+
+
 _NETS: dict[tuple[str, str], nn.Module] = {}
 
 
@@ -175,8 +188,7 @@ class AlexNetLayer(Extractor):
 
     @property
     def spec(self) -> str:
-        weights = f",weights={self.weights}" if self.weights else ""
-        return f"{self.name}:{self.layer}{weights}"
+        return cnn_spec(self.name, [self.layer], self.weights)
 
     @property
     def shipped_name(self) -> str:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import FeatinvError
-from .alexnet import AlexNetLayer, imagenet_input
+from .alexnet import AlexNetLayer, check_input_size, cnn_spec, imagenet_input
 
 WEIGHTS_FILE = Path(__file__).resolve().parent.parent / "assets" / "squeezenet1_0-imagenet.safetensors"
 
@@ -86,14 +86,11 @@ class SqueezeNetLayer(AlexNetLayer):
     def __post_init__(self):
         if self.layer not in LAYERS:
             raise FeatinvError(f"{self.name}: unknown layer {self.layer!r}; choose one of {', '.join(LAYERS)}")
-        if self.size < 32:
-            raise FeatinvError(f"{self.name}: size={self.size} is too small (at least 32)")
+        check_input_size(self.name, self.size)
 
     @property
     def spec(self) -> str:
-        extra = f",weights={self.weights}" if self.weights else ""
-        extra += "" if self.size == 224 else f",size={self.size}"
-        return f"{self.name}:{self.layer}{extra}"
+        return cnn_spec(self.name, [self.layer], self.weights, self.size)
 
     @property
     def channels(self) -> int:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import FeatinvError
-from .alexnet import cache_dir, imagenet_input, load_state
+from .alexnet import cache_dir, check_input_size, cnn_spec, imagenet_input, load_state
 from .base import Extractor
 
 _NETS: dict[tuple[str, str], nn.Module] = {}
@@ -55,14 +55,11 @@ class TorchvisionLayer(Extractor):
     guess_by_channels = False  # its channel count needs the network: never guessed for a bare .npy
 
     def __post_init__(self):
-        if self.size < 32:
-            raise FeatinvError(f"torchvision: size={self.size} is too small (at least 32)")
+        check_input_size(self.name, self.size)
 
     @property
     def spec(self) -> str:
-        extra = f",weights={self.weights}" if self.weights else ""
-        extra += "" if self.size == 224 else f",size={self.size}"
-        return f"{self.name}:{self.model}:{self.module}{extra}"
+        return cnn_spec(self.name, [self.model, self.module], self.weights, self.size)
 
     @cached_property
     def _shape(self) -> tuple[int, ...]:
