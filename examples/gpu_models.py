@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 import os
 import subprocess
 import sys
@@ -163,11 +162,12 @@ def augment(x, generator):
 
 
 def learning_rate(fraction: float, lr: float = 1e-3, decay_from: float = 0.6) -> float:
-    """featinv train's schedule over wall time: constant, then a cosine to 1% over the last 40%."""
+    """featinv train's schedule over wall time: constant, then its cosine to 1% over the last 40%."""
+    from featinv_cli.train import cosine_to_one_percent
+
     if fraction < decay_from:
         return lr
-    t = min(1.0, (fraction - decay_from) / (1 - decay_from))
-    return lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+    return cosine_to_one_percent(lr, min(1.0, (fraction - decay_from) / (1 - decay_from)))
 
 
 def train_one(name: str, views_path: str, val_path: str, out: Path, budget: float, device_name: str,

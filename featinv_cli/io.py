@@ -176,6 +176,18 @@ def list_images(*directories: str | Path) -> list[Path]:
     return files
 
 
+def source_names(files: list[Path], args) -> list[str]:
+    """What a feature file records as each image's source: its path below the directory argument it
+    was found in (``n01440764/a.jpg`` in ImageNet's class folders, so equal names in two folders stay
+    apart and ``train --features -d DIR`` finds the image again), or its file name when given as a file."""
+    roots = [Path(a) for a in args if Path(a).is_dir()]
+    names = []
+    for f in files:
+        root = next((r for r in roots if r in f.parents), None)
+        names.append(f.relative_to(root).as_posix() if root else f.name)
+    return names
+
+
 def expand_image_args(args) -> list[Path]:
     """Command-line image arguments: files as given, directories expanded to their images."""
     out: list[Path] = []

@@ -54,13 +54,17 @@ class TrainConfig:
             self.data = [str(self.data)]
 
 
+def cosine_to_one_percent(lr: float, t: float) -> float:
+    """The decaying part of the schedule: ``lr`` at t = 0, 1% of it at t = 1."""
+    return lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
 def learning_rate(cfg: TrainConfig, step: int) -> float:
     """Constant, then a cosine decay to 1% over the last ``1 - decay_from`` of training."""
     start = int(cfg.decay_from * cfg.steps)
     if step < start:
         return cfg.lr
-    t = (step - start) / max(1, cfg.steps - start)
-    return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+    return cosine_to_one_percent(cfg.lr, (step - start) / max(1, cfg.steps - start))
 
 
 def bf16_supported(device: str) -> bool:

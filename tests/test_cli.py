@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import one_line_error
+from conftest import one_line_error, photo
 from featinv_cli.inverter import ASSETS
 
 
@@ -309,3 +309,22 @@ def test_help_version_and_usage_errors_do_not_import_torch(args):
             "sys.stderr.write('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
     r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
     assert r.stderr.endswith("NO-TORCH"), r.stderr[-300:]
+
+
+def test_class_folders_are_walked_and_keep_their_names_apart(cli, tmp_path):
+    """ImageNet's layout: photos in class folders, equal file names in two folders. extract walks the
+    folders, records each source below the folder given, and -o DIR/ keeps the sub-folders."""
+    import imageio.v3 as iio
+
+    from featinv_cli.io import load_features
+
+    root = tmp_path / "photos"
+    for cls, name in (("cat", "chelsea"), ("cup", "coffee")):
+        (root / cls).mkdir(parents=True)
+        iio.imwrite(root / cls / "0001.png", photo(name)[:80, :80])
+    feats = tmp_path / "f.safetensors"
+    assert cli("extract", "hog", root, "-o", feats).code == 0
+    assert load_features(feats).sources == ["cat/0001.png", "cup/0001.png"]
+    assert cli("extract", "hog", root, "-o", f"{tmp_path}/each/").code == 0
+    assert sorted(p.relative_to(tmp_path / "each").as_posix() for p in (tmp_path / "each").rglob("*.safetensors")) \
+        == ["cat/0001.safetensors", "cup/0001.safetensors"]

@@ -30,7 +30,7 @@ def numbered(output: str, part: int) -> str:
 
 def extract(
     feature: str = typer.Argument(..., help="Feature spec: hog, hog:cell=8, ..."),
-    images: List[str] = typer.Argument(..., help="Image files or directories (read in sorted order)."),
+    images: List[str] = typer.Argument(..., help="Image files or directories (walked recursively, in sorted order)."),
     output: str = typer.Option(..., "--output", "-o", help="Feature file (.safetensors or .npy), a "
                                "directory for one file per image, or - for stdout."),
     resize: Optional[int] = typer.Option(None, help="First resize so the shorter side is this many pixels."),
@@ -74,11 +74,13 @@ def extract(
     import torch
     from ..data import ExtractDataset, worker_init
     from ..features.registry import parse_spec, with_weights
-    from ..io import FeatureFile, check_not_input, expand_image_args, save_features
+    from ..io import FeatureFile, check_not_input, expand_image_args, save_features, source_names
 
     extractor = parse_spec(with_weights(feature, weights))
     files = expand_image_args(images)
-    files = files[parse_shard(shard, len(files))]
+    sources = source_names(files, images)
+    block = parse_shard(shard, len(files))
+    files, sources = files[block], sources[block]
     if not files:
         raise FeatinvError(f"shard {shard} holds no images")
     check_not_input(output, files)
@@ -107,9 +109,11 @@ def extract(
         for i, (h, w), feats, extra in loader:
             f = files[i]
             extra = extra if raw else {}
-            if per_file:
-                save_features(Path(output) / f"{f.stem}.safetensors", FeatureFile(
-                    feats, extractor.spec, extractor.params, (h, w), [f.name], extra, view=view))
+            if per_file:  # sub-folders of the input are kept, so equal names in two folders stay apart
+                target = Path(output) / Path(sources[i]).with_suffix(".safetensors")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                save_features(target, FeatureFile(
+                    feats, extractor.spec, extractor.params, (h, w), [sources[i]], extra, view=view))
                 bar.advance()
                 continue
             if size is not None and (h, w) != size:
@@ -118,7 +122,7 @@ def extract(
             size = (h, w)
             rows.append(feats)
             extras.append(extra)
-            names.append(f.name)
+            names.append(sources[i])
             if rows_per_file and len(rows) == rows_per_file:
                 flush(numbered(output, part))
                 part += 1

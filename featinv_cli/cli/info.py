@@ -18,13 +18,17 @@ def describe(path: str) -> dict:
     data = read_bytes(path)
     name = "<stdin>" if path == "-" else path
     if data[:6] == NPY_MAGIC:
+        import io
+
         import numpy as np
 
-        shape = list(np.lib.format.read_array_header_1_0(_npy_header(data))[0]) if data[6:7] == b"\x01" \
-            else list(features_from_bytes(data, name).features.shape)
-        d = {"file": name, "kind": "bare array (.npy, no metadata)", "shape": shape}
+        ff = features_from_bytes(data, name)  # validated; a single map becomes a batch of one
+        header = io.BytesIO(data)
+        major, _ = np.lib.format.read_magic(header)
+        read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        d = {"file": name, "kind": "bare array (.npy, no metadata)", "shape": list(read(header)[0])}
         try:  # what `featinv invert` would take it for
-            extractor, size = resolve(features_from_bytes(data, name), name)
+            extractor, size = resolve(ff, name)
             d.update(guessed_feature=extractor.spec, guessed_image_size=list(size))
         except FeatinvError as e:
             d["guessed_feature"] = f"none ({e})"
@@ -56,14 +60,6 @@ def describe(path: str) -> dict:
                 "train": mf.train, "featinv_version": mf.version,
                 "size_bytes": Path(path).stat().st_size if path != "-" else len(data)}
     raise FeatinvError(f"{name}: safetensors file without featinv metadata (format={fmt!r})")
-
-
-def _npy_header(data: bytes):
-    import io
-
-    buf = io.BytesIO(data)
-    buf.seek(8)  # magic (6) + version (2)
-    return buf
 
 
 def info(
