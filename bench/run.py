@@ -4,10 +4,12 @@
     python bench/run.py --quick    # fewer repetitions and steps (well under 5 minutes)
     python bench/run.py --only inversion,optimisation   # some sections
 
-Extraction is timed per image (batch of one, as `featinv extract` runs), on crops of scikit-image's
-bundled photographs, next to scikit-image's own `hog` and `local_binary_pattern` on the same
-grayscale images. scikit-image does less work for LBP (it returns per-pixel codes; ours also builds
-VLFeat's bilinear cell histograms), so that column flatters it.
+Extraction is timed as ms per grayscale float32 image (extraction only, median of 3 rounds) at 1 and
+2 torch threads, next to scikit-image's own `hog` and `local_binary_pattern` on the same images, then
+as images/s for a batch of 64 RGB images against one at a time (and on a GPU when torch has one).
+scikit-image does less work for LBP (it returns per-pixel codes; ours also builds VLFeat's bilinear
+cell histograms), so that column flatters it. VLFeat's own C timings, the fixed anchor, are in
+BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -42,23 +44,59 @@ def per_second(fn, items, repeat: int) -> float:
     return repeat * len(items) / (time.perf_counter() - t)
 
 
+def median_ms(fn, items, rounds: int = 3) -> float:
+    """Median over ``rounds`` of the mean milliseconds per item (one warm-up call first)."""
+    fn(items[0])
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for x in items:
+            fn(x)
+        times.append((time.perf_counter() - t) / len(items))
+    return 1000 * sorted(times)[len(times) // 2]
+
+
 def extraction(repeat: int) -> None:
+    """HOG and LBP per image, as issue-style figures: one grayscale float32 image at a time, extraction
+    only, median of 3 rounds, at 1 and 2 torch threads, next to scikit-image on the same images."""
     from skimage.feature import hog as sk_hog, local_binary_pattern
 
-    print("\nExtraction, images/s (one image at a time)")
-    print(f"{'size':>6} {'ours hog':>10} {'skimage hog':>12} {'ours lbp':>10} {'skimage lbp':>12} {'ours sift':>10}")
     hog, lbp, sift = parse_spec("hog"), parse_spec("lbp"), parse_spec("sift")
+    threads = torch.get_num_threads()
+    print("\nExtraction, ms per image (one grayscale float32 image at a time, median of 3 rounds)")
+    print(f"{'size':>6} {'threads':>7} {'hog':>7} {'skimage hog':>12} {'x':>5} {'lbp':>7} "
+          f"{'skimage lbp':>12} {'x':>5} {'sift':>7}")
     for size in (256, 512):
-        imgs = photos(size)
-        grays = [(0.2125 * x[0] + 0.7154 * x[1] + 0.0721 * x[2]).numpy() for x in imgs]
-        gray8 = [np.round(g * 255).astype(np.uint8) for g in grays]  # skimage's LBP wants integers
-        r = [per_second(lambda x: hog(x[None]), imgs, repeat),
-             per_second(lambda g: sk_hog(g, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2)),
-                        grays, repeat),
-             per_second(lambda x: lbp(x[None]), imgs, repeat),
-             per_second(lambda g: local_binary_pattern(g, 8, 1, "uniform"), gray8, repeat),
-             per_second(lambda x: sift(x[None]), imgs, max(1, repeat // 2))]
-        print(f"{size:>6} " + " ".join(f"{v:>{w}.1f}" for v, w in zip(r, (10, 12, 10, 12, 10))))
+        imgs = photos(size) * repeat
+        grays = [(0.2125 * x[0] + 0.7154 * x[1] + 0.0721 * x[2])[None, None].contiguous() for x in imgs]
+        np_grays = [g[0, 0].numpy() for g in grays]
+        gray8 = [np.round(g * 255).astype(np.uint8) for g in np_grays]  # skimage's LBP wants integers
+        for n in sorted({1, min(2, threads)}):
+            torch.set_num_threads(n)
+            ours_hog, ours_lbp = median_ms(hog, grays), median_ms(lbp, grays)
+            sift_ms = median_ms(lambda x: sift(x[None]), imgs[:6])
+            sk_h = median_ms(lambda g: sk_hog(g, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2)),
+                             np_grays)
+            sk_l = median_ms(lambda g: local_binary_pattern(g, 8, 1, "uniform"), gray8)
+            print(f"{size:>6} {n:>7} {ours_hog:>7.2f} {sk_h:>12.2f} {sk_h / ours_hog:>5.1f} {ours_lbp:>7.2f} "
+                  f"{sk_l:>12.2f} {sk_l / ours_lbp:>5.1f} {sift_ms:>7.1f}")
+    torch.set_num_threads(threads)
+    print("\nBatched extraction, 64 images of 256x256 (RGB), images/s")
+    batch = torch.stack(photos(256) * 11)[:64]
+    for n in sorted({1, min(2, threads)}):
+        torch.set_num_threads(n)
+        for name, fn in (("hog", hog), ("lbp", lbp)):
+            one = 1000 / median_ms(lambda x: fn(x[None]), list(batch[:16]))
+            many = 64 * 1000 / median_ms(fn, [batch])
+            print(f"  {name} {n} thread(s): one at a time {one:8.1f}   batch of 64 {many:8.1f}")
+    torch.set_num_threads(threads)
+    if torch.cuda.is_available():
+        gpu = batch.cuda()
+        for name, fn in (("hog", hog), ("lbp", lbp)):
+            def run(x, fn=fn):
+                fn(x)
+                torch.cuda.synchronize()
+            print(f"  {name} on {torch.cuda.get_device_name()}: batch of 64 {64 * 1000 / median_ms(run, [gpu]):8.1f}")
 
 
 def inversion(repeat: int) -> None:
@@ -154,7 +192,7 @@ def main() -> None:
     print(f"featinv benchmarks on {platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}")
     if "extraction" in only:
-        extraction(1 if args.quick else 5)
+        extraction(1 if args.quick else 3)
     if "inversion" in only:
         inversion(2 if args.quick else 10)
     if "optimisation" in only:

@@ -1,10 +1,12 @@
-"""The custom operator ``featinv::grid_bin`` (README, "The featinv::grid_bin operator"): SIFT keypoints onto the paper's grid.
+"""featinv's custom operators and the compiled kernels behind them (README, "The custom operators").
 
-The schema is defined here, once. Implementations: C++ (kernels/grid_bin_cpu.cpp) and CUDA
-(kernels/grid_bin.cu + grid_bin_cuda.cpp), compiled on first use with torch.utils.cpp_extension and
-cached; where that is impossible (no compiler, no headers, FEATINV_NO_EXTENSION=1) the pure-torch
-``grid_bin_reference`` below is registered instead, with a one-time note on stderr. All of them
-implement the same rule and agree bit for bit (tests/test_ops.py).
+``featinv::grid_bin`` puts SIFT keypoints on the paper's grid; ``featinv::hog`` and ``featinv::lbp``
+are VLFeat's HOG and LBP. Each op is defined here once: its schema, one input check, its output
+shape for tracing, and a kernel registered for CPU and CUDA tensors at import. That kernel checks
+the inputs, then runs the compiled implementation (kernels/*.cpp, *.cu: compiled on first use with
+torch.utils.cpp_extension and cached) or, where there is none (no compiler, no headers,
+FEATINV_NO_EXTENSION=1, or no CUDA kernel for that op), the op's torch version, with a one-time
+note on stderr when a build failed. Both give the same result (tests/test_ops.py).
 """
 from __future__ import annotations
 
@@ -13,19 +15,45 @@ import os
 import sys
 import threading
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 KERNELS = Path(__file__).resolve().parent / "kernels"  # in the repository a link to ../kernels; a real copy in a wheel
-SCHEMA = ("grid_bin(Tensor keypoints, Tensor descriptors, Tensor counts, int height, int width, "
-          "int cell, int seed) -> Tensor")
 
 _lib = torch.library.Library("featinv", "DEF")
-_lib.define(SCHEMA)
-_state = {"backend": None, "reason": None}
+_state = {"backend": None, "reason": None, "module": None}
 _lock = threading.Lock()
+_torch_versions: dict[str, Callable] = {}
 
 M32 = 0xFFFFFFFF
+
+
+def define(name: str, schema: str, torch_version: Callable, check: Callable, shape: Callable) -> None:
+    """Define ``featinv::name``: ``check(*args)`` raises ValueError on bad input (it runs once, before
+    either implementation), ``torch_version(*args)`` is the reference and fallback, ``shape(*args)``
+    the output shape (what tracing and torch.compile see)."""
+    _lib.define(schema)
+    _torch_versions[name] = torch_version
+
+    def fake(*args):
+        return args[0].new_empty(shape(*args), dtype=torch.float32)
+
+    torch.library.register_fake(f"featinv::{name}", fake, lib=_lib)
+    for key in ("CPU", "CUDA"):
+        def kernel(*args, _device=key.lower()):
+            check(*args)
+            return implementation(name, _device)(*args)
+
+        torch.library.impl(_lib, name, key)(kernel)
+
+
+def implementation(name: str, device: str) -> Callable:
+    """The function that computes ``featinv::name`` for tensors on ``device`` ("cpu" or "cuda")."""
+    if _state["backend"] is None:
+        build()
+    compiled = getattr(_state["module"], f"{name}_{device}", None)
+    return compiled or _torch_versions[name]
 
 
 # ------------------------------------------------------------------------- pure-torch reference
@@ -49,13 +77,7 @@ def priority_keys(seed: int, image: torch.Tensor, index: torch.Tensor) -> torch.
     return (h << 31) | (index & 0x7FFFFFFF)
 
 
-def grid_bin_reference(keypoints: torch.Tensor, descriptors: torch.Tensor, counts: torch.Tensor,
-                       height: int, width: int, cell: int, seed: int) -> torch.Tensor:
-    """Pure-torch grid binning, vectorised (no Python loop over keypoints); works on any device.
-
-    keypoints (K, 4) x, y, scale, angle (radians); descriptors (K, D); counts (N,) keypoints per image.
-    Returns (N, D + 5, ceil(H / cell), ceil(W / cell)) float32.
-    """
+def check_grid_bin(keypoints, descriptors, counts, height, width, cell, seed) -> None:
     if keypoints.ndim != 2 or keypoints.shape[1] != 4:
         raise ValueError("keypoints must be (K, 4)")
     if descriptors.ndim != 2 or descriptors.shape[0] != keypoints.shape[0]:
@@ -64,6 +86,16 @@ def grid_bin_reference(keypoints: torch.Tensor, descriptors: torch.Tensor, count
         raise ValueError("counts must be (N,), non-negative, adding up to the number of keypoints")
     if min(height, width, cell) <= 0:
         raise ValueError("height, width and cell must be positive")
+
+
+def grid_bin_reference(keypoints: torch.Tensor, descriptors: torch.Tensor, counts: torch.Tensor,
+                       height: int, width: int, cell: int, seed: int) -> torch.Tensor:
+    """Pure-torch grid binning, vectorised (no Python loop over keypoints); works on any device.
+
+    keypoints (K, 4) x, y, scale, angle (radians); descriptors (K, D); counts (N,) keypoints per image.
+    Returns (N, D + 5, ceil(H / cell), ceil(W / cell)) float32.
+    """
+    check_grid_bin(keypoints, descriptors, counts, height, width, cell, seed)
     dev = keypoints.device
     kp = keypoints.to(torch.float32)
     desc = descriptors.to(torch.float32)
@@ -120,19 +152,22 @@ def grid_bin_loop(keypoints, descriptors, counts, height: int, width: int, cell:
     return out
 
 
-@torch.library.register_fake("featinv::grid_bin")
-def _fake(keypoints, descriptors, counts, height, width, cell, seed):
-    n = counts.shape[0]
-    return keypoints.new_empty((n, descriptors.shape[1] + 5, -(-height // cell), -(-width // cell)))
+define("grid_bin", "grid_bin(Tensor keypoints, Tensor descriptors, Tensor counts, int height, int width, "
+       "int cell, int seed) -> Tensor", grid_bin_reference, check_grid_bin,
+       lambda kp, desc, counts, h, w, cell, seed: (counts.shape[0], desc.shape[1] + 5, -(-h // cell), -(-w // cell)))
 
 
 # --------------------------------------------------------------------------------- the extension
 
 def _sources() -> list[str]:
-    src = [str(KERNELS / "grid_bin_cpu.cpp")]
-    if torch.cuda.is_available() and torch.version.cuda:
+    src = [str(KERNELS / f) for f in ("bindings.cpp", "grid_bin_cpu.cpp", "hog_lbp_cpu.cpp")]
+    if _cuda():
         src += [str(KERNELS / "grid_bin_cuda.cpp"), str(KERNELS / "grid_bin.cu")]
     return src
+
+
+def _cuda() -> bool:
+    return bool(torch.cuda.is_available() and torch.version.cuda)
 
 
 def _say_if_building(name: str) -> None:
@@ -141,15 +176,15 @@ def _say_if_building(name: str) -> None:
 
     where = Path(_get_build_directory(name, verbose=False))
     if not list(where.glob(f"{name}*.so")):
-        sys.stderr.write(f"featinv: building the grid_bin operator once (about a minute); it is cached in {where}\n")
+        sys.stderr.write(f"featinv: building the featinv operators once (about a minute); they are cached in {where}\n")
         sys.stderr.flush()
 
 
 def build(verbose: bool = False) -> str:
-    """Compile (or load from torch's extension cache) the C++/CUDA implementations and register them.
+    """Compile (or load from torch's extension cache) the C++/CUDA kernels.
 
-    Returns the backend in use: "extension" or "reference". Never raises: a failed build registers
-    the pure-torch reference and records why in ``status()``.
+    Returns the backend in use: "extension" or "reference". Never raises: after a failed build the
+    ops use their torch versions, and ``status()`` records why.
     """
     with _lock:
         if _state["backend"]:
@@ -161,29 +196,25 @@ def build(verbose: bool = False) -> str:
             try:
                 from torch.utils.cpp_extension import load
 
-                cuda = len(_sources()) > 1
-                # torch's cache only notices changes to the listed sources, not to grid_bin.h: name
+                # torch's cache only notices changes to the listed sources, not to headers: name
                 # the build after a hash of every kernel file so an edited header means a rebuild.
                 digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(KERNELS.iterdir())
                                                  if p.is_file())).hexdigest()[:10]
-                name = f"featinv_grid_bin_{'cuda_' if cuda else ''}{digest}"
+                name = f"featinv_ops_{'cuda_' if _cuda() else ''}{digest}"
                 _say_if_building(name)
-                load(name=name, sources=_sources(),
-                     extra_include_paths=[str(KERNELS)], extra_cflags=["-O3", "-std=c++17"],
-                     extra_cuda_cflags=["-O3"] if cuda else None, verbose=verbose)
+                # -ffp-contract=off: no fused multiply-adds, so each product rounds as in the torch versions.
+                # -fopenmp: at::parallel_for is OpenMP code inlined from a header; without the flag it runs
+                # on one thread. The GOMP symbols resolve to the OpenMP runtime torch itself loads.
+                cflags = ["-O3", "-std=c++17", "-ffp-contract=off", "-fopenmp"] + (["-DFEATINV_CUDA"] if _cuda() else [])
+                _state["module"] = load(name=name, sources=_sources(), extra_include_paths=[str(KERNELS)],
+                                        extra_cflags=cflags, extra_cuda_cflags=["-O3"] if _cuda() else None,
+                                        verbose=verbose)
             except Exception as e:  # no compiler, no headers, a broken toolchain: fall back
                 reason = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
-        if reason is None:
-            _state["backend"] = "extension"
-            if not torch.cuda.is_available():
-                torch.library.impl(_lib, "grid_bin", "CUDA")(grid_bin_reference)
-        else:
-            for key in ("CPU", "CUDA"):
-                torch.library.impl(_lib, "grid_bin", key)(grid_bin_reference)
-            _state["backend"], _state["reason"] = "reference", reason
-            if not os.environ.get("FEATINV_NO_EXTENSION"):
-                sys.stderr.write(f"featinv: note: could not build the C++ grid_bin operator ({reason}); "
-                                 f"using the pure-torch version (same results, slower)\n")
+        _state["backend"], _state["reason"] = ("extension", None) if reason is None else ("reference", reason)
+        if reason and not os.environ.get("FEATINV_NO_EXTENSION"):
+            sys.stderr.write(f"featinv: note: could not build the C++ featinv operators ({reason}); "
+                             f"using their torch versions (same results, slower)\n")
         return _state["backend"]
 
 
@@ -201,6 +232,4 @@ def grid_bin(keypoints: torch.Tensor, descriptors: torch.Tensor, counts: torch.T
     ``(descriptor, x mod cell, y mod cell, sin a, cos a, log scale)``, zeros elsewhere. When several
     keypoints share a cell the one with the highest ``hash(seed, image, index)`` wins.
     """
-    if _state["backend"] is None:
-        build()
     return torch.ops.featinv.grid_bin(keypoints, descriptors, counts, int(height), int(width), int(cell), int(seed))

@@ -1,6 +1,6 @@
-// Binds the raw CUDA kernel (grid_bin.cu) to featinv::grid_bin for CUDA tensors, on torch's
-// current stream. Built only when torch has CUDA.
-#include <torch/extension.h>
+// Runs the raw CUDA kernel (grid_bin.cu) on torch's current stream; inputs were checked in
+// featinv_cli/ops.py, which registers this for CUDA tensors. Built only when torch has CUDA.
+#include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <cuda_runtime.h>
 
@@ -12,10 +12,6 @@ namespace featinv {
 
 at::Tensor grid_bin_cuda(const at::Tensor& keypoints, const at::Tensor& descriptors, const at::Tensor& counts,
                          int64_t height, int64_t width, int64_t cell, int64_t seed) {
-  TORCH_CHECK(keypoints.dim() == 2 && keypoints.size(1) == 4, "keypoints must be (K, 4)");
-  TORCH_CHECK(descriptors.dim() == 2 && descriptors.size(0) == keypoints.size(0), "descriptors must be (K, D)");
-  TORCH_CHECK(counts.dim() == 1, "counts must be (N,)");
-  TORCH_CHECK(cell > 0 && height > 0 && width > 0, "height, width and cell must be positive");
   auto kp = keypoints.contiguous().to(at::kFloat);
   auto desc = descriptors.contiguous().to(at::kFloat);
   auto cnt = counts.to(at::kLong);
@@ -23,7 +19,6 @@ at::Tensor grid_bin_cuda(const at::Tensor& keypoints, const at::Tensor& descript
   const int64_t hc = (height + cell - 1) / cell, wc = (width + cell - 1) / cell;
   auto offsets = at::zeros({n + 1}, cnt.options());
   offsets.slice(0, 1).copy_(at::cumsum(cnt, 0));
-  TORCH_CHECK(offsets[n].item<int64_t>() == kp.size(0), "counts must add up to the number of keypoints");
   auto out = at::zeros({n, d + 5, hc, wc}, kp.options());
   auto best = at::empty({n * hc * wc}, cnt.options());  // reinterpreted as uint64 by the kernel
   int err = featinv_grid_bin_cuda(kp.data_ptr<float>(), desc.data_ptr<float>(), offsets.data_ptr<int64_t>(), n,
@@ -35,5 +30,3 @@ at::Tensor grid_bin_cuda(const at::Tensor& keypoints, const at::Tensor& descript
 }
 
 }  // namespace featinv
-
-TORCH_LIBRARY_IMPL(featinv, CUDA, m) { m.impl("grid_bin", &featinv::grid_bin_cuda); }

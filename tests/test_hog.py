@@ -9,7 +9,7 @@ from featinv_cli.features.hog import uoctti_hog
 
 @pytest.mark.parametrize("name", NAMES)
 def test_matches_vlfeat(reference, name):
-    gray = torch.from_numpy(reference[f"{name}/gray"])[None]
+    gray = torch.from_numpy(reference[f"{name}/gray"])[None, None]
     ours = uoctti_hog(gray)[0].numpy()
     theirs = reference[f"{name}/hog"]
     assert ours.shape == theirs.shape
@@ -35,12 +35,12 @@ def test_batch_equals_one_by_one():
 @pytest.mark.parametrize("factor", [10.0, 0.1])
 def test_intensity_scaling_hardly_changes_features(factor):
     """Paper §3: multiplying the image by 10 or 0.1 hardly changes HOG (normalisation epsilon)."""
-    gray = torch.from_numpy(photo("camera").astype(np.float32)[:, :, 0] / 255.0)[None]
+    gray = torch.from_numpy(photo("camera").astype(np.float32)[:, :, 0] / 255.0)[None, None]
     a, b = uoctti_hog(gray), uoctti_hog(gray * factor)
     rel = (a - b).norm() / a.norm()
     assert rel < 0.05, rel
     # ...while a different image changes them a lot, so the check above can fail.
-    other = uoctti_hog(torch.from_numpy(photo("astronaut").astype(np.float32)[:, :, 0] / 255.0)[None])
+    other = uoctti_hog(torch.from_numpy(photo("astronaut").astype(np.float32)[:, :, 0] / 255.0)[None, None])
     assert (a - other).norm() / a.norm() > 0.5
 
 

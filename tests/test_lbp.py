@@ -9,7 +9,7 @@ from featinv_cli.features.lbp import MAPPING, vl_lbp
 
 @pytest.mark.parametrize("name", NAMES)
 def test_matches_vlfeat(reference, name):
-    ours = vl_lbp(torch.from_numpy(reference[f"{name}/gray"])[None])[0].numpy()
+    ours = vl_lbp(torch.from_numpy(reference[f"{name}/gray"])[None, None])[0].numpy()
     theirs = reference[f"{name}/lbp"]
     assert ours.shape == theirs.shape
     assert np.abs(ours - theirs).max() < 1e-7  # README: "max abs diff < 1e-7"
@@ -23,7 +23,7 @@ def test_uniform_mapping_has_58_codes():
 
 @pytest.mark.parametrize("transform", [lambda x: x ** 2, lambda x: 0.2 + 0.5 * x, lambda x: torch.sqrt(x)])
 def test_invariant_to_monotonic_intensity_change(transform):
-    gray = torch.from_numpy(photo("camera").astype(np.float64)[:, :, 0] / 255.0)[None]
+    gray = torch.from_numpy(photo("camera").astype(np.float64)[:, :, 0] / 255.0)[None, None]
     a, b = vl_lbp(gray.float()), vl_lbp(transform(gray).float())
     assert torch.allclose(a, b, atol=1e-6)
     # a non-monotonic change does alter the codes, so the check above can fail

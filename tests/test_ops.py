@@ -1,4 +1,5 @@
-"""featinv::grid_bin: every implementation gives the same grid, bit for bit, and the op is well formed."""
+"""featinv's operators (grid_bin, hog, lbp): every implementation gives the same result, bit for bit,
+each input check runs once for all of them, and the ops are well formed."""
 import os
 import shutil
 import subprocess
@@ -83,9 +84,76 @@ def test_keypoints_outside_the_image_never_land():
     assert (out[0, 0] != 0).sum() == 1 and out[0, 0, -1, -1] == 1  # only the last one, in the corner cell
 
 
-def test_opcheck():
-    case = random_case(3, n=2, per=50)
-    torch.library.opcheck(torch.ops.featinv.grid_bin.default, (*case, 4, 0))
+def image_cases():
+    g = torch.Generator().manual_seed(0)
+    yield torch.rand(1, 1, 61, 83, generator=g)  # odd sizes, one gray image
+    yield torch.rand(5, 3, 40, 56, generator=g)  # a batch of RGB images
+    yield torch.rand(2, 3, 130, 97, generator=g) * 7.0  # any intensity scale
+    flat = torch.full((1, 1, 33, 35), 0.5)
+    flat[0, 0, 10:20, 5:25] = 0.75  # equal neighbours (ties) and large flat areas
+    yield flat
+
+
+def test_opcheck_in_a_fresh_process():
+    """Kernels are registered at import: torch.library.opcheck of every op works before anything else
+    has run (it used to fail run alone, when the CPU kernel appeared only after ops.build())."""
+    code = ("import torch; from featinv_cli.features import hog, lbp; from tests.test_ops import random_case; "
+            "from featinv_cli import ops; x = torch.rand(2, 3, 40, 48); "
+            "torch.library.opcheck(torch.ops.featinv.grid_bin.default, (*random_case(3, n=2, per=50), 4, 0)); "
+            "torch.library.opcheck(torch.ops.featinv.hog.default, (x, 8, 9)); "
+            "torch.library.opcheck(torch.ops.featinv.lbp.default, (x, 16)); print(ops.status()['backend'])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                       env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")])))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[-1] in ("extension", "reference")
+
+
+@pytest.mark.parametrize("op", ["hog", "lbp"])
+def test_hog_lbp_extension_matches_torch_version_bit_for_bit(op):
+    from featinv_cli.features import hog, lbp
+
+    if ops.build() != "extension":
+        pytest.skip(f"C++ extension unavailable: {ops.status()['reason']}")
+    compiled, torch_version, args = {"hog": (ops.implementation("hog", "cpu"), hog.uoctti_hog_torch, (8, 9)),
+                                     "lbp": (ops.implementation("lbp", "cpu"), lbp.vl_lbp_torch, (16,))}[op]
+    assert compiled is not torch_version
+    for x in image_cases():
+        if op == "lbp" and min(x.shape[2:]) < 16:
+            continue
+        a, b = compiled(x, *args), torch_version(x, *args)
+        assert a.dtype == torch.float32 and torch.equal(a, b), (op, tuple(x.shape))
+    assert torch.equal(hog.uoctti_hog(x, 4, 6), hog.uoctti_hog_torch(x, 4, 6))  # other parameters too
+
+
+def test_one_input_check_for_every_implementation():
+    """Bad input is refused with the same message whichever implementation would run (the CUDA binding
+    once accepted negative counts that the CPU one refused)."""
+    from featinv_cli.features import hog, lbp
+
+    kp, desc, counts, h, w = random_case(0, n=2, per=20)
+    bad = torch.tensor([int(counts.sum()) + 1, -1])
+    for fn in (torch.ops.featinv.grid_bin, ops.grid_bin_reference):
+        with pytest.raises(Exception, match="non-negative"):
+            fn(kp, desc, bad, h, w, 4, 0)
+    for fn in (torch.ops.featinv.hog, hog.uoctti_hog_torch):
+        with pytest.raises(Exception, match=r"\(N, 1 or 3, H, W\)"):
+            fn(torch.rand(2, 40, 40), 8, 9)
+        with pytest.raises(Exception, match="orientations <= 127"):
+            fn(torch.rand(1, 1, 40, 40), 8, 200)  # bins are bytes in the C++ kernel
+    for fn in (torch.ops.featinv.lbp, lbp.vl_lbp_torch):
+        with pytest.raises(Exception, match="no 16x16 LBP cell"):
+            fn(torch.rand(1, 1, 12, 40), 16)
+
+
+def test_hog_keeps_its_gradient():
+    """invert --method optimize needs d(HOG)/d(pixels): with gradients on, the torch version runs."""
+    from featinv_cli.features.hog import uoctti_hog
+
+    x = torch.rand(1, 3, 32, 40, requires_grad=True)
+    f = uoctti_hog(x)
+    f.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert torch.equal(f.detach(), uoctti_hog(x.detach()))
 
 
 def test_torch_compile():
@@ -97,9 +165,11 @@ def test_torch_compile():
 
 def test_fallback_without_extension_gives_same_result(tmp_path):
     """Where no compiler exists the pure-torch version is registered and answers identically."""
-    code = ("import torch; from featinv_cli import ops; from tests.test_ops import random_case; "
-            "c = random_case(0); ops.build(); print(ops.status()['backend']); "
-            "torch.save(ops.grid_bin(*c, 4, 0), %r)" % str(tmp_path / "fallback.pt"))
+    code = ("import torch; from featinv_cli import ops; from featinv_cli.features import parse_spec; "
+            "from tests.test_ops import random_case; c = random_case(0); x = torch.rand(3, 3, 64, 80, "
+            "generator=torch.Generator().manual_seed(0)); ops.build(); print(ops.status()['backend']); "
+            "torch.save([ops.grid_bin(*c, 4, 0), parse_spec('hog')(x), parse_spec('lbp')(x)], %r)"
+            % str(tmp_path / "fallback.pt"))
     env = dict(os.environ, CXX="/nonexistent/c++", CC="/nonexistent/cc",
                TORCH_EXTENSIONS_DIR=str(tmp_path / "ext"),
                PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
@@ -107,9 +177,11 @@ def test_fallback_without_extension_gives_same_result(tmp_path):
                        cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "reference"
-    assert "using the pure-torch version" in r.stderr
-    fallback = torch.load(tmp_path / "fallback.pt")
-    assert torch.equal(fallback, ops.grid_bin_reference(*random_case(0), 4, 0))
+    assert "using their torch versions" in r.stderr
+    grid, hog, lbp = torch.load(tmp_path / "fallback.pt")
+    assert torch.equal(grid, ops.grid_bin(*random_case(0), 4, 0))
+    x = torch.rand(3, 3, 64, 80, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(hog, torch.ops.featinv.hog(x, 8, 9)) and torch.equal(lbp, torch.ops.featinv.lbp(x, 16))
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
@@ -125,6 +197,18 @@ def test_cuda_matches_reference():
     gpu = [t.cuda() if isinstance(t, torch.Tensor) else t for t in case]
     a = ops.grid_bin(*gpu, 4, 0).cpu()
     assert torch.equal(a, ops.grid_bin_reference(*case, 4, 0))
+    bad = gpu[2].clone()
+    bad[0], bad[1] = -1, bad[1] + 1
+    with pytest.raises(Exception, match="non-negative"):
+        ops.grid_bin(gpu[0], gpu[1], bad, 480, 640, 4, 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_hog_lbp_on_the_gpu_match_the_cpu():
+    for x in image_cases():
+        assert torch.equal(torch.ops.featinv.hog(x.cuda(), 8, 9).cpu(), torch.ops.featinv.hog(x, 8, 9))
+        if min(x.shape[2:]) >= 16:
+            assert torch.equal(torch.ops.featinv.lbp(x.cuda(), 16).cpu(), torch.ops.featinv.lbp(x, 16))
 
 
 def test_a_first_build_says_so_once(tmp_path, monkeypatch, capfd):
@@ -135,7 +219,7 @@ def test_a_first_build_says_so_once(tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     ops._say_if_building("featinv_grid_bin_test")
     err = capfd.readouterr().err
-    assert err.startswith("featinv: building the grid_bin operator once") and str(tmp_path) in err
+    assert err.startswith("featinv: building the featinv operators once") and str(tmp_path) in err
     (tmp_path / "featinv_grid_bin_test" / "featinv_grid_bin_test.so").write_bytes(b"")
     ops._say_if_building("featinv_grid_bin_test")
     assert capfd.readouterr().err == ""

@@ -1,4 +1,4 @@
-"""featinv kernels: build the custom operator ahead of time and say which implementation is in use."""
+"""featinv kernels: build the custom operators ahead of time and say which implementations are in use."""
 from __future__ import annotations
 
 import json
@@ -12,11 +12,12 @@ def kernels(
     verbose: bool = typer.Option(False, "--verbose", help="Show the compiler's output while building."),
     as_json: bool = JSON,
 ):
-    """Build (or load from cache) the C++/CUDA featinv::grid_bin operator used by SIFT.
+    """Build (or load from cache) the C++/CUDA operators: featinv::hog and featinv::lbp (C++) and
+    featinv::grid_bin, which puts SIFT keypoints on the paper's grid (C++ and CUDA).
 
-    It is otherwise built on first use, which takes a minute once; torch caches it (TORCH_EXTENSIONS_DIR,
-    default ~/.cache/torch_extensions). Where no compiler exists featinv uses a pure-torch version with
-    identical results; FEATINV_NO_EXTENSION=1 chooses that version deliberately.
+    They are otherwise built on first use, which takes about 30 seconds once; torch caches them
+    (TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions). Where no compiler exists featinv uses
+    the ops' torch versions, with identical results; FEATINV_NO_EXTENSION=1 chooses them deliberately.
 
     \b
     Example:
@@ -33,7 +34,8 @@ def kernels(
         out.print_json(json.dumps(status))
         return
     if backend == "extension":
-        out.print("featinv::grid_bin: compiled C++ extension"
-                  + (" with CUDA kernel" if status["cuda"] else " (CPU; no CUDA device, GPU tensors use pure torch)"))
+        out.print("featinv::hog, featinv::lbp: compiled C++ on the CPU; torch on a GPU")
+        out.print("featinv::grid_bin: compiled C++" + (" and CUDA" if status["cuda"] else
+                                                       " (no CUDA device here: GPU tensors would use torch)"))
     else:
-        out.print(f"featinv::grid_bin: pure-torch fallback ({status['reason']})")
+        out.print(f"featinv::hog, featinv::lbp, featinv::grid_bin: their torch versions ({status['reason']})")

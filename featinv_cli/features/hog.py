@@ -1,4 +1,9 @@
-"""UoCTTI HOG (Felzenszwalb et al.) exactly as VLFeat's ``vl_hog`` computes it, batched in torch."""
+"""UoCTTI HOG (Felzenszwalb et al.) exactly as VLFeat's ``vl_hog`` computes it.
+
+``featinv::hog`` runs compiled C++ on the CPU (kernels/hog_lbp_cpu.cpp); the batched torch version
+below is its reference, the fallback where nothing compiles, the GPU implementation, and the one
+used when gradients must flow back to the pixels (`invert --method optimize`).
+"""
 from __future__ import annotations
 
 import math
@@ -6,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Extractor, spread_to_cells, to_gray
+from .. import ops
+from .base import Extractor, check_images, spread_to_cells, to_gray
 
 
 def hog_cells(height: int, width: int, cell: int) -> tuple[int, int]:
@@ -14,26 +20,41 @@ def hog_cells(height: int, width: int, cell: int) -> tuple[int, int]:
     return (height + cell // 2) // cell, (width + cell // 2) // cell
 
 
-def uoctti_hog(gray: torch.Tensor, cell: int = 8, orientations: int = 9) -> torch.Tensor:
-    """HOG of a batch of grayscale images.
+def uoctti_hog(images: torch.Tensor, cell: int = 8, orientations: int = 9) -> torch.Tensor:
+    """HOG of a batch of images, computed on their luma (``to_gray``).
 
-    gray: (N, H, W) float, any intensity scale. Returns (N, 3*orientations + 4, Hc, Wc) float32 with
-    ``Hc, Wc = floor((H + cell/2) / cell), floor((W + cell/2) / cell)``.
-    Channels: directed (2*O), undirected (O), texture (4), as in VLFeat.
+    images: (N, 1 or 3, H, W) float, any intensity scale. Returns (N, 3*orientations + 4, Hc, Wc)
+    float32 with ``Hc, Wc = floor((H + cell/2) / cell), floor((W + cell/2) / cell)``.
+    Channels: directed (2*O), undirected (O), texture (4), as in VLFeat. Differentiable in ``images``.
     """
-    if gray.ndim != 3:
-        raise ValueError(f"uoctti_hog expects (N, H, W), got {tuple(gray.shape)}")
-    n, height, width = gray.shape
+    images = images.to(torch.float32)
+    if images.requires_grad and torch.is_grad_enabled():
+        return uoctti_hog_torch(images, cell, orientations)
+    return torch.ops.featinv.hog(images, cell, orientations)
+
+
+def check_hog(images: torch.Tensor, cell: int, orientations: int) -> None:
+    check_images(images, "HOG")
+    if cell < 1 or not 1 <= orientations <= 127:
+        raise ValueError(f"HOG needs cell >= 1 and 1 <= orientations <= 127, got {cell} and {orientations}")
+
+
+def uoctti_hog_torch(images: torch.Tensor, cell: int = 8, orientations: int = 9) -> torch.Tensor:
+    """The torch version of ``featinv::hog`` (same arguments and result)."""
+    check_hog(images, cell, orientations)
+    img = to_gray(images)
+    n, height, width = img.shape
     hc, wc = hog_cells(height, width, cell)
     o = orientations
-    img = gray.to(torch.float32)
 
     # Central differences on interior pixels; the borders stay zero (VLFeat skips them).
     gx = torch.zeros_like(img)
     gy = torch.zeros_like(img)
     gx[:, 1:-1, 1:-1] = img[:, 1:-1, 2:] - img[:, 1:-1, :-2]
     gy[:, 1:-1, 1:-1] = img[:, 2:, 1:-1] - img[:, :-2, 1:-1]
-    mag = torch.sqrt(gx * gx + gy * gy)
+    # sqrt in double, rounded once: torch's vectorised float32 sqrt is not correctly rounded on every
+    # CPU, C's sqrtf (VLFeat, the C++ kernel) is.
+    mag = torch.sqrt((gx * gx + gy * gy).double()).float()
 
     # Hard assignment to the best of 2*O directed bins: the largest |<g, u_k>| over the O undirected
     # directions, its sign picking bin k or k + O. Scores use the un-normalised gradient (same winner).
@@ -50,6 +71,10 @@ def uoctti_hog(gray: torch.Tensor, cell: int = 8, orientations: int = 9) -> torc
         directed = torch.where(better, torch.where(score < 0, k + o, k), directed)
     hist = spread_to_cells(directed, mag, 2 * o, cell, (hc, wc))  # (N, 2O, Hc, Wc)
     return uoctti_normalize(hist, o).to(torch.float32)
+
+
+ops.define("hog", "hog(Tensor gray, int cell, int orientations) -> Tensor", uoctti_hog_torch, check_hog,
+           lambda images, cell, o: (images.shape[0], 3 * o + 4, *hog_cells(*images.shape[2:], cell)))
 
 
 def uoctti_normalize(hist: torch.Tensor, o: int) -> torch.Tensor:
@@ -106,5 +131,5 @@ class HOG(Extractor):
         return max(4, self.cell)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """images: (N, 3, H, W) float in [0, 1] -> (N, 31, Hc, Wc) float32."""
-        return uoctti_hog(to_gray(images), self.cell, self.orientations)
+        """images: (N, 3 or 1, H, W) float in [0, 1] -> (N, 31, Hc, Wc) float32."""
+        return uoctti_hog(images, self.cell, self.orientations)

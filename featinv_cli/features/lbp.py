@@ -1,6 +1,8 @@
-"""Uniform local binary patterns exactly as VLFeat's ``vl_lbp`` computes them, batched in torch.
+"""Uniform local binary patterns exactly as VLFeat's ``vl_lbp`` computes them.
 
 Not differentiable (codes come from comparisons): the reason the paper includes it.
+``featinv::lbp`` runs compiled C++ on the CPU (kernels/hog_lbp_cpu.cpp); the batched torch version
+below is its reference, the fallback where nothing compiles and the GPU implementation.
 """
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Extractor, spread_to_cells, to_gray
+from .. import ops
+from .base import Extractor, check_images, spread_to_cells, to_gray
 
 # Neighbour offsets (dy, dx) for bits 0..7: E, SE, S, SW, W, NW, N, NE (VLFeat's order).
 NEIGHBOURS = ((0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1), (-1, 0), (-1, 1))
@@ -52,21 +55,37 @@ def lbp_codes(gray: torch.Tensor) -> torch.Tensor:
     return MAPPING.to(gray.device)[bits]
 
 
-def vl_lbp(gray: torch.Tensor, cell: int = 16) -> torch.Tensor:
-    """LBP histograms of (N, H, W) grayscale images -> (N, 58, H // cell, W // cell) float32.
+def vl_lbp(images: torch.Tensor, cell: int = 16) -> torch.Tensor:
+    """LBP histograms of the luma of (N, 1 or 3, H, W) images -> (N, 58, H // cell, W // cell) float32.
 
     Each interior pixel votes for its code in the 4 nearest cells (bilinear); each cell's histogram
     h becomes sqrt(h) / (sqrt(sum h) + 1e-10).
     """
+    return torch.ops.featinv.lbp(images.to(torch.float32), cell)
+
+
+def check_lbp(images: torch.Tensor, cell: int) -> None:
+    check_images(images, "LBP")
+    height, width = images.shape[2:]
+    if cell < 1 or min(height // cell, width // cell) < 1 or min(height, width) < 3:
+        raise ValueError(f"a {height}x{width} image has no {cell}x{cell} LBP cell")
+
+
+def vl_lbp_torch(images: torch.Tensor, cell: int = 16) -> torch.Tensor:
+    """The torch version of ``featinv::lbp`` (same arguments and result)."""
+    check_lbp(images, cell)
+    gray = to_gray(images)
     n, height, width = gray.shape
     cells = (height // cell, width // cell)
-    if min(cells) < 1 or min(height, width) < 3:
-        raise ValueError(f"a {height}x{width} image has no {cell}x{cell} LBP cell")
     codes = torch.zeros(n, height, width, dtype=torch.long, device=gray.device)
-    codes[:, 1:-1, 1:-1] = lbp_codes(gray.to(torch.float32))  # borders: weight 0 in spread_to_cells
+    codes[:, 1:-1, 1:-1] = lbp_codes(gray)  # borders: weight 0 in spread_to_cells
     hist = spread_to_cells(codes, torch.ones(n, height, width, device=gray.device), 58, cell, cells)
     norm = hist.sum(1, keepdim=True).sqrt() + 1e-10
     return (hist.sqrt() / norm).to(torch.float32)
+
+
+ops.define("lbp", "lbp(Tensor gray, int cell) -> Tensor", vl_lbp_torch, check_lbp,
+           lambda images, cell: (images.shape[0], 58, images.shape[2] // cell, images.shape[3] // cell))
 
 
 @dataclass(frozen=True)
@@ -91,4 +110,4 @@ class LBP(Extractor):
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """images: (N, 3, H, W) float in [0, 1] -> (N, 58, H // cell, W // cell) float32."""
-        return vl_lbp(to_gray(images), self.cell)
+        return vl_lbp(images, self.cell)
