@@ -3,6 +3,7 @@
     python bench/run.py            # the numbers in BENCHMARKS.md
     python bench/run.py --quick    # fewer repetitions and steps (well under 5 minutes)
     python bench/run.py --only inversion,optimisation   # some sections
+    python bench/run.py --only memory   # peak memory by image size, up to a 6000x6000 photo
 
 Extraction is timed as ms per grayscale float32 image (extraction only, median of 3 rounds) at 1 and
 2 torch threads, next to scikit-image's own `hog` and `local_binary_pattern` on the same images, then
@@ -180,10 +181,48 @@ def precision(steps: int) -> None:
         print(f"  width {width:<5} fp32 {row[0]:.3f} s   bf16 {row[1]:.3f} s   {row[0] / row[1]:.2f}x")
 
 
+def peak_memory(command: list[str]) -> tuple[float, float]:
+    """Peak resident memory (GB) and seconds of one command, run in a fresh process."""
+    import subprocess
+    import sys
+
+    probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+             "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.perf_counter() - t)")
+    out = subprocess.run([sys.executable, "-c", probe, *command], check=True, capture_output=True, text=True).stdout
+    kb, seconds = out.split()
+    return int(kb) / 2 ** 20, float(seconds)
+
+
+def memory(sizes: tuple[int, ...]) -> None:
+    """Peak memory of `featinv extract` and `featinv invert` (shipped model, PNG out) by image size:
+    scikit-image's astronaut resized to a square photo, with noise so SIFT finds keypoints."""
+    import shutil
+    import sys
+
+    import cv2
+    import imageio.v3 as iio
+    from skimage import data
+
+    featinv = [shutil.which("featinv") or sys.executable, *([] if shutil.which("featinv") else ["-m", "featinv_cli"])]
+    print("\nPeak memory (GB) and seconds, one photo, extract then invert")
+    print(f"{'size':>6} {'feature':>18} {'extract GB':>11} {'s':>6} {'invert GB':>10} {'s':>6}")
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as d:
+        for size in sizes:
+            photo = cv2.resize(data.astronaut(), (size, size), interpolation=cv2.INTER_CUBIC)
+            photo = np.clip(photo.astype(np.int16) + rng.integers(-8, 9, photo.shape), 0, 255).astype(np.uint8)
+            iio.imwrite(f"{d}/photo.jpg", photo, quality=90)
+            for spec in ("hog", "lbp", "sift", "squeezenet:fire9"):
+                ex = peak_memory([*featinv, "extract", spec, f"{d}/photo.jpg", "-o", f"{d}/f.safetensors", "-q"])
+                inv = peak_memory([*featinv, "invert", f"{d}/f.safetensors", "-o", f"{d}/r.png"])
+                print(f"{size:>6} {spec:>18} {ex[0]:>11.2f} {ex[1]:>6.1f} {inv[0]:>10.2f} {inv[1]:>6.1f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
-    sections = ("extraction", "inversion", "optimisation", "precision", "training")
+    sections = ("extraction", "inversion", "optimisation", "precision", "training", "memory")
     p.add_argument("--only", default=",".join(sections), help=f"comma-separated subset of {', '.join(sections)}")
     args = p.parse_args()
     only = set(args.only.split(","))
@@ -201,6 +240,8 @@ def main() -> None:
         precision(2 if args.quick else 5)
     if "training" in only:
         training(10 if args.quick else 40)
+    if "memory" in only:
+        memory((1000, 2000) if args.quick else (1000, 3000, 6000))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,35 @@ def same_settings(a: dict, b: dict) -> bool:
     return "weights" not in a or same_weights(str(a["weights"]), str(b["weights"]))
 
 
+# Feature maps whose image is over TILE_PIXELS a side are inverted in tiles of that size: the
+# network's activations for a 6000x6000 photo would otherwise take gigabytes. Each tile carries
+# MARGIN_PIXELS of context on every side that is computed and thrown away. The inverters' receptive
+# field reaches ~1/64 of the image size steps several times, so the margin is in pixels (the same for
+# every feature stride); 384 px gives the untiled result to float rounding (max abs difference 1.2e-6
+# for HOG, LBP and SIFT, tests/test_inverter.py); 320 px for HOG already leaves 0.02. Both are
+# multiples of 64 px, so every tile starts on the network's coarsest grid, as the whole map does.
+TILE_PIXELS = 2048
+MARGIN_PIXELS = 384
+
+
+def tiled(net, x: torch.Tensor, tile: int, margin: int) -> torch.Tensor:
+    """net applied to the (1, C, Hc, Wc) map x in tiles of ``tile`` x ``tile`` cells plus ``margin``
+    cells of context on each side; returns what net(x) returns, pasted together."""
+    hc, wc = x.shape[-2:]
+    out = None
+    for r0 in range(0, hc, tile):
+        for c0 in range(0, wc, tile):
+            r1, c1 = min(r0 + tile, hc), min(c0 + tile, wc)
+            a0, b0 = max(r0 - margin, 0), max(c0 - margin, 0)
+            a1, b1 = min(r1 + margin, hc), min(c1 + margin, wc)
+            y = net(x[..., a0:a1, b0:b1])
+            s = y.shape[-2] // (a1 - a0)  # pixels per cell
+            if out is None:
+                out = y.new_empty(*y.shape[:2], hc * s, wc * s)
+            out[..., r0 * s:r1 * s, c0 * s:c1 * s] = y[..., (r0 - a0) * s:(r1 - a0) * s, (c0 - b0) * s:(c1 - b0) * s]
+    return out
+
+
 class Inverter:
     """Rebuilds the network of a model file; ``__call__`` maps features to images in [0, 1]."""
 
@@ -60,6 +89,8 @@ class Inverter:
                                f"the file is damaged or was edited") from None
         self.device = torch.device(device)
         self.net.to(self.device).eval()
+        # Pixels per feature cell of the dense-feature networks (models/shallow.py), which can tile.
+        self.stride = int(self.file.arch["stride"]) if self.file.arch.get("name") in ("paper", "skip") else None
         self.mean = torch.tensor(self.file.normalization.get("mean", [0.0] * 3),
                                  dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
 
@@ -92,24 +123,36 @@ class Inverter:
 
     @torch.no_grad()
     def __call__(self, features: torch.Tensor, image_size: tuple[int, int] | None = None,
-                 batch: int = 16, mirror_average: bool = False) -> torch.Tensor:
+                 batch: int = 16, mirror_average: bool = False, tile: int = TILE_PIXELS) -> torch.Tensor:
         """features: (N, C, Hc, Wc) -> images (N, 3, H, W) in [0, 1].
 
         The network predicts an image of ``Hc*stride x Wc*stride``; it is resized bilinearly to
         ``image_size`` (the size the features came from) when given. ``mirror_average`` also inverts
         the features of the mirrored image (a channel permutation, Extractor.mirror_channels),
         mirrors that reconstruction back and averages the two: two estimates of the same expected
-        pre-image whose errors partly cancel (HOG, LBP; ignored for other features).
+        pre-image whose errors partly cancel (HOG, LBP; ignored for other features). Maps of the
+        paper's dense-feature networks whose image is over ``tile`` pixels a side are inverted in
+        overlapping tiles (``tiled``), with the same result to float rounding.
         """
         mirror = list(self.extractor.mirror_channels) if mirror_average and self.can_mirror else None
-        out = []
-        for chunk in features.split(batch):
-            x = chunk.to(self.device, torch.float32)
+
+        def net(x: torch.Tensor) -> torch.Tensor:
             y = self.net(x)
             if mirror is not None:
                 y = 0.5 * (y + self.net(x.flip(-1)[:, mirror]).flip(-1))
-            y = y + self.mean
+            return y
+
+        out = []
+        for chunk in features.split(batch):
+            x = chunk.to(self.device, torch.float32)
+            if self.stride and x.ndim == 4 and max(x.shape[-2:]) * self.stride > tile:
+                y = torch.cat([tiled(net, xi[None], tile // self.stride, MARGIN_PIXELS // self.stride)
+                               for xi in x])
+            else:
+                y = net(x)
+            y += self.mean  # in place, as the clamp: a 6000x6000 image is 432 MB a copy
             if image_size is not None and tuple(y.shape[-2:]) != tuple(image_size):
                 y = F.interpolate(y, size=tuple(image_size), mode="bilinear", align_corners=False)
-            out.append(y.clamp(0, 1).cpu())
-        return torch.cat(out)
+            out.append(y.clamp_(0, 1).cpu())
+        return out[0] if len(out) == 1 else torch.cat(out)
+

@@ -104,3 +104,55 @@ def test_read_image_kinds(tmp_path):
         read_image(tmp_path / "text.png")
     with pytest.raises(FeatinvError, match="no such file"):
         read_image(tmp_path / "missing.png")
+
+
+def test_safetensors_written_here_and_by_the_library_read_both_ways(tmp_path):
+    """featinv writes safetensors itself (straight from tensor memory) and reads them as views of the
+    file's bytes; both must stay the format the safetensors library writes and reads."""
+    from safetensors.torch import load as st_load, save as st_save
+
+    from featinv_cli.io import encode_safetensors, parse_safetensors
+
+    tensors = {"a": torch.rand(3, 5), "b": torch.arange(7), "c": torch.rand(2, 2).half(),
+               "d": torch.rand(4).bfloat16(), "e": torch.zeros(0, 3), "f": torch.tensor([True, False])}
+    meta = {"format": "x", "k": "v"}
+    ours = encode_safetensors(tensors, meta)
+    for k, v in st_load(ours).items():
+        assert torch.equal(v, tensors[k]) and v.dtype == tensors[k].dtype
+    back, back_meta = parse_safetensors(st_save(tensors, metadata=meta), "lib")
+    assert back_meta == meta
+    for k, v in back.items():
+        assert torch.equal(v, tensors[k]) and v.dtype == tensors[k].dtype and v.shape == tensors[k].shape
+
+
+def test_a_feature_file_is_read_without_a_copy(tmp_path, monkeypatch):
+    """Loading keeps the features as a view of the bytes read, not a copy (a 6000x6000 photo's SIFT
+    grid is 1.2 GB): the tensor's memory lies inside the buffer the file was read into."""
+    import ctypes
+
+    from featinv_cli import io as fio
+
+    path = tmp_path / "f.safetensors"
+    save_features(path, FeatureFile(torch.rand(1, 31, 40, 50), feature="hog"))
+    buffers = []
+    read = fio.read_bytes
+    monkeypatch.setattr(fio, "read_bytes", lambda p: buffers.append(read(p)) or buffers[-1])
+    ff = fio.load_features(path)
+    buf = buffers[0]
+    start = ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
+    assert start <= ff.features.data_ptr() and ff.features.data_ptr() + ff.features.nbytes <= start + len(buf)
+
+
+@pytest.mark.parametrize("shape, dtype", [((5, 7, 3), np.uint8), ((5, 7, 4), np.uint8), ((5, 7), np.uint8),
+                                          ((5, 7, 3), np.uint16), ((5, 7, 2), np.uint16)])
+def test_integer_images_convert_as_numpy_divides(shape, dtype):
+    """The in-place torch conversion gives exactly numpy's arr.astype(float32) / max, gray repeated."""
+    from featinv_cli.io import image_from_array
+
+    top = np.iinfo(dtype).max
+    arr = np.random.default_rng(0).integers(0, top + 1, shape).astype(dtype)
+    arr.flat[:2] = (0, top)
+    rgb = arr[:, :, None] if arr.ndim == 2 else arr
+    rgb = rgb[:, :, :3] if rgb.shape[2] in (3, 4) else rgb[:, :, :1]
+    expected = np.repeat(rgb, 3 // rgb.shape[2], axis=2).astype(np.float32) / np.float32(top)
+    assert np.array_equal(image_from_array(arr).numpy(), expected.transpose(2, 0, 1))

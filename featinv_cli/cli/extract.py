@@ -100,8 +100,10 @@ def extract(
 
     def flush(name: str) -> None:
         # Raw arrays are per-keypoint (concatenated) or per-image (counts): both concatenate along dim 0.
-        merged = {k: torch.cat([e[k] for e in extras]) for k in extras[0]}
-        save_features(name, FeatureFile(torch.cat(rows), extractor.spec, extractor.params, size, list(names),
+        # One row is written as it is: a 6000x6000 photo's SIFT grid is 1.2 GB, a copy as much again.
+        cat = lambda ts: ts[0] if len(ts) == 1 else torch.cat(ts)  # noqa: E731
+        merged = {k: cat([e[k] for e in extras]) for k in extras[0]}
+        save_features(name, FeatureFile(cat(rows), extractor.spec, extractor.params, size, list(names),
                                         merged, view=view))
         rows.clear(), extras.clear(), names.clear()
 

@@ -20,6 +20,37 @@ from .base import Extractor, to_gray
 DESCRIPTOR_SCALE = 1.0 / 512.0
 
 
+# OpenCV's SIFT builds its pyramid from the image doubled in size: about 200 bytes per pixel, 9 GB for
+# a 6000x6000 photo. Larger images than UNTILED_PIXELS are detected in tiles of TILE x TILE pixels
+# plus TILE_MARGIN pixels of context on every side; each keeps the keypoints that fall in its own
+# tile. The margin is a multiple of 2**8, so every tile's pyramid samples the same pixels as the
+# whole image's at the octaves that matter. What differs from one pass over the whole image (measured
+# on a 3072x3072 mosaic of photographs, tests/test_sift.py): keypoints whose support reaches past
+# the margin, and those of the coarsest octaves, which a tile is too small to build.
+UNTILED_PIXELS = 3072 * 3072
+TILE, TILE_MARGIN = 1024, 256
+
+
+def detect_at(sift, gray: np.ndarray, x0: int, y0: int) -> list:
+    """(keypoint, descriptor) pairs of a grayscale uint8 array whose top-left pixel is (x0, y0)."""
+    found, desc = sift.detectAndCompute(np.ascontiguousarray(gray), None)
+    for k in found:
+        k.pt = (k.pt[0] + x0, k.pt[1] + y0)
+    return list(zip(found, desc)) if found else []
+
+
+def detect_tiled(sift, gray: np.ndarray) -> list:
+    height, width = gray.shape
+    found = []
+    for r0 in range(0, height, TILE):
+        for c0 in range(0, width, TILE):
+            a0, b0 = max(r0 - TILE_MARGIN, 0), max(c0 - TILE_MARGIN, 0)
+            tile = gray[a0:r0 + TILE + TILE_MARGIN, b0:c0 + TILE + TILE_MARGIN]
+            found += [(k, d) for k, d in detect_at(sift, tile, b0, a0)
+                      if r0 <= k.pt[1] < r0 + TILE and c0 <= k.pt[0] < c0 + TILE]
+    return found
+
+
 @dataclass(frozen=True)
 class SIFT(Extractor):
     """OpenCV SIFT keypoints + descriptors of the grayscale image, gridded into cell x cell cells."""
@@ -60,13 +91,13 @@ class SIFT(Extractor):
         gray = (to_gray(images.float()).clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
         kps, descs, counts = [], [], []
         for g in gray:
-            found, desc = sift.detectAndCompute(g, None)
-            order = sorted(range(len(found)), key=lambda i: -found[i].response)
-            kps.append(np.array([[found[i].pt[0], found[i].pt[1], found[i].size, math.radians(found[i].angle)]
-                                 for i in order], dtype=np.float32).reshape(-1, 4))
-            descs.append(desc[order].astype(np.float32) if desc is not None and len(order)
-                         else np.zeros((0, 128), np.float32))
-            counts.append(len(order))
+            found = detect_tiled(sift, g) if g.size > UNTILED_PIXELS else detect_at(sift, g, 0, 0)
+            found.sort(key=lambda kd: -kd[0].response)
+            found = found[:self.n_features] if self.n_features else found  # per tile, OpenCV kept that many
+            kps.append(np.array([[k.pt[0], k.pt[1], k.size, math.radians(k.angle)] for k, _ in found],
+                                dtype=np.float32).reshape(-1, 4))
+            descs.append(np.stack([d for _, d in found]).astype(np.float32) if found else np.zeros((0, 128), np.float32))
+            counts.append(len(found))
         return {"keypoints": torch.from_numpy(np.concatenate(kps)),
                 "descriptors": torch.from_numpy(np.concatenate(descs)),
                 "counts": torch.tensor(counts, dtype=torch.long)}
