@@ -155,11 +155,15 @@ class EpochBatches(torch.utils.data.Sampler):
 class ExtractDataset(torch.utils.data.Dataset):
     """Features of one image per item, computed in DataLoader workers for `featinv extract`.
 
-    Returns (index, (H, W) of the prepared image, features (1, C, Hc, Wc), raw extras).
+    Returns (index, (H, W) of the prepared image, features (1, C, Hc, Wc), raw extras). With
+    ``extract=False`` the workers only read and prepare: the item holds the image (1, 3, H, W)
+    instead of features and None for extras, for the caller to extract on a GPU.
     """
 
-    def __init__(self, files: list[Path], extractor: Extractor, resize: int | None, crop: int | None):
+    def __init__(self, files: list[Path], extractor: Extractor, resize: int | None, crop: int | None,
+                 extract: bool = True):
         self.files, self.extractor, self.resize, self.crop = files, extractor, resize, crop
+        self.extract = extract
 
     def __len__(self) -> int:
         return len(self.files)
@@ -173,6 +177,8 @@ class ExtractDataset(torch.utils.data.Dataset):
         if min(h, w) < self.extractor.min_size():
             raise FeatinvError(f"{f}: {h}x{w} is too small for {self.extractor.spec} "
                                f"(needs at least {self.extractor.min_size()} pixels a side)")
+        if not self.extract:
+            return i, (h, w), img[None], None
         with torch.no_grad():
             feats, extra = self.extractor.extract(img[None])
         return i, (h, w), feats, extra

@@ -198,8 +198,10 @@ def build(verbose: bool = False) -> str:
 
                 # torch's cache only notices changes to the listed sources, not to headers: name
                 # the build after a hash of every kernel file so an edited header means a rebuild.
-                digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(KERNELS.iterdir())
-                                                 if p.is_file())).hexdigest()[:10]
+                # The folder is hashed too: torch rebuilds when the same name comes with other source
+                # paths, so two checkouts sharing one name would rebuild each other's module each time.
+                digest = hashlib.sha256(str(KERNELS).encode() + b"".join(
+                    p.read_bytes() for p in sorted(KERNELS.iterdir()) if p.is_file())).hexdigest()[:10]
                 name = f"featinv_ops_{'cuda_' if _cuda() else ''}{digest}"
                 _say_if_building(name)
                 # -ffp-contract=off: no fused multiply-adds, so each product rounds as in the torch versions.

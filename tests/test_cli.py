@@ -153,7 +153,9 @@ def test_wrong_feature_kind_for_model(cli, photos, tiny_model, tmp_path):
     f = tmp_path / "h4.safetensors"
     assert cli("extract", "hog:cell=4", photos["chelsea"], "-o", f).code == 0
     msg = one_line_error(cli("invert", f, "-m", tiny_model, "-o", tmp_path / "r.png"))
-    assert "model" in msg
+    # names the file, what it holds and what the model inverts, so the user sees which side to change
+    assert f"{f}: extractor settings {{'cell': 4, 'orientations': 9}} differ from the model's {{'cell': 8," in msg
+    assert not (tmp_path / "r.png").exists()
 
 
 def test_pipe_through_real_processes(photos, tiny_model, tmp_path):
@@ -328,3 +330,31 @@ def test_class_folders_are_walked_and_keep_their_names_apart(cli, tmp_path):
     assert cli("extract", "hog", root, "-o", f"{tmp_path}/each/").code == 0
     assert sorted(p.relative_to(tmp_path / "each").as_posix() for p in (tmp_path / "each").rglob("*.safetensors")) \
         == ["cat/0001.safetensors", "cup/0001.safetensors"]
+
+
+def test_extract_device(cli, photos, tmp_path):
+    """--device on extract: cpu and auto agree (here auto is the CPU); cuda without CUDA is one clear line."""
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    assert cli("extract", "hog", photos["chelsea"], "-o", a, "--device", "cpu").code == 0
+    assert cli("extract", "hog", photos["chelsea"], "-o", b, "--device", "auto", "--workers", "1").code == 0
+    assert a.read_bytes() == b.read_bytes()
+    if not torch.cuda.is_available():
+        msg = one_line_error(cli("extract", "hog", photos["chelsea"], "-o", tmp_path / "c.safetensors",
+                                 "--device", "cuda"))
+        assert "--device cuda: this torch has no usable CUDA device" in msg
+        assert not (tmp_path / "c.safetensors").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("spec", ["hog", "lbp", "sift", "squeezenet:fire9"])
+def test_extract_on_the_gpu_matches_the_cpu(cli, photos, tmp_path, spec):
+    from featinv_cli.io import load_features
+
+    a, b = tmp_path / "cpu.safetensors", tmp_path / "gpu.safetensors"
+    assert cli("extract", spec, photos["chelsea"], "-o", a, "--device", "cpu").code == 0
+    assert cli("extract", spec, photos["chelsea"], "-o", b, "--device", "cuda", "--workers", "2").code == 0
+    fa, fb = load_features(a).features, load_features(b).features
+    if spec.startswith("squeezenet"):  # cuDNN's convolutions round differently
+        assert torch.allclose(fa, fb, rtol=1e-3, atol=1e-3 * float(fa.abs().max()))
+    else:
+        assert torch.equal(fa, fb)

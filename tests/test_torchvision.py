@@ -7,6 +7,7 @@ The spec and error tests need no torchvision.
 """
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -116,7 +117,12 @@ def test_train_and_invert_a_module(cli, image_dir, photos, tmp_path, module):
     assert cli("extract", spec, photos["astronaut"], "--weights", "random:0", "-o", feats).code == 0
     r = cli("invert", feats, "-m", model, "-o", out)
     assert r.code == 0, r.err
-    assert out.exists()
+    import imageio.v3 as iio
+
+    from featinv_cli.io import load_features
+
+    png = iio.imread(out)  # an 8-bit RGB image at the size of the photo the features came from
+    assert png.dtype == np.uint8 and png.shape == (*load_features(feats).image_size, 3)
 
 
 @needs_torchvision

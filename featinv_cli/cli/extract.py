@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import FeatinvError, UsageError
-from .common import QUIET, is_dir_target, progress
+from .common import DEVICE, QUIET, is_dir_target, progress, resolve_device
 
 
 def parse_shard(text: str | None, n: int) -> slice:
@@ -45,7 +45,9 @@ def extract(
                                           "state dict or .safetensors, or random:SEED (default: squeezenet's "
                                           "shipped ImageNet weights; for the others torchvision's own file in "
                                           "torch's cache, else an error: never random unasked)."),
-    workers: int = typer.Option(0, "--workers", help="DataLoader processes reading and extracting in parallel."),
+    workers: int = typer.Option(0, "--workers", help="DataLoader processes reading and extracting in parallel "
+                                "(with a GPU: reading only)."),
+    device: str = DEVICE,
     quiet: bool = QUIET,
 ):
     """Compute features of images and write them with their metadata.
@@ -93,8 +95,10 @@ def extract(
         raise UsageError("--rows-per-file needs a file name for -o (not a directory or -)")
     if per_file:
         Path(output).mkdir(parents=True, exist_ok=True)
-    loader = torch.utils.data.DataLoader(ExtractDataset(files, extractor, resize, crop), batch_size=None,
-                                         num_workers=workers, worker_init_fn=worker_init)
+    device = resolve_device(device)
+    on_gpu = device != "cpu"  # workers only read images: CUDA does not survive a fork
+    loader = torch.utils.data.DataLoader(ExtractDataset(files, extractor, resize, crop, extract=not on_gpu),
+                                         batch_size=None, num_workers=workers, worker_init_fn=worker_init)
     rows, extras, names, size, part = [], [], [], None, 0
     view = {"resize": resize, "crop": crop}  # lets `train --features` rebuild each target image
 
@@ -109,6 +113,10 @@ def extract(
 
     with progress(len(files), "extract", quiet) as bar:
         for i, (h, w), feats, extra in loader:
+            if on_gpu:
+                with torch.no_grad():
+                    feats, extra = extractor.extract(feats.to(device))
+                feats, extra = feats.cpu(), {k: v.cpu() for k, v in extra.items()}
             f = files[i]
             extra = extra if raw else {}
             if per_file:  # sub-folders of the input are kept, so equal names in two folders stay apart
