@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from featinv_cli.errors import FeatinvError
 from featinv_cli.features import parse_spec
 from featinv_cli.models import build, for_extractor
 from featinv_cli.models.blocks import upconv
@@ -89,3 +90,20 @@ def test_mirror_channels_are_the_features_of_the_mirrored_image(photos, spec):
     # image: mean difference 0.0006 against 0.09 without the permutation and 0.14 mean feature).
     assert (mirrored - permuted).abs().mean() < 0.01 * mirrored.abs().mean()
     assert (mirrored - e(image).flip(-1)).abs().mean() > 0.2 * mirrored.abs().mean()  # the permutation matters
+
+
+def test_one_registry_names_typed_are_names_stored():
+    """`train --arch NAME` stores NAME; files from before (paper-conv, paper-fc) still rebuild."""
+    from featinv_cli.models.registry import ARCHITECTURES, build, for_extractor
+
+    cases = {"hog": ("paper", "skip"), "squeezenet:fire9": ("paper",), "squeezenet:pool10": ("paper",)}
+    for spec, archs in cases.items():
+        for name in archs:
+            net, arch = for_extractor(name, parse_spec(spec), width=0.125)
+            assert arch["name"] == name in ARCHITECTURES
+            assert type(build(arch)) is type(net)
+    _, conv = for_extractor("paper", parse_spec("squeezenet:fire9"), width=0.125)
+    old = {k: v for k, v in conv.items() if k != "form"} | {"name": "paper-conv"}
+    assert type(build(old)) is type(build(conv)) and conv["form"] == "conv"
+    with pytest.raises(FeatinvError, match="unknown architecture 'unet'"):
+        build({"name": "unet"})

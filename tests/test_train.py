@@ -215,4 +215,4 @@ def test_cnn_layer_trains_from_stored_features(cli, image_dir, tmp_path):
             "--steps", "2", "--workers", "0", "-o", model, "-q")
     assert r.code == 0, r.err
     m = load_model(model)
-    assert m.feature == "squeezenet:fire5" and m.arch["name"] == "paper-conv" and m.arch["input_scale"] < 0.1
+    assert m.feature == "squeezenet:fire5" and (m.arch["name"], m.arch["form"]) == ("paper", "conv") and m.arch["input_scale"] < 0.1

@@ -1,7 +1,6 @@
 """featinv train: fit an inverter for one kind of feature on a folder of images."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -17,19 +16,15 @@ from .common import DEVICE, QUIET, err, resolve_device
 def shipped_defaults(extractor, arch: str, width: float | None) -> tuple[str, float]:
     """--arch auto and an unset --width: what the shipped model for this feature uses."""
     from ..inverter import ASSETS
+    from ..io import load_model
+    from ..models.registry import canonical
 
     if arch == "auto":
         arch = "paper" if extractor.is_cnn else "skip"
     if width is None:
         shipped = ASSETS / f"{extractor.shipped_name}.safetensors"
-        width = 1.0
-        if shipped.exists():
-            from safetensors import safe_open
-
-            with safe_open(str(shipped), "pt") as f:
-                shipped_arch = json.loads((f.metadata() or {}).get("arch", "{}"))
-            if str(shipped_arch.get("name", "")).split("-")[0] == arch:  # paper-conv, paper-fc are paper
-                width = float(shipped_arch.get("width", 1.0))
+        shipped_arch = canonical(load_model(shipped).arch) if shipped.exists() else {}
+        width = float(shipped_arch.get("width", 1.0)) if shipped_arch.get("name") == arch else 1.0
     return arch, width
 
 
