@@ -176,3 +176,16 @@ def sample_gaussian(params: torch.Tensor, n: int, d: int, alpha: float = 2.0,
     if truncated:
         x = x.clamp_min(0)
     return (x * alpha).float()
+
+
+def fit_statistics(ff, bins: int, name: str = "features"):
+    """``sample --fit``: histograms per dimension and one Gaussian of the rows of a FeatureFile, as a
+    StatsFile (io.py) that records what features they describe."""
+    from .errors import FeatinvError
+    from .io import StatsFile
+
+    if len(ff) < 2:
+        raise FeatinvError(f"{name}: fitting statistics needs several feature vectors, this file has {len(ff)}")
+    tensors = fit_histograms(ff.features, bins)
+    tensors["gaussian"] = fit_gaussian(ff.features).float()
+    return StatsFile(tensors, list(ff.features.shape[1:]), len(ff), ff.feature, ff.params, ff.image_size)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -192,35 +191,28 @@ class FeatureRowsDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, feature_files: list[Path], data: Path):
-        from safetensors import safe_open
-
         from .errors import FeatinvError
-        from .io import FEATURES_FORMAT, parse_safetensors, read_bytes
+        from .io import read_feature_fields
 
         self.files, self.data, self.index = [Path(f) for f in feature_files], Path(data), []
         self.meta, self._open = None, {}
         for fi, f in enumerate(self.files):
-            with safe_open(str(f), "pt") as h:  # header only; validated like every featinv read
-                meta = h.metadata() or {}
-            if meta.get("format") != FEATURES_FORMAT:
-                parse_safetensors(read_bytes(f), str(f))  # gives the precise complaint if damaged
-                raise FeatinvError(f"{f}: not a featinv feature file")
-            key = {k: meta.get(k) for k in ("feature", "params", "image_size", "view")}
+            fields = read_feature_fields(f)  # the header only, checked as every featinv read is
+            key = {k: fields[k] for k in ("feature", "params", "image_size", "view")}
             if key["view"] is None:
                 raise FeatinvError(f"{f}: does not record how its images were prepared; re-extract it")
             if self.meta is None:
                 self.meta = key
             elif key != self.meta:
                 raise FeatinvError(f"{f}: extractor, settings, image size or view differ from {self.files[0]}")
-            sources = json.loads(meta.get("sources", "[]"))
-            self.index += [(fi, r, name) for r, name in enumerate(sources)]
+            self.index += [(fi, r, name) for r, name in enumerate(fields["sources"])]
         if not self.index:
             raise FeatinvError("the feature files hold no rows")
-        self.view = json.loads(self.meta["view"])
+        self.view = self.meta["view"]
 
     @property
     def image_size(self) -> tuple[int, int]:
-        return tuple(json.loads(self.meta["image_size"]))
+        return self.meta["image_size"]
 
     def __len__(self) -> int:
         return len(self.index)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import torch
@@ -69,7 +68,7 @@ class Inverter:
     def __init__(self, path: str | Path, device: str = "cpu"):
         self.path = Path(path)
         self.file: ModelFile = load_model(path)
-        self.extractor = from_metadata(self.file.feature, json.dumps(self.file.params) if self.file.params else None)
+        self.extractor = from_metadata(self.file.feature, self.file.params)
         self.net = build(self.file.arch)
         encoder = {k[8:]: v for k, v in self.file.state.items() if k.startswith("encoder.")}
         decoder = {k: v for k, v in self.file.state.items() if not k.startswith("encoder.")}

@@ -214,25 +214,26 @@ def expand_image_args(args) -> list[Path]:
 
 # -------------------------------------------------------------------------------- safetensors
 
-def parse_safetensors(data: bytes, name: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of safetensors bytes, with every length checked first.
-
-    A truncated or tampered file becomes a FeatinvError, not a crash deep inside the library.
-    """
+def safetensors_header(data: bytes, name: str, total: int | None = None) -> tuple[dict, dict[str, str], int]:
+    """(tensor entries, metadata, header length) of safetensors bytes, every length checked. ``data``
+    may hold only the first 8 + header-length bytes when ``total`` gives the file's length."""
     bad = f"{name}: not a valid safetensors file"
-    if len(data) < 8:
-        raise FeatinvError(f"{bad} (only {len(data)} bytes)")
+    total = len(data) if total is None else total
+    if total < 8 or len(data) < 8:
+        raise FeatinvError(f"{bad} (only {total} bytes)")
     (header_len,) = struct.unpack("<Q", data[:8])
-    if header_len > len(data) - 8:
-        raise FeatinvError(f"{bad} (truncated: header says {header_len} bytes, file has {len(data) - 8})")
+    if header_len > total - 8 or header_len > len(data) - 8:
+        raise FeatinvError(f"{bad} (truncated: header says {header_len} bytes, file has {total - 8})")
     try:
-        header = json.loads(data[8:8 + header_len])
+        header = json.loads(bytes(data[8:8 + header_len]))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise FeatinvError(f"{bad} (header is not JSON)") from None
     if not isinstance(header, dict):
         raise FeatinvError(f"{bad} (header is not a JSON object)")
     metadata = header.pop("__metadata__", None) or {}
-    body = len(data) - 8 - header_len
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise FeatinvError(f"{bad} (metadata must map strings to strings)")
+    body = total - 8 - header_len
     for key, info in header.items():
         try:
             start, end = info["data_offsets"]
@@ -240,6 +241,29 @@ def parse_safetensors(data: bytes, name: str) -> tuple[dict[str, torch.Tensor], 
             raise FeatinvError(f"{bad} (entry {key!r} has no data offsets)") from None
         if not (0 <= start <= end <= body):
             raise FeatinvError(f"{bad} (truncated: tensor {key!r} ends past the end of the file)")
+    return header, metadata, header_len
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a safetensors file, reading only its header (checked like a whole read)."""
+    try:
+        with open(path, "rb") as f:
+            total = os.fstat(f.fileno()).st_size
+            head = f.read(8)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+            head += f.read(min(n, max(total - 8, 0)))
+    except OSError as e:
+        raise FeatinvError(f"{path}: cannot read ({e.strerror})") from None
+    return safetensors_header(head, str(path), total)[1]
+
+
+def parse_safetensors(data: bytes, name: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of safetensors bytes, with every length checked first.
+
+    A truncated or tampered file becomes a FeatinvError, not a crash deep inside the library.
+    """
+    bad = f"{name}: not a valid safetensors file"
+    header, metadata, header_len = safetensors_header(data, name)
     if not isinstance(data, bytearray):
         data = bytearray(data)  # torch.frombuffer wants a writable buffer
     tensors = {}
@@ -257,8 +281,6 @@ def parse_safetensors(data: bytes, name: str) -> tuple[dict[str, torch.Tensor], 
         flat = torch.frombuffer(data, dtype=dtype, count=count, offset=8 + header_len + start) if count \
             else torch.empty(0, dtype=dtype)
         tensors[key] = flat.view(shape)
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise FeatinvError(f"{bad} (metadata must map strings to strings)")
     return tensors, metadata
 
 
@@ -385,6 +407,28 @@ def npy_array(data: bytes | bytearray, name: str) -> np.ndarray:
         raise FeatinvError(f"{name}: not a valid .npy file (truncated or corrupt)") from None
 
 
+def feature_fields(meta: dict[str, str], name: str) -> dict:
+    """The FeatureFile fields a feature file's metadata holds, checked (everything but the tensors)."""
+    if meta.get("format") == MODEL_FORMAT:
+        raise FeatinvError(f"{name}: is a model file; give a feature file (made by featinv extract)")
+    if meta.get("format") != FEATURES_FORMAT:
+        what = meta.get("format") or "no featinv metadata"
+        raise FeatinvError(f"{name}: not a featinv feature file ({what})")
+    size = json_field(meta, "image_size", name)
+    if size is not None and (not isinstance(size, list) or len(size) != 2
+                             or not all(isinstance(v, int) and v > 0 for v in size)):
+        raise FeatinvError(f"{name}: metadata image_size must be [H, W], got {meta['image_size']}")
+    return dict(feature=meta.get("feature") or None, params=json_field(meta, "params", name, {}),
+                image_size=tuple(size) if size else None, sources=json_field(meta, "sources", name, []),
+                history=json_field(meta, "history", name, []), labels=json_field(meta, "labels", name, []),
+                view=json_field(meta, "view", name))
+
+
+def read_feature_fields(path: str | Path) -> dict:
+    """``feature_fields`` of a feature file, reading only its header (for sets too big to load)."""
+    return feature_fields(read_metadata(path), str(path))
+
+
 def features_from_bytes(data: bytes, name: str) -> FeatureFile:
     if data[:6] == NPY_MAGIC:
         arr = npy_array(data, name)
@@ -398,28 +442,10 @@ def features_from_bytes(data: bytes, name: str) -> FeatureFile:
         if name.lower().endswith(".npy"):
             raise FeatinvError(f"{name}: not a valid .npy file (bad magic bytes)")
         tensors, meta = parse_safetensors(data, name)
-        if meta.get("format") == MODEL_FORMAT:
-            raise FeatinvError(f"{name}: is a model file; give a feature file (made by featinv extract)")
-        if meta.get("format") != FEATURES_FORMAT:
-            what = meta.get("format") or "no featinv metadata"
-            raise FeatinvError(f"{name}: not a featinv feature file ({what})")
+        fields = feature_fields(meta, name)
         if "features" not in tensors:
             raise FeatinvError(f"{name}: feature file has no 'features' tensor")
-        size = json_field(meta, "image_size", name)
-        if size is not None and (not isinstance(size, list) or len(size) != 2
-                                 or not all(isinstance(v, int) and v > 0 for v in size)):
-            raise FeatinvError(f"{name}: metadata image_size must be [H, W], got {meta['image_size']}")
-        ff = FeatureFile(
-            features=tensors.pop("features").to(torch.float32),
-            feature=meta.get("feature") or None,
-            params=json_field(meta, "params", name, {}),
-            image_size=tuple(size) if size else None,
-            sources=json_field(meta, "sources", name, []),
-            extra=tensors,
-            history=json_field(meta, "history", name, []),
-            labels=json_field(meta, "labels", name, []),
-            view=json_field(meta, "view", name),
-        )
+        ff = FeatureFile(features=tensors.pop("features").to(torch.float32), extra=tensors, **fields)
     f = ff.features
     if f.ndim == 3:  # a single (C, H, W) map is a batch of one
         ff.features = f = f.unsqueeze(0)
@@ -430,6 +456,47 @@ def features_from_bytes(data: bytes, name: str) -> FeatureFile:
     if not all_finite(f):
         raise FeatinvError(f"{name}: features contain NaN or Inf")
     return ff
+
+
+# ---------------------------------------------------------------------------- statistics files
+
+@dataclass
+class StatsFile:
+    """What `featinv sample --fit` saves: per-dimension histograms and one Gaussian of a set of
+    feature vectors (analysis.fit_statistics), and what features they describe."""
+
+    tensors: dict[str, torch.Tensor]
+    shape: list[int]  # of one feature vector, as the file's features were: (C, H, W) or (D,)
+    fitted_on: int
+    feature: str | None = None
+    params: dict | None = None
+    image_size: tuple[int, int] | None = None
+
+    def metadata(self) -> dict[str, str]:
+        meta = {"format": STATS_FORMAT, "feature": self.feature or "", "params": json.dumps(self.params or {}),
+                "shape": json.dumps(self.shape), "fitted_on": str(self.fitted_on)}
+        if self.image_size:
+            meta["image_size"] = json.dumps(list(self.image_size))
+        return meta
+
+
+def save_stats(path: str | Path, stats: StatsFile) -> None:
+    atomic_write(path, safetensors_chunks(stats.tensors, stats.metadata()))
+
+
+def stats_from_bytes(data: bytes, name: str) -> StatsFile | None:
+    """The statistics in a file's bytes, or None when it is not a statistics file."""
+    if data[:6] == NPY_MAGIC:
+        return None
+    tensors, meta = parse_safetensors(data, name)
+    if meta.get("format") != STATS_FORMAT:
+        return None
+    shape = json_field(meta, "shape", name)
+    if not isinstance(shape, list) or not all(isinstance(v, int) and v > 0 for v in shape):
+        raise FeatinvError(f"{name}: statistics file has no valid feature shape")
+    size = json_field(meta, "image_size", name)
+    return StatsFile(tensors, shape, int(meta.get("fitted_on", 0)), meta.get("feature") or None,
+                     json_field(meta, "params", name, {}), tuple(size) if size else None)
 
 
 # -------------------------------------------------------------------------------- model files

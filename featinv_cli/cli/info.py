@@ -12,28 +12,21 @@ from .common import JSON, out
 
 def describe(path: str) -> dict:
     from ..features import resolve
-    from ..io import (FEATURES_FORMAT, MODEL_FORMAT, NPY_MAGIC, STATS_FORMAT, features_from_bytes, json_field,
-                      model_from_bytes, parse_safetensors, read_bytes)
+    from ..io import (FEATURES_FORMAT, MODEL_FORMAT, NPY_MAGIC, STATS_FORMAT, features_from_bytes, model_from_bytes,
+                      npy_array, parse_safetensors, read_bytes, stats_from_bytes)
 
     data = read_bytes(path)
     name = "<stdin>" if path == "-" else path
     if data[:6] == NPY_MAGIC:
-        import io
-
-        import numpy as np
-
         ff = features_from_bytes(data, name)  # validated; a single map becomes a batch of one
-        header = io.BytesIO(data)
-        major, _ = np.lib.format.read_magic(header)
-        read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-        d = {"file": name, "kind": "bare array (.npy, no metadata)", "shape": list(read(header)[0])}
+        d = {"file": name, "kind": "bare array (.npy, no metadata)", "shape": list(npy_array(data, name).shape)}
         try:  # what `featinv invert` would take it for
             extractor, size = resolve(ff, name)
             d.update(guessed_feature=extractor.spec, guessed_image_size=list(size))
         except FeatinvError as e:
             d["guessed_feature"] = f"none ({e})"
         return d
-    tensors, meta = parse_safetensors(data, name)
+    _, meta = parse_safetensors(data, name)
     fmt = meta.get("format")
     if fmt == FEATURES_FORMAT:
         ff = features_from_bytes(data, name)
@@ -48,10 +41,11 @@ def describe(path: str) -> dict:
             d["labels"] = ff.labels
         return d
     if fmt == STATS_FORMAT:
-        return {"file": name, "kind": "feature statistics (featinv sample --fit)", "feature": meta.get("feature"),
-                "params": json_field(meta, "params", name, {}), "feature_shape": json_field(meta, "shape", name),
-                "image_size": json_field(meta, "image_size", name), "fitted_on": int(meta.get("fitted_on", 0)),
-                "tensors": {k: list(v.shape) for k, v in tensors.items()}}
+        st = stats_from_bytes(data, name)
+        return {"file": name, "kind": "feature statistics (featinv sample --fit)", "feature": st.feature,
+                "params": st.params, "feature_shape": st.shape,
+                "image_size": list(st.image_size) if st.image_size else None, "fitted_on": st.fitted_on,
+                "tensors": {k: list(v.shape) for k, v in st.tensors.items()}}
     if fmt == MODEL_FORMAT:
         mf = model_from_bytes(data, name)
         params = sum(v.numel() for v in mf.state.values())

@@ -1,45 +1,11 @@
 """featinv sample: random feature vectors from fitted statistics (paper §4.5)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-import json
+import math
 
 import typer
 
-from ..errors import FeatinvError, UsageError
-
-if TYPE_CHECKING:  # annotations only; imported where used, so --help stays fast
-    import torch
-    from ..io import FeatureFile
-
-
-def fit(ff: FeatureFile, bins: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from .. import analysis
-    from ..io import STATS_FORMAT
-
-    stats = analysis.fit_histograms(ff.features, bins)
-    stats["gaussian"] = analysis.fit_gaussian(ff.features).float()
-    meta = {"format": STATS_FORMAT, "feature": ff.feature or "", "params": json.dumps(ff.params or {}),
-            "shape": json.dumps(list(ff.features.shape[1:])), "fitted_on": str(len(ff))}
-    if ff.image_size:
-        meta["image_size"] = json.dumps(list(ff.image_size))
-    return stats, meta
-
-
-def load_stats_or_fit(path: str, bins: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from ..io import STATS_FORMAT, features_from_bytes, parse_safetensors, read_bytes
-
-    data = read_bytes(path)
-    name = "<stdin>" if path == "-" else path
-    if data[:6] != b"\x93NUMPY":
-        tensors, meta = parse_safetensors(data, name)
-        if meta.get("format") == STATS_FORMAT:
-            return tensors, meta
-    ff = features_from_bytes(data, name)
-    if len(ff) < 2:
-        raise FeatinvError(f"{name}: fitting statistics needs several feature vectors, this file has {len(ff)}")
-    return fit(ff, bins)
+from ..errors import UsageError
 
 
 def sample(
@@ -68,27 +34,25 @@ def sample(
     """
     import torch
     from .. import analysis
-    from ..io import FeatureFile, atomic_write, check_not_input, encode_safetensors, json_field, save_features
+    from ..io import FeatureFile, check_not_input, features_from_bytes, read_bytes, save_features, save_stats, \
+        stats_from_bytes
 
     if method not in ("histogram", "gaussian"):
         raise UsageError(f"--method {method!r}: choose histogram or gaussian")
     if n < 1 or bins < 1:
         raise UsageError("--n and --bins must be positive")
     check_not_input(output, [source])
-    stats, meta = load_stats_or_fit(source, bins)
+    data, name = read_bytes(source), "<stdin>" if source == "-" else source
+    stats = stats_from_bytes(data, name) or analysis.fit_statistics(features_from_bytes(data, name), bins, name)
     if fit_only:
-        atomic_write(output, encode_safetensors(stats, meta))
+        save_stats(output, stats)
         return
-    shape = json_field(meta, "shape", source)
-    d = int(torch.tensor(shape).prod())
     gen = torch.Generator().manual_seed(seed)
     if method == "histogram":
-        flat = analysis.sample_histograms(stats, n, alpha, gen)
+        flat = analysis.sample_histograms(stats.tensors, n, alpha, gen)
     else:
-        flat = analysis.sample_gaussian(stats["gaussian"], n, d, alpha, gen)
-    size = json_field(meta, "image_size", source)
+        flat = analysis.sample_gaussian(stats.tensors["gaussian"], n, math.prod(stats.shape), alpha, gen)
     save_features(output, FeatureFile(
-        flat.reshape([n] + shape), meta.get("feature") or None, json_field(meta, "params", source, {}),
-        tuple(size) if size else None, [], history=[f"sample {method}, alpha {alpha:g}, seed {seed}, "
-                                                    f"fitted on {meta.get('fitted_on', '?')} vectors"],
+        flat.reshape([n] + stats.shape), stats.feature, stats.params, stats.image_size, [],
+        history=[f"sample {method}, alpha {alpha:g}, seed {seed}, fitted on {stats.fitted_on} vectors"],
         labels=[f"{method} #{i + 1}" for i in range(n)]))

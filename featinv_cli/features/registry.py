@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 
 from ..errors import FeatinvError
 from .base import Extractor
@@ -60,12 +59,11 @@ def parse_spec(spec: str) -> Extractor:
     return cls(**kwargs)
 
 
-def from_metadata(name: str, params_json: str | None) -> Extractor:
-    """Rebuild an extractor from a file's ``feature`` and ``params`` metadata."""
+def from_metadata(name: str, params: dict | None) -> Extractor:
+    """Rebuild an extractor from a file's ``feature`` and (parsed) ``params`` metadata."""
     base = parse_spec(name.partition(":")[0])
-    if not params_json:
+    if not params:
         return parse_spec(name)
-    params = json.loads(params_json)
     known = {f.name for f in dataclasses.fields(type(base))}
     return type(base)(**{k: v for k, v in params.items() if k in known})
 
@@ -94,7 +92,7 @@ def resolve(ff, name: str, feature: str | None = None,
     """
     shape = tuple(ff.features.shape)
     if ff.feature:
-        extractor = from_metadata(ff.feature, json.dumps(ff.params) if ff.params else None)
+        extractor = from_metadata(ff.feature, ff.params)
         if feature and parse_spec(feature).spec != extractor.spec:
             raise FeatinvError(f"{name}: file holds {extractor.spec} features, not {feature}")
     elif feature:
