@@ -16,6 +16,15 @@ from .inverter import Inverter
 from .io import list_images, read_image
 
 
+def mean_image(files: list, size: tuple[int, int], prepare) -> torch.Tensor:
+    """The mean of images prepared by ``prepare(image, name)`` and resized to ``size``: the trivial
+    predictor the normalized error is compared with. Accumulated one image at a time."""
+    total = torch.zeros(3, *size, dtype=torch.float64)
+    for f in files:
+        total += metrics.match_size(prepare(read_image(f), str(f))[None], size)[0].double()
+    return (total / len(files)).float()
+
+
 def load_views(directory: str | Path | list, size: int) -> torch.Tensor:
     """(N, 3, size, size) evaluation views of one or more folders' images, in sorted name order."""
     dirs = directory if isinstance(directory, (list, tuple)) else [directory]
@@ -32,6 +41,7 @@ def evaluate(model: str | Path, directory: str | Path, size: int = 128, batch: i
                        for chunk in images.split(batch)])
     result = dict(metrics.score(recon, images)["mean"], images=len(images))
     if baseline is not None:
-        mean = load_views(baseline, size).mean(0, keepdim=True).expand_as(images)
-        result["baseline_mean_error"] = float(metrics.normalized_errors(mean, images).mean())
+        dirs = baseline if isinstance(baseline, (list, tuple)) else [baseline]
+        mean = mean_image(list_images(*dirs), (size, size), lambda img, _: eval_view(img, size))
+        result["baseline_mean_error"] = float(metrics.normalized_errors(mean.expand_as(images), images).mean())
     return result

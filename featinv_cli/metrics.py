@@ -68,3 +68,19 @@ def score(recon: torch.Tensor, ref: torch.Tensor) -> dict:
         out["thumbnail_error"] = thumb.tolist()
         out["mean"]["thumbnail_error"] = float(thumb.mean())
     return out
+
+
+def score_pairs(recons: list[torch.Tensor], refs: list[torch.Tensor]) -> dict:
+    """``score`` for (3, H, W) pairs that may differ in size from pair to pair: each reconstruction is
+    resized to its reference. The normalized error needs two or more references of one size; without
+    them it is None (per image and in the mean) and PSNR and SSIM are still given."""
+    if len(refs) >= 2 and len({tuple(r.shape[-2:]) for r in refs}) == 1:
+        stack = torch.stack(refs)
+        out = score(torch.cat([match_size(x[None].float(), tuple(stack.shape[-2:])) for x in recons]), stack)
+        out["normalizer"] = mean_pairwise_distance(stack)
+        return out
+    pairs = [(match_size(x[None].float(), tuple(r.shape[-2:])).clamp(0, 1), r[None]) for x, r in zip(recons, refs)]
+    p = [float(psnr(x, r)[0]) for x, r in pairs]
+    s = [float(ssim(x, r)[0]) for x, r in pairs]
+    return {"normalized_error": [None] * len(pairs), "psnr": p, "ssim": s, "normalizer": None,
+            "mean": {"normalized_error": None, "psnr": sum(p) / len(p), "ssim": sum(s) / len(s)}}
