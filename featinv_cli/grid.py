@@ -1,8 +1,14 @@
-"""Labelled image grids: the PNGs people look at (input | reconstruction, perturbation series)."""
+"""Labelled image grids: the PNGs people look at (input | reconstruction, perturbation series),
+and where `featinv invert` puts its reconstructions (one PNG, a grid, or a PNG per row)."""
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import cv2
 import numpy as np
+
+from .errors import FeatinvError
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -74,3 +80,68 @@ def labelled_grid(rows: list[list[np.ndarray]], col_labels: list[str] | None = N
             parts.append(np.concatenate(strip, axis=1))
     parts.append(np.full((pad, width, 3), 255, np.uint8))
     return np.concatenate(parts, axis=0)
+
+
+def row_labels(ff) -> list[str]:
+    """A label per row: what was done to it (labels metadata) or the image it came from."""
+    n = len(ff)
+    if len(ff.labels) == n:
+        return ff.labels
+    if len(ff.sources) == n:
+        return [Path(s).stem for s in ff.sources]
+    return [f"#{i}" for i in range(n)]
+
+
+def unique_file_names(labels: list[str]) -> list[str]:
+    """A file name per row: its label made safe for a path, numbered where labels repeat (three rows
+    perturbed alike must not overwrite each other: ``dropout 0.5-1``, ``dropout 0.5-2``, ...)."""
+    safe = [("".join(c if c.isalnum() or c in " ._-+=" else "_" for c in label).strip(" .") or "row")
+            for label in labels]
+    seen: dict[str, int] = {}
+    out = []
+    for name in safe:
+        if safe.count(name) > 1:
+            seen[name] = seen.get(name, 0) + 1
+            name = f"{name}-{seen[name]}"
+        out.append(name)
+    return out
+
+
+def row_title(captions: list[str], history: list[str], name: str) -> str:
+    """What a grid row shows: the caption its tiles share ("binarize"), else their common stem
+    ("histogram" of "histogram #1", "histogram #2"), else the file's last operation or its name."""
+    common = os.path.commonprefix(captions).rstrip(" #=t").strip()
+    if len(set(captions)) == 1 or len(common) >= 3:
+        return captions[0] if len(set(captions)) == 1 else common
+    return history[-1] if history else Path(name).stem
+
+
+def save_reconstructions(output: str, rows: list, captions: list[list[str]], row_names: list[str],
+                         columns: int = 0) -> None:
+    """Write reconstructions where `featinv invert -o` says: rows[i] holds feature file i's images
+    ((N, 3, H, W) in [0, 1]). Several files make one grid PNG, a row per file (``row_names``) with a
+    caption per tile; one file's batch a grid of ``columns`` per row (all up to 8), one PNG per
+    row when ``output`` is a directory, or a plain PNG for a single image."""
+    from .io import image_to_uint8, is_dir_target, write_image
+
+    if len(rows) > 1:
+        if is_dir_target(output) or not (output == "-" or output.lower().endswith(".png")):
+            raise FeatinvError(f"{output}: several feature files make one grid PNG; name it *.png")
+        tiles = [[image_to_uint8(i) for i in images] for images in rows]
+        write_image(output, labelled_grid(tiles, row_labels=row_names, captions=captions))
+        return
+    images, labels = rows[0], captions[0]
+    if is_dir_target(output):
+        Path(output).mkdir(parents=True, exist_ok=True)
+        for img, name in zip(images, unique_file_names(labels)):
+            write_image(Path(output) / f"{name}.png", img)
+    elif len(images) == 1:
+        write_image(output, images[0])
+    else:
+        if output != "-" and not output.lower().endswith(".png"):
+            raise FeatinvError(f"{output}: a batch of {len(images)} becomes a grid PNG (name it *.png) "
+                               f"or one PNG per row (give a directory ending in /)")
+        cols = columns or min(len(images), 8)
+        tiles = [image_to_uint8(i) for i in images]
+        write_image(output, labelled_grid([tiles[i:i + cols] for i in range(0, len(tiles), cols)],
+                                          captions=[labels[i:i + cols] for i in range(0, len(labels), cols)]))

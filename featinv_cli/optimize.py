@@ -67,3 +67,16 @@ def invert_by_optimization(extractor: Extractor, target: torch.Tensor, size: tup
         if on_step:
             on_step(step + 1, history[-1])
     return x.detach().clamp(0, 1), history
+
+
+def invert_each_by_optimization(extractor: Extractor, features: torch.Tensor, size: tuple[int, int],
+                                cfg: OptimizeConfig = OptimizeConfig(),
+                                on_step: Callable[[int, int, float], None] | None = None) -> torch.Tensor:
+    """Every row of (N, ...) features on its own (the optimisation is per image) -> (N, 3, H, W);
+    ``on_step(row, step, loss)``."""
+    check_differentiable(extractor)
+    out = []
+    for i, row in enumerate(features):
+        step = (lambda s, loss, i=i: on_step(i, s, loss)) if on_step else None
+        out.append(invert_by_optimization(extractor, row[None], size, cfg, on_step=step)[0])
+    return torch.cat(out)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
-from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -45,12 +44,11 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     return parts[0], parts[1]
 
 
-def is_dir_target(path: str) -> bool:
-    return path != "-" and (path.endswith("/") or Path(path).is_dir())
-
-
 class _NoProgress:
     def advance(self, n: int = 1, info: str | None = None) -> None:
+        pass
+
+    def set(self, completed: int, info: str) -> None:
         pass
 
     def note(self, text: str) -> None:
@@ -66,6 +64,9 @@ class _RichProgress:
             self.progress.update(self.task, advance=n)
         else:
             self.progress.update(self.task, advance=n, info=info)
+
+    def set(self, completed: int, info: str) -> None:
+        self.progress.update(self.task, completed=completed, info=info)
 
     def note(self, text: str) -> None:
         self.progress.update(self.task, info=text)

@@ -1,13 +1,12 @@
 """featinv extract: images -> feature file."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from ..errors import FeatinvError, UsageError
-from .common import DEVICE, QUIET, is_dir_target, progress, resolve_device
+from .common import DEVICE, QUIET, progress, resolve_device
 
 
 def parse_shard(text: str | None, n: int) -> slice:
@@ -21,11 +20,6 @@ def parse_shard(text: str | None, n: int) -> slice:
     if not (k >= 1 and 0 <= i < k):
         raise UsageError(f"--shard {text!r}: need 0 <= I < N")
     return slice(i * n // k, (i + 1) * n // k)
-
-
-def numbered(output: str, part: int) -> str:
-    p = Path(output)
-    return str(p.with_name(f"{p.stem}-{part:05d}{p.suffix}"))
 
 
 def extract(
@@ -76,7 +70,7 @@ def extract(
     import torch
     from ..data import ExtractDataset, worker_init
     from ..features.registry import parse_spec, with_weights
-    from ..io import FeatureFile, check_not_input, expand_image_args, save_features, source_names
+    from ..io import FeatureSink, check_not_input, expand_image_args, source_names
 
     extractor = parse_spec(with_weights(feature, weights))
     files = expand_image_args(images)
@@ -86,56 +80,19 @@ def extract(
     if not files:
         raise FeatinvError(f"shard {shard} holds no images")
     check_not_input(output, files)
-    per_file = is_dir_target(output)
-    if per_file and output.endswith(".npy"):
-        raise UsageError("-o: a directory name cannot end in .npy")
     if rows_per_file < 0 or workers < 0:
         raise UsageError("--rows-per-file and --workers must be >= 0")
-    if rows_per_file and (per_file or output == "-"):
-        raise UsageError("--rows-per-file needs a file name for -o (not a directory or -)")
-    if per_file:
-        Path(output).mkdir(parents=True, exist_ok=True)
     device = resolve_device(device)
     on_gpu = device != "cpu"  # workers only read images: CUDA does not survive a fork
     loader = torch.utils.data.DataLoader(ExtractDataset(files, extractor, resize, crop, extract=not on_gpu),
                                          batch_size=None, num_workers=workers, worker_init_fn=worker_init)
-    rows, extras, names, size, part = [], [], [], None, 0
-    view = {"resize": resize, "crop": crop}  # lets `train --features` rebuild each target image
-
-    def flush(name: str) -> None:
-        # Raw arrays are per-keypoint (concatenated) or per-image (counts): both concatenate along dim 0.
-        # One row is written as it is: a 6000x6000 photo's SIFT grid is 1.2 GB, a copy as much again.
-        cat = lambda ts: ts[0] if len(ts) == 1 else torch.cat(ts)  # noqa: E731
-        merged = {k: cat([e[k] for e in extras]) for k in extras[0]}
-        save_features(name, FeatureFile(cat(rows), extractor.spec, extractor.params, size, list(names),
-                                        merged, view=view))
-        rows.clear(), extras.clear(), names.clear()
-
+    sink = FeatureSink(output, extractor, {"resize": resize, "crop": crop}, rows_per_file)
     with progress(len(files), "extract", quiet) as bar:
-        for i, (h, w), feats, extra in loader:
+        for i, size, feats, extra in loader:
             if on_gpu:
                 with torch.no_grad():
                     feats, extra = extractor.extract(feats.to(device))
                 feats, extra = feats.cpu(), {k: v.cpu() for k, v in extra.items()}
-            f = files[i]
-            extra = extra if raw else {}
-            if per_file:  # sub-folders of the input are kept, so equal names in two folders stay apart
-                target = Path(output) / Path(sources[i]).with_suffix(".safetensors")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                save_features(target, FeatureFile(
-                    feats, extractor.spec, extractor.params, (h, w), [sources[i]], extra, view=view))
-                bar.advance()
-                continue
-            if size is not None and (h, w) != size:
-                raise FeatinvError(f"{f}: {h}x{w}, but {files[0]} is {size[0]}x{size[1]}; images of "
-                                   f"different sizes need -o DIR/ (one file each) or --resize N --crop N")
-            size = (h, w)
-            rows.append(feats)
-            extras.append(extra)
-            names.append(sources[i])
-            if rows_per_file and len(rows) == rows_per_file:
-                flush(numbered(output, part))
-                part += 1
+            sink.add(files[i], sources[i], tuple(size), feats, extra if raw else {})
             bar.advance()
-    if rows:
-        flush(numbered(output, part) if rows_per_file else output)
+    sink.close()

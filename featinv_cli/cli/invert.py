@@ -1,65 +1,23 @@
 """featinv invert: features -> images, with a trained (or the shipped) inverter."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from ..errors import FeatinvError, UsageError
-from .common import DEVICE, QUIET, is_dir_target, parse_size, progress, resolve_device
-
-
-def row_labels(ff) -> list[str]:
-    """A label per row: what was done to it (labels metadata) or the image it came from."""
-    n = len(ff)
-    if len(ff.labels) == n:
-        return ff.labels
-    if len(ff.sources) == n:
-        return [Path(s).stem for s in ff.sources]
-    return [f"#{i}" for i in range(n)]
-
-
-def unique_file_names(labels: list[str]) -> list[str]:
-    """A file name per row: its label made safe for a path, numbered where labels repeat (three rows
-    perturbed alike must not overwrite each other: ``dropout 0.5-1``, ``dropout 0.5-2``, ...)."""
-    safe = [("".join(c if c.isalnum() or c in " ._-+=" else "_" for c in label).strip(" .") or "row")
-            for label in labels]
-    seen: dict[str, int] = {}
-    out = []
-    for name in safe:
-        if safe.count(name) > 1:
-            seen[name] = seen.get(name, 0) + 1
-            name = f"{name}-{seen[name]}"
-        out.append(name)
-    return out
+from .common import DEVICE, QUIET, parse_size, progress, resolve_device
 
 
 def optimize_rows(extractor, features, size, steps, lambda_a, lambda_tv, quiet):
-    """--method optimize: each row separately, with a progress bar per image."""
-    import torch
+    """--method optimize, one progress bar over every row's steps."""
+    from ..optimize import OptimizeConfig, invert_each_by_optimization
 
-    from ..optimize import OptimizeConfig, check_differentiable, invert_by_optimization
-
-    check_differentiable(extractor)
     cfg = OptimizeConfig(steps=steps, lambda_a=lambda_a, lambda_tv=lambda_tv)
-    out = []
-    for i, row in enumerate(features):
-        with progress(steps, f"optimize {i + 1}/{len(features)}", quiet) as bar:
-            image, _ = invert_by_optimization(extractor, row[None], size, cfg,
-                                              on_step=lambda s, loss: bar.advance(1, info=f"loss {loss:.4f}"))
-        out.append(image)
-    return torch.cat(out)
-
-
-def row_title(captions: list[str], history: list[str], name: str) -> str:
-    """What a grid row shows: the caption its tiles share ("binarize"), else their common stem
-    ("histogram" of "histogram #1", "histogram #2"), else the file's last operation or its name."""
-    common = os.path.commonprefix(captions).rstrip(" #=t").strip()
-    if len(set(captions)) == 1 or len(common) >= 3:
-        return captions[0] if len(set(captions)) == 1 else common
-    return history[-1] if history else Path(name).stem
+    with progress(steps * len(features), "optimize", quiet) as bar:
+        return invert_each_by_optimization(extractor, features, size, cfg, lambda row, step, loss: bar.advance(
+            1, info=f"image {row + 1}/{len(features)}, loss {loss:.4f}"))
 
 
 def invert(
@@ -107,9 +65,9 @@ def invert(
     the extractor (CNN layers, HOG through its magnitudes), and refuses LBP and SIFT.
     """
     from ..features import resolve
-    from ..grid import labelled_grid
+    from ..grid import row_labels, row_title, save_reconstructions
     from ..inverter import Inverter, shipped_model
-    from ..io import check_not_input, image_to_uint8, load_features, write_image
+    from ..io import check_not_input, load_features
 
     device = resolve_device(device)
     check_not_input(output, list(features) + ([str(model)] if model else []))
@@ -138,25 +96,4 @@ def invert(
         rows.append(inverter(ff.features, None if grid_size else size, mirror_average=mirror_average))
         captions.append(row_labels(ff))
         row_names.append(row_title(captions[-1], ff.history, name))
-    if len(features) > 1:
-        if is_dir_target(output) or not (output == "-" or output.lower().endswith(".png")):
-            raise FeatinvError(f"{output}: several feature files make one grid PNG; name it *.png")
-        tiles = [[image_to_uint8(i) for i in images] for images in rows]
-        write_image(output, labelled_grid(tiles, row_labels=row_names, captions=captions))
-        return
-    images, labels = rows[0], captions[0]
-    if is_dir_target(output):
-        Path(output).mkdir(parents=True, exist_ok=True)
-        for img, name in zip(images, unique_file_names(labels)):
-            write_image(Path(output) / f"{name}.png", img)
-    elif len(images) == 1:
-        write_image(output, images[0])
-    else:
-        if output != "-" and not output.lower().endswith(".png"):
-            raise FeatinvError(f"{output}: a batch of {len(images)} becomes a grid PNG (name it *.png) "
-                               f"or one PNG per row (give a directory ending in /)")
-        cols = columns or min(len(images), 8)
-        tiles = [image_to_uint8(i) for i in images]
-        grid_rows = [tiles[i:i + cols] for i in range(0, len(tiles), cols)]
-        grid_captions = [labels[i:i + cols] for i in range(0, len(labels), cols)]
-        write_image(output, labelled_grid(grid_rows, captions=grid_captions))
+    save_reconstructions(output, rows, captions, row_names, columns)

@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import UsageError
-from .common import DEVICE, QUIET, err, resolve_device
+from .common import DEVICE, QUIET, err, progress, resolve_device
 
 
 def shipped_defaults(extractor, arch: str, width: float | None) -> tuple[str, float]:
@@ -122,22 +122,11 @@ def train(
                       finetune_encoder=finetune_encoder)
     # Under torchrun only rank 0 talks; the others train silently.
     quiet = quiet or int(os.environ.get("RANK", "0")) != 0
-    tty = sys.stderr.isatty() and not quiet
-    start = time.perf_counter()
-    if tty:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        with Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      TextColumn("loss {task.fields[loss]}  {task.fields[rate]} img/s"), console=err) as p:
-            task = p.add_task("train", total=steps, loss="-", rate="-")
-
-            def on_step(step, total, loss, rate):
-                p.update(task, completed=step, loss=f"{loss:.5f}", rate=f"{rate:.0f}")
-
-            meta = run_training(cfg, resume=resume, on_step=on_step)
-    else:
+    start, log_lines = time.perf_counter(), not quiet and not sys.stderr.isatty()
+    with progress(steps, "train", quiet) as bar:  # a bar on a terminal, a log line every --log-every else
         def on_step(step, total, loss, rate):
-            if not quiet and (step % log_every == 0 or step == total):
+            bar.set(step, f"loss {loss:.5f}  {rate:.0f} img/s")
+            if log_lines and (step % log_every == 0 or step == total):
                 err.print(f"step {step}/{total}  loss {loss:.5f}  {rate:.0f} img/s  "
                           f"{time.perf_counter() - start:.0f}s")
 
@@ -146,13 +135,19 @@ def train(
         err.print(f"wrote {output} ({meta['steps_done']} steps, {meta['epochs']} epochs, "
                   f"loss {meta['final_loss']:.5f})")
     if val is not None and int(os.environ.get("RANK", "0")) == 0:
-        from ..evaluate import evaluate
+        report_validation(output, val, cfg)
 
-        r = evaluate(output, val, device=cfg.device, baseline=cfg.data)
-        err.print(f"validation ({r['images']} images of {val}): normalized error {r['normalized_error']:.3f} "
-                  f"(predicting the mean training image: {r['baseline_mean_error']:.3f}), "
-                  f"PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.3f}")
-        if parse_spec(cfg.feature).mirror_channels is not None and not cfg.finetune_encoder:
-            m = evaluate(output, val, device=cfg.device, mirror_average=True)
-            err.print(f"  with invert --mirror-average: normalized error {m['normalized_error']:.3f}, "
-                      f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}")
+
+def report_validation(output, val, cfg) -> None:
+    """`train --val`: the model's error on a folder, against predicting the mean training image."""
+    from ..evaluate import evaluate
+    from ..features import parse_spec
+
+    r = evaluate(output, val, device=cfg.device, baseline=cfg.data)
+    err.print(f"validation ({r['images']} images of {val}): normalized error {r['normalized_error']:.3f} "
+              f"(predicting the mean training image: {r['baseline_mean_error']:.3f}), "
+              f"PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.3f}")
+    if parse_spec(cfg.feature).mirror_channels is not None and not cfg.finetune_encoder:
+        m = evaluate(output, val, device=cfg.device, mirror_average=True)
+        err.print(f"  with invert --mirror-average: normalized error {m['normalized_error']:.3f}, "
+                  f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}")
