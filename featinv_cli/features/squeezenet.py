@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from ..errors import FeatinvError
-from .alexnet import AlexNetLayer, check_input_size, cnn_spec, imagenet_input
+from .alexnet import AlexNetLayer
+from .cnn import check_input_size, cnn_spec, imagenet_input
 
 WEIGHTS_FILE = Path(__file__).resolve().parent.parent / "assets" / "squeezenet1_0-imagenet.safetensors"
 

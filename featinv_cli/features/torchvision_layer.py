@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import FeatinvError
-from .alexnet import cache_dir, check_input_size, cnn_spec, imagenet_input, load_state
+from .cnn import cache_dir, check_input_size, cnn_spec, imagenet_input, load_state
 from .base import Extractor
 
 _NETS: dict[tuple[str, str], nn.Module] = {}

@@ -1,0 +1,107 @@
+"""What every CNN feature family shares (AlexNet/CaffeNet, SqueezeNet, torchvision models): weights,
+the ImageNet input convention, specs.
+
+Weights come from a file (torchvision .pth state dict, read with weights_only=True, or .safetensors),
+torch's usual cache path for torchvision's file, or ``random:SEED`` for tests and demos. Nothing is
+downloaded. The parameters record which weights (the file's path as given, or the seed) so a model
+trained on one network's features refuses another's; two paths count as the same weights when both
+files exist and have the same contents (``same_weights``), so a copied or moved file still fits.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from ..errors import FeatinvError
+
+
+def cache_dir() -> Path:
+    """torch's usual cache folder for downloaded weights (we only ever read from it)."""
+    return Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"
+
+
+def load_state(weights: str, family: str, default: Path | None = None
+               ) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """The state dict named by ``weights`` and what to record about it.
+
+    ``random:SEED`` -> (None, "random:SEED"); a file -> (state, "sha256:..."); "" -> the file
+    ``default`` (torchvision's cache path for this network), else a FeatinvError saying where to put one.
+    """
+    if weights.startswith("random:"):
+        try:
+            int(weights.split(":", 1)[1])
+        except ValueError:
+            raise FeatinvError(f"weights {weights!r}: write random:SEED with an integer seed") from None
+        return None, weights
+    path = Path(weights) if weights else default
+    if not weights and (path is None or not path.exists()):
+        raise FeatinvError(f"{family} needs weights: give --weights FILE (a torchvision-style .pth "
+                           f"state dict or .safetensors)"
+                           + (f", or put torchvision's {path.name} in {path.parent}" if path else "")
+                           + "; --weights random:0 gives seeded random weights")
+    if not path.exists():
+        raise FeatinvError(f"{path}: no such weights file")
+    data = path.read_bytes()
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()[:16]
+    if path.suffix == ".safetensors":
+        from ..io import parse_safetensors
+
+        state, _ = parse_safetensors(data, str(path))
+        return state, digest
+    import io
+    import pickle
+
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        raise FeatinvError(f"{path}: not a plain state dict that loads safely "
+                           f"({str(e).splitlines()[0][:120]})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise FeatinvError(f"{path}: holds {type(state).__name__}, not a state dict of tensors")
+    return state, digest
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def same_weights(a: str, b: str) -> bool:
+    """Whether two ``weights`` settings name the same weights: equal strings, or two existing files
+    with equal contents (the same file under two paths)."""
+    if a == b:
+        return True
+    pa, pb = Path(a), Path(b)
+    if a.startswith("random:") or b.startswith("random:") or not (pa.is_file() and pb.is_file()):
+        return False
+    return pa.stat().st_size == pb.stat().st_size and _file_digest(pa) == _file_digest(pb)
+
+
+def imagenet_input(images: torch.Tensor, size: int) -> torch.Tensor:
+    """torchvision's input convention: RGB in [0, 1] resized to size x size, ImageNet mean and std."""
+    x = images.float()
+    if x.shape[-2:] != (size, size):  # an image already at the input size is used as it is
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    mean = torch.tensor([0.485, 0.456, 0.406], device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def cnn_spec(name: str, positional: list[str], weights: str, size: int = 224) -> str:
+    """The spec of a CNN feature: ``name:POS[:POS]`` plus the weights and input size where they differ
+    from the defaults (the default file, 224)."""
+    extra = f",weights={weights}" if weights else ""
+    extra += "" if size == 224 else f",size={size}"
+    return ":".join([name, *positional]) + extra
+
+
+def check_input_size(name: str, size: int) -> None:
+    if size < 32:
+        raise FeatinvError(f"{name}: size={size} is too small (at least 32)")
