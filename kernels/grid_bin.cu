@@ -20,17 +20,29 @@ __device__ int64_t image_of(const int64_t* offsets, int64_t n, int64_t k) {
   return lo;
 }
 
+// Keypoint k's image, its cell within that image (-1: outside) and its key (+1, so that 0 in `best`
+// means "no keypoint" and the buffer can be cleared with memset). Both passes start with this.
+struct Claim {
+  int64_t img, cid;
+  unsigned long long key;
+};
+
+__device__ Claim claim_of(const float* kp, const int64_t* offsets, int64_t n, int64_t k, int64_t height,
+                          int64_t width, int64_t cell, uint32_t seed) {
+  Claim c;
+  c.img = image_of(offsets, n, k);
+  c.cid = featinv_cell(kp[k * 4], kp[k * 4 + 1], height, width, cell);
+  c.key = (unsigned long long)featinv_key(seed, (uint32_t)c.img, (uint32_t)(k - offsets[c.img])) + 1ull;
+  return c;
+}
+
 __global__ void claim_cells(const float* kp, const int64_t* offsets, int64_t n, int64_t total,
                             int64_t height, int64_t width, int64_t cell, uint32_t seed,
                             unsigned long long* best, int64_t cells) {
   int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (k >= total) return;
-  int64_t img = image_of(offsets, n, k);
-  int64_t cid = featinv_cell(kp[k * 4], kp[k * 4 + 1], height, width, cell);
-  if (cid < 0) return;
-  // Stored as key + 1 so that 0 means "no keypoint" and the buffer can be cleared with memset.
-  unsigned long long key = (unsigned long long)featinv_key(seed, (uint32_t)img, (uint32_t)(k - offsets[img])) + 1ull;
-  atomicMax(best + img * cells + cid, key);
+  Claim c = claim_of(kp, offsets, n, k, height, width, cell, seed);
+  if (c.cid >= 0) atomicMax(best + c.img * cells + c.cid, c.key);
 }
 
 __global__ void write_winners(const float* kp, const float* desc, const int64_t* offsets, int64_t n,
@@ -38,12 +50,9 @@ __global__ void write_winners(const float* kp, const float* desc, const int64_t*
                               uint32_t seed, const unsigned long long* best, int64_t cells, float* out) {
   int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (k >= total) return;
-  int64_t img = image_of(offsets, n, k);
-  int64_t cid = featinv_cell(kp[k * 4], kp[k * 4 + 1], height, width, cell);
-  if (cid < 0) return;
-  unsigned long long key = (unsigned long long)featinv_key(seed, (uint32_t)img, (uint32_t)(k - offsets[img])) + 1ull;
-  if (best[img * cells + cid] != key) return;
-  float* o = out + img * (d + 5) * cells + cid;
+  Claim c = claim_of(kp, offsets, n, k, height, width, cell, seed);
+  if (c.cid < 0 || best[c.img * cells + c.cid] != c.key) return;
+  float* o = out + c.img * (d + 5) * cells + c.cid;
   for (int64_t j = 0; j < d; ++j) o[j * cells] = desc[k * d + j];
   float g[5];
   featinv_geometry(kp + k * 4, cell, g);

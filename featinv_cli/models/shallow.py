@@ -38,6 +38,16 @@ def pad_cells(features: torch.Tensor, in_channels: int, stride: int) -> torch.Te
     return F.pad(features, (0, pw, 0, ph)) if ph or pw else features
 
 
+def expanding(cin: int, widths: list[int], up=upconv) -> list[nn.Module]:
+    """Up-convolutions through ``widths``, each doubling the size, then one more to RGB without an
+    activation: the output layer, which init_weights starts at zero."""
+    layers = []
+    for c in widths:
+        layers.append(up(cin, c))
+        cin = c
+    return layers + [up(cin, 3, act=False)]
+
+
 class ShallowInverter(nn.Module):
     """features: (N, in_channels, Hc, Wc) -> images (N, 3, Hc*stride, Wc*stride), mean-subtracted."""
 
@@ -51,10 +61,7 @@ class ShallowInverter(nn.Module):
         for i in range(downs):
             layers.append(conv(cin, ch(DOWN_CHANNELS[i]), stride=2))
             cin = ch(DOWN_CHANNELS[i])
-        for c in UP_CHANNELS:
-            layers.append(upconv(cin, ch(c)))
-            cin = ch(c)
-        layers.append(upconv(cin, 3, act=False))
+        layers += expanding(cin, [ch(c) for c in UP_CHANNELS])
         self.net = nn.Sequential(*layers)
         init_weights(self, output=layers[-1])
 
@@ -87,12 +94,7 @@ class SkipInverter(nn.Module):
             for i in range(downs))
         self.up = nn.ModuleList(up(widths[i + 1], widths[i]) for i in reversed(range(downs)))
         self.merge = nn.ModuleList(conv(2 * widths[i], widths[i], kernel=3) for i in reversed(range(downs)))
-        tail: list[nn.Module] = []
-        cin = widths[0]
-        for c in UP_CHANNELS[len(UP_CHANNELS) - int(math.log2(stride)) + 1:]:
-            tail.append(up(cin, ch(c)))
-            cin = ch(c)
-        tail.append(up(cin, 3, act=False))
+        tail = expanding(widths[0], [ch(c) for c in UP_CHANNELS[len(UP_CHANNELS) - int(math.log2(stride)) + 1:]], up)
         self.tail = nn.Sequential(*tail)
         init_weights(self, output=tail[-1])
 
