@@ -7,7 +7,6 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -21,37 +20,7 @@ from .features import from_metadata, parse_spec
 from .io import ModelFile, atomic_write, encode_safetensors, list_images, parse_safetensors, read_bytes, save_model
 from .models import for_extractor
 from .models.deep import AutoEncoder
-
-
-@dataclass
-class TrainConfig:
-    feature: str
-    data: list[str]  # folders of training images, walked recursively
-    output: str
-    arch: str = "paper"
-    width: float = 1.0
-    upsample: str = "zeros"  # skip architecture: "resize" doubles by repeating pixels (no checkerboard)
-    crop: int = 128
-    batch: int = 64
-    steps: int = 2000
-    lr: float = 1e-3
-    clip_grad_norm: float = 1.0  # 0: off
-    decay_from: float = 0.6  # fraction of steps after which the learning rate decays (cosine to 1%)
-    seed: int = 0
-    workers: int = 1
-    max_zoom: float = 2.0  # training crops come from images resized to shorter side in [crop, max_zoom*crop]
-    checkpoint_every: int = 250
-    checkpoint_minutes: float = 5.0  # also checkpoint this often, so a short run is never lost either
-    keep_checkpoint: bool = False  # keep OUTPUT.ckpt after a finished run (it holds the optimizer state)
-    device: str = "cpu"
-    precision: str = "fp32"  # "bf16": the network runs under bf16 autocast; loss and optimizer stay fp32
-    dtype: str = "float16"  # of the final model file; checkpoints are float32
-    features: list[str] = field(default_factory=list)  # train from these feature files instead of crops
-    finetune_encoder: bool = False  # paper §4.2: train the CNN encoder too (autoencoder upper bound)
-
-    def __post_init__(self):
-        if isinstance(self.data, (str, Path)):  # one folder may be given as it is
-            self.data = [str(self.data)]
+from .settings import TrainConfig
 
 
 def cosine_to_one_percent(lr: float, t: float) -> float:
@@ -326,5 +295,3 @@ def _save_model(cfg, model, encoder, extractor, arch, crop: int, extra: dict, me
         dtype=getattr(torch, cfg.dtype))
 
 
-def default_workers() -> int:
-    return max(0, min(4, (os.cpu_count() or 1) - 1))

@@ -10,6 +10,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import UsageError
+from ..settings import TrainConfig as D  # the defaults (no torch import)
 from .common import DEVICE, QUIET, err, progress, resolve_device
 
 
@@ -43,19 +44,19 @@ def train(
                              "skip for hog, lbp, sift, paper for CNN layers, as the shipped models."),
     width: Optional[float] = typer.Option(None, help="Channel multiplier (1.0 = the paper's widths; default: "
                                           "the shipped model's for this feature, else 1.0)."),
-    upsample: str = typer.Option("zeros", help="--arch skip: how up-convolutions double the size. zeros "
+    upsample: str = typer.Option(D.upsample, help="--arch skip: how up-convolutions double the size. zeros "
                                  "(the paper's: zero insertion, then 5x5 conv) or resize (repeat pixels, then "
                                  "5x5 conv: no 2-pixel checkerboard in flat regions)."),
-    crop: int = typer.Option(128, help="Training crop size in pixels (a multiple of 64)."),
-    max_zoom: float = typer.Option(2.0, "--max-zoom", help="Crops come from the image resized so its "
+    crop: int = typer.Option(D.crop, help="Training crop size in pixels (a multiple of 64)."),
+    max_zoom: float = typer.Option(D.max_zoom, "--max-zoom", help="Crops come from the image resized so its "
                                    "shorter side is random in [crop, max-zoom x crop] (1: only whole-image "
                                    "scale; 0: no resizing)."),
-    batch: int = typer.Option(64, help="Images per step (the paper: 64)."),
-    steps: int = typer.Option(2000, help="Optimizer steps in all."),
-    lr: float = typer.Option(1e-3, help="Adam learning rate; decays (cosine) over the last 40% of steps."),
-    seed: int = typer.Option(0, help="Seed for weights, crops and batch order."),
-    workers: int = typer.Option(-1, help="DataLoader processes computing features (-1: cores - 1, max 4)."),
-    checkpoint_every: int = typer.Option(250, help="Write OUTPUT.ckpt every N steps, every 5 minutes, and "
+    batch: int = typer.Option(D.batch, help="Images per step (the paper: 64)."),
+    steps: int = typer.Option(D.steps, help="Optimizer steps in all."),
+    lr: float = typer.Option(D.lr, help="Adam learning rate; decays (cosine) over the last 40% of steps."),
+    seed: int = typer.Option(D.seed, help="Seed for weights, crops and batch order."),
+    workers: int = typer.Option(D.workers, help="DataLoader processes computing features (-1: cores - 1, max 4)."),
+    checkpoint_every: int = typer.Option(D.checkpoint_every, help="Write OUTPUT.ckpt every N steps, every 5 minutes, and "
                                          "on Ctrl-C."),
     keep_checkpoint: bool = typer.Option(False, "--keep-checkpoint", help="Keep OUTPUT.ckpt (weights and "
                                          "optimizer state) after the run finishes; by default it is removed."),
@@ -94,7 +95,7 @@ def train(
     images, so the run follows the single-process one; rank 0 alone writes files and progress.
     """
     from ..features.registry import parse_spec, with_weights
-    from ..train import TrainConfig, bf16_supported, default_workers, train as run_training
+    from ..train import TrainConfig, bf16_supported, train as run_training
 
     if steps < 1 or batch < 1 or checkpoint_every < 1:
         raise UsageError("--steps, --batch and --checkpoint-every must be positive")
@@ -115,7 +116,7 @@ def train(
     cfg = TrainConfig(feature=with_weights(feature, weights), data=[str(d) for d in data], output=str(output),
                       arch=arch, width=width, upsample=upsample, crop=crop,
                       max_zoom=max_zoom, batch=batch, steps=steps, lr=lr, seed=seed,
-                      workers=default_workers() if workers < 0 else workers,
+                      workers=workers,
                       checkpoint_every=checkpoint_every, keep_checkpoint=keep_checkpoint, device=device,
                       precision=precision,
                       dtype="float16" if half else "float32", features=listed,
