@@ -5,15 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from .errors import FeatinvError
 
-FONT = cv2.FONT_HERSHEY_SIMPLEX
+FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX; cv2 is imported where a grid is drawn (73 ms, a single PNG needs none)
 
 
 def _text_block(text: str, width: int, height: int, scale: float) -> np.ndarray:
+    import cv2
+
     block = np.full((height, width, 3), 255, np.uint8)
     if not text:
         return block
@@ -28,6 +29,8 @@ def _text_block(text: str, width: int, height: int, scale: float) -> np.ndarray:
 
 def _fit(tile: np.ndarray, height: int, width: int) -> np.ndarray:
     """Letterbox a tile into height x width, keeping its aspect ratio."""
+    import cv2
+
     h, w = tile.shape[:2]
     s = min(height / h, width / w)
     nh, nw = max(1, round(h * s)), max(1, round(w * s))
@@ -46,6 +49,8 @@ def labelled_grid(rows: list[list[np.ndarray]], col_labels: list[str] | None = N
 
     Every tile is letterboxed into a ``tile`` x ``tile`` square so mixed sizes line up.
     """
+    import cv2
+
     ncols = max(len(r) for r in rows)
     label_h = max(18, tile // 8)
     scale = max(0.35, tile / 384)

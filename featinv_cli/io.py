@@ -169,7 +169,7 @@ def image_to_uint8(image: torch.Tensor) -> np.ndarray:
 def encode_png(array: np.ndarray) -> bytes:
     import imageio.v3 as iio
 
-    return iio.imwrite("<bytes>", array, extension=".png")
+    return iio.imwrite("<bytes>", array, extension=".png", plugin="pillow")  # named: no plugin search
 
 
 def write_image(path: str | Path, image: torch.Tensor | np.ndarray) -> None:
