@@ -219,10 +219,41 @@ def memory(sizes: tuple[int, ...]) -> None:
                 print(f"{size:>6} {spec:>18} {ex[0]:>11.2f} {ex[1]:>6.1f} {inv[0]:>10.2f} {inv[1]:>6.1f}")
 
 
+def startup(rounds: int) -> None:
+    """Wall time of whole commands (median of ``rounds``, interleaved so machine noise hits all alike)
+    against `python -c "import torch"`: what a user waits for at the prompt."""
+    import shutil
+    import subprocess
+    import sys
+
+    featinv = [shutil.which("featinv") or sys.executable, *([] if shutil.which("featinv") else ["-m", "featinv_cli"])]
+    with tempfile.TemporaryDirectory() as d:
+        import imageio.v3 as iio
+        from skimage import data
+
+        iio.imwrite(f"{d}/p.png", data.astronaut()[:128, :128])
+        subprocess.run([*featinv, "extract", "hog", f"{d}/p.png", "-o", f"{d}/f.safetensors", "-q"], check=True)
+        cases = {"import torch": [sys.executable, "-c", "import torch"],
+                 "featinv --help": [*featinv, "--help"], "featinv --version": [*featinv, "--version"],
+                 "featinv invert (one 128x128 HOG image)": [*featinv, "invert", f"{d}/f.safetensors", "-o", f"{d}/r.png"],
+                 "featinv extract hog (one image)": [*featinv, "extract", "hog", f"{d}/p.png", "-o", f"{d}/g.safetensors", "-q"]}
+        times: dict[str, list[float]] = {k: [] for k in cases}
+        for _ in range(rounds):
+            for name, command in cases.items():
+                t = time.perf_counter()
+                subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+                times[name].append(time.perf_counter() - t)
+    base = sorted(times["import torch"])[rounds // 2]
+    print(f"\nStart-up, seconds (median of {rounds} interleaved runs)")
+    for name, ts in times.items():
+        median = sorted(ts)[rounds // 2]
+        print(f"  {name:<40} {median:6.2f}   {median / base:5.2f}x import torch")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
-    sections = ("extraction", "inversion", "optimisation", "precision", "training", "memory")
+    sections = ("extraction", "inversion", "optimisation", "precision", "training", "memory", "startup")
     p.add_argument("--only", default=",".join(sections), help=f"comma-separated subset of {', '.join(sections)}")
     args = p.parse_args()
     only = set(args.only.split(","))
@@ -242,6 +273,8 @@ def main() -> None:
         training(10 if args.quick else 40)
     if "memory" in only:
         memory((1000, 2000) if args.quick else (1000, 3000, 6000))
+    if "startup" in only:
+        startup(3 if args.quick else 9)
 
 
 if __name__ == "__main__":
