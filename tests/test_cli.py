@@ -354,7 +354,7 @@ def test_extract_on_the_gpu_matches_the_cpu(cli, photos, tmp_path, spec):
     assert cli("extract", spec, photos["chelsea"], "-o", a, "--device", "cpu").code == 0
     assert cli("extract", spec, photos["chelsea"], "-o", b, "--device", "cuda", "--workers", "2").code == 0
     fa, fb = load_features(a).features, load_features(b).features
-    if spec.startswith("squeezenet"):  # cuDNN's convolutions round differently
-        assert torch.allclose(fa, fb, rtol=1e-3, atol=1e-3 * float(fa.abs().max()))
+    if spec.startswith("squeezenet"):  # cuDNN's float32 convolutions round differently, but no TF32:
+        assert float((fa - fb).norm() / fa.norm()) < 1e-4  # measured on an H100: 5e-6 (TF32: 2e-3)
     else:
         assert torch.equal(fa, fb)
