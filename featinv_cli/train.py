@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch.nn import functional as F
 
-from . import __version__
+from . import __version__, ops
 from .data import CropDataset, EpochBatches, FeatureRowsDataset, fingerprint, worker_init
 from .errors import FeatinvError
 from .features import from_metadata, parse_spec
@@ -237,6 +237,7 @@ def _loop(cfg, net, model, opt, data: _Data, extra: dict, start: int, device, ra
     ``checkpoint_every`` steps and every ``checkpoint_minutes``; Ctrl-C saves one and stops."""
     ckpt = checkpoint_path(cfg.output)
     sampler = EpochBatches(len(data.files), cfg.batch, cfg.seed, start, cfg.steps, rank, world)
+    ops.build()  # compile or load the operators here, once, not in every worker at the same time
     loader = torch.utils.data.DataLoader(
         data.dataset, batch_sampler=sampler, num_workers=cfg.workers, worker_init_fn=worker_init,
         persistent_workers=False, prefetch_factor=4 if cfg.workers else None)
