@@ -194,6 +194,11 @@ def build(verbose: bool = False) -> str:
             reason = "FEATINV_NO_EXTENSION is set"
         else:
             try:
+                import logging
+
+                # On a CUDA build of torch without a GPU, importing cpp_extension logs "No CUDA runtime
+                # is found" to stderr on every run; featinv builds for the CPU then and says nothing.
+                logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
                 from torch.utils.cpp_extension import load
 
                 # torch's cache only notices changes to the listed sources, not to headers: name

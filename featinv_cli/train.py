@@ -119,6 +119,7 @@ class _Data:
     """What the loop trains on: a dataset of (image, features) pairs, its files, and the crop size."""
 
     def __init__(self, cfg: TrainConfig, extractor, world: int):
+        self.extractor = extractor
         if cfg.features:
             if len(cfg.data) != 1:
                 raise FeatinvError("training from --features reads their images from one --data folder")
@@ -237,7 +238,8 @@ def _loop(cfg, net, model, opt, data: _Data, extra: dict, start: int, device, ra
     ``checkpoint_every`` steps and every ``checkpoint_minutes``; Ctrl-C saves one and stops."""
     ckpt = checkpoint_path(cfg.output)
     sampler = EpochBatches(len(data.files), cfg.batch, cfg.seed, start, cfg.steps, rank, world)
-    ops.build()  # compile or load the operators here, once, not in every worker at the same time
+    if data.extractor.uses_operators and cfg.workers:
+        ops.build()  # compile or load the operators here, once, not in every worker at the same time
     loader = torch.utils.data.DataLoader(
         data.dataset, batch_sampler=sampler, num_workers=cfg.workers, worker_init_fn=worker_init,
         persistent_workers=False, prefetch_factor=4 if cfg.workers else None)

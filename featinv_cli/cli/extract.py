@@ -87,7 +87,8 @@ def extract(
     on_gpu = device != "cpu"  # workers only read images: CUDA does not survive a fork
     if on_gpu:  # features in full float32: TF32 convolutions would move CNN features by ~1%
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    ops.build()  # compile or load the operators here, once, not in every worker at the same time
+    if extractor.uses_operators and workers:
+        ops.build()  # compile or load the operators here, once, not in every worker at the same time
     loader = torch.utils.data.DataLoader(ExtractDataset(files, extractor, resize, crop, extract=not on_gpu),
                                          batch_size=None, num_workers=workers, worker_init_fn=worker_init)
     sink = FeatureSink(output, extractor, {"resize": resize, "crop": crop}, rows_per_file)

@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from ..errors import FeatinvError
 from .base import Extractor
-from .cnn import cache_dir, cnn_spec, imagenet_input, load_state
+from .cnn import cache_dir, cnn_spec, frozen_network, imagenet_input
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 TORCHVISION_FILE = "alexnet-owt-7be5be79.pth"  # the name torchvision's weights are cached under
@@ -74,9 +74,6 @@ SHAPES = {
 INPUT = {"alexnet": 224, "caffenet": 227}
 
 
-_NETS: dict[tuple[str, str], nn.Module] = {}
-
-
 @dataclass(frozen=True)
 class AlexNetLayer(Extractor):
     """One layer's output of torchvision's AlexNet on the image resized to 224x224 (RGB, ImageNet
@@ -133,24 +130,8 @@ class AlexNetLayer(Extractor):
         return cache_dir() / TORCHVISION_FILE
 
     def network(self) -> nn.Module:
-        key = (self.family, self.weights)
-        if key not in _NETS:
-            state, _ = load_state(self.weights, self.family, self.default_weights())
-            if state is None:
-                with torch.random.fork_rng():  # seeded weights without disturbing the caller's RNG
-                    torch.manual_seed(int(self.weights.split(":", 1)[1]))
-                    net = self.build()
-            else:
-                net = self.build()
-                try:
-                    net.load_state_dict(state)
-                except RuntimeError as e:
-                    first = str(e).splitlines()[0][:160]
-                    raise FeatinvError(f"{self.weights}: not {self.family} weights ({first})") from None
-            for p in net.parameters():  # a fixed encoder; gradients flow to the input only
-                p.requires_grad_(False)
-            _NETS[key] = net.eval()
-        return _NETS[key]
+        return frozen_network((self.family, self.weights), self.build, self.weights, self.family, self.family,
+                              self.default_weights())
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         return imagenet_input(images, INPUT[self.family])

@@ -80,6 +80,7 @@ class Extractor:
     guess_by_channels: bool = True  # a bare .npy with this extractor's channel count may be taken for it
     positional: tuple[str, ...] = ()  # parameters a spec gives by position ("alexnet:fc6"); default: the first
     is_vector: bool = False  # (N, D) features (fc layers) rather than (N, C, Hc, Wc) maps
+    uses_operators: bool = False  # runs featinv's compiled operators (ops.py): built before workers fork
     # Channel order of the features of the left-right mirrored image: features(flip(x)) equals
     # flip(features(x))[:, mirror_channels] up to border cells; None where no such permutation exists.
     mirror_channels: tuple[int, ...] | None = None

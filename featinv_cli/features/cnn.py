@@ -13,7 +13,10 @@ import hashlib
 import os
 from pathlib import Path
 
+from typing import Callable
+
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from ..errors import FeatinvError
@@ -105,3 +108,29 @@ def cnn_spec(name: str, positional: list[str], weights: str, size: int = 224) ->
 def check_input_size(name: str, size: int) -> None:
     if size < 32:
         raise FeatinvError(f"{name}: size={size} is too small (at least 32)")
+
+
+_NETS: dict[tuple, nn.Module] = {}
+
+
+def frozen_network(key: tuple, build: Callable[[], nn.Module], weights: str, family: str, model: str,
+                   default: Path | None) -> nn.Module:
+    """The network ``build()`` makes, holding ``weights`` (a file, "" for ``default``, or random:SEED),
+    frozen (gradients flow to the input only) and in eval mode; built once per ``key`` per process.
+    ``family`` names the feature in messages about missing weights, ``model`` the network a file must fit."""
+    if key not in _NETS:
+        state, _ = load_state(weights, family, default)
+        with torch.random.fork_rng():  # seeded weights, and the caller's random state left as it was
+            if state is None:
+                torch.manual_seed(int(weights.split(":", 1)[1]))
+            net = build()
+        if state is not None:
+            try:
+                net.load_state_dict(state)
+            except RuntimeError as e:
+                first = str(e).splitlines()[0][:160]
+                raise FeatinvError(f"{weights}: not {model} weights ({first})") from None
+        for p in net.parameters():
+            p.requires_grad_(False)
+        _NETS[key] = net.eval()
+    return _NETS[key]

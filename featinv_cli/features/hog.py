@@ -105,6 +105,7 @@ class HOG(Extractor):
     cell: int = 8
     orientations: int = 9
     name = "hog"
+    uses_operators = True
 
     @property
     def channels(self) -> int:

@@ -94,6 +94,7 @@ class LBP(Extractor):
 
     cell: int = 16
     name = "lbp"
+    uses_operators = True
     differentiable = False
     mirror_channels = MIRROR
 

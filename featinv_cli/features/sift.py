@@ -63,6 +63,7 @@ class SIFT(Extractor):
     edge_threshold: float = 10.0
     sigma: float = 1.6
     name = "sift"
+    uses_operators = True
     differentiable = False
 
     @property

@@ -10,17 +10,16 @@ for this extractor and is imported on first use.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import FeatinvError
-from .cnn import cache_dir, check_input_size, cnn_spec, imagenet_input, load_state
+from .cnn import cache_dir, check_input_size, cnn_spec, frozen_network, imagenet_input
 from .base import Extractor
 
-_NETS: dict[tuple[str, str], nn.Module] = {}
 
 
 class _Reached(Exception):
@@ -38,6 +37,12 @@ def _torchvision():
         raise FeatinvError(f"torchvision features need torchvision, which does not import here ({first}); "
                            f"install a torchvision built for torch {torch.__version__.split('+')[0]}") from None
     return torchvision.models
+
+
+@lru_cache(maxsize=1)
+def _classifiers() -> list[str]:
+    models = _torchvision()
+    return models.list_models(module=models)
 
 
 @dataclass(frozen=True)
@@ -93,27 +98,12 @@ class TorchvisionLayer(Extractor):
         return self.run(self.network().to(images.device), images)
 
     def network(self) -> nn.Module:
-        key = (self.model, self.weights)
-        if key not in _NETS:
-            models = _torchvision()
-            if self.model not in models.list_models(module=models):
-                raise FeatinvError(f"torchvision has no classification model {self.model!r}; "
-                                   f"some it has: {', '.join(models.list_models(module=models)[:8])}, ...")
-            state, _ = load_state(self.weights, self.family, default=self._cached_file(models))
-            with torch.random.fork_rng():  # seeded weights without disturbing the caller's RNG
-                if state is None:
-                    torch.manual_seed(int(self.weights.split(":", 1)[1]))
-                net = models.get_model(self.model, weights=None)
-            if state is not None:
-                try:
-                    net.load_state_dict(state)
-                except RuntimeError as e:
-                    first = str(e).splitlines()[0][:160]
-                    raise FeatinvError(f"{self.weights}: not {self.model} weights ({first})") from None
-            for p in net.parameters():
-                p.requires_grad_(False)
-            _NETS[key] = net.eval()
-        return _NETS[key]
+        models = _torchvision()
+        if self.model not in _classifiers():
+            raise FeatinvError(f"torchvision has no classification model {self.model!r}; "
+                               f"some it has: {', '.join(_classifiers()[:8])}, ...")
+        return frozen_network((self.name, self.model, self.weights), lambda: models.get_model(self.model, weights=None),
+                              self.weights, self.family, self.model, self._cached_file(models))
 
     def _cached_file(self, models) -> Path | None:
         """Where torchvision would have cached this model's default weights (never fetched here)."""
