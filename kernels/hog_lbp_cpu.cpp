@@ -14,6 +14,15 @@
 #include <cstdint>
 #include <vector>
 
+// The per-pixel loops are also compiled for AVX2 and picked at run time (GCC/clang function
+// clones; the baseline x86-64 build has only SSE2). Same results: -ffp-contract=off forbids fused
+// multiply-adds, and vector float arithmetic rounds as scalar arithmetic does.
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__)) && !defined(FEATINV_NO_CLONES)
+#define FEATINV_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define FEATINV_VECTOR_CLONES
+#endif
+
 namespace featinv {
 namespace {
 
@@ -74,9 +83,10 @@ void spread(const uint8_t* bins, const float* weight, int64_t height, int64_t wi
 
 // Pass 1 for one row: the best of 2*O directed bins (largest |<g, u_k>|, its sign choosing k or
 // k + O; strict '>' keeps the first of equal scores, as VLFeat) and the gradient magnitude.
+FEATINV_VECTOR_CLONES
 void hog_row(const float* img, int64_t y, int64_t height, int64_t width, const float* ux, const float* uy,
              int64_t o, std::vector<float>& gx, std::vector<float>& gy, std::vector<float>& best,
-             uint8_t* bin, float* mag) {
+             std::vector<int32_t>& choice, uint8_t* bin, float* mag) {
   std::fill(bin, bin + width, 0);
   std::fill(mag, mag + width, 0.0f);
   if (y == 0 || y == height - 1 || width < 3) return;
@@ -84,23 +94,30 @@ void hog_row(const float* img, int64_t y, int64_t height, int64_t width, const f
   const float* up = c - width;
   const float* down = c + width;
   const int64_t w = width - 2;
+  float* bx = gx.data();
+  float* by = gy.data();
+  float* bb = best.data();
+  int32_t* ch = choice.data();
   for (int64_t x = 0; x < w; ++x) {
-    gx[x] = c[x + 2] - c[x];
-    gy[x] = down[x + 1] - up[x + 1];
-    mag[x + 1] = std::sqrt(gx[x] * gx[x] + gy[x] * gy[x]);
-    best[x] = 0.0f;
+    bx[x] = c[x + 2] - c[x];
+    by[x] = down[x + 1] - up[x + 1];
+    mag[x + 1] = std::sqrt(bx[x] * bx[x] + by[x] * by[x]);
+    bb[x] = 0.0f;
+    ch[x] = 0;
   }
+  // Branch-free and of one element width (float, int32), so the compiler vectorises the loop.
   for (int64_t k = 0; k < o; ++k) {
     const float cx = ux[k], cy = uy[k];
-    const uint8_t pos = (uint8_t)k, neg = (uint8_t)(k + o);
+    const int32_t pos = (int32_t)k, neg = (int32_t)(k + o);
     for (int64_t x = 0; x < w; ++x) {
-      const float s = gx[x] * cx + gy[x] * cy;
+      const float s = bx[x] * cx + by[x] * cy;
       const float a = std::fabs(s);
-      const bool better = a > best[x];
-      best[x] = better ? a : best[x];
-      bin[x + 1] = better ? (s < 0.0f ? neg : pos) : bin[x + 1];
+      const bool better = a > bb[x];
+      bb[x] = better ? a : bb[x];
+      ch[x] = better ? (s < 0.0f ? neg : pos) : ch[x];
     }
   }
+  for (int64_t x = 0; x < w; ++x) bin[x + 1] = (uint8_t)ch[x];
 }
 
 // Pass 3 for one cell row: UoCTTI normalisation of the directed histograms by the energies of the
@@ -218,8 +235,9 @@ at::Tensor hog_cpu(const at::Tensor& images, int64_t cell, int64_t orientations)
     std::vector<float> mag(height * width);
     at::parallel_for(0, height, 16, [&](int64_t begin, int64_t end) {
       std::vector<float> gx(width), gy(width), best(width);
+      std::vector<int32_t> choice(width);
       for (int64_t y = begin; y < end; ++y)
-        hog_row(gray, y, height, width, ux.data(), uy.data(), o, gx, gy, best,
+        hog_row(gray, y, height, width, ux.data(), uy.data(), o, gx, gy, best, choice,
                 bins.data() + y * width, mag.data() + y * width);
     });
     std::vector<double> hist(hc * wc * 2 * o), energy(hc * wc);
