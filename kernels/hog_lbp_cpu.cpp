@@ -2,11 +2,12 @@
 // as the torch versions in featinv_cli/features/{hog,lbp}.py (the reference and the fallback).
 //
 // Three passes per image, each parallel over rows, so one image alone still uses every thread; a
-// batch is spread over the threads image by image (each_image). (1) per pixel a bin and a weight (HOG: best of 2*O directions and the
-// gradient magnitude; LBP: the uniform code), (2) per cell row the bilinear votes of the pixel rows
-// that touch it, accumulated in double into a (cells, bins) scratch, (3) per cell row the
-// normalisation, written to the planar float32 output. Pass 2 writes only its own cell row, so no
-// two threads ever add to the same histogram. Inputs are checked once, in Python (featinv_cli/ops.py).
+// batch is spread over the threads image by image (each_image). (1) Per pixel a bin and a weight
+// (HOG: the best of 2*O directions and the gradient magnitude; LBP: the uniform code). (2) Per cell
+// row the bilinear votes of the pixel rows that touch it, accumulated in double into a (cells, bins)
+// scratch; a pass writes only its own cell row, so no two threads ever add to the same histogram.
+// (3) Per cell row the normalisation, written to the planar float32 output. Inputs are checked
+// once, in Python (featinv_cli/ops.py).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
