@@ -38,7 +38,7 @@ def same_settings(a: dict, b: dict) -> bool:
 # MARGIN_PIXELS of context on every side that is computed and thrown away. The inverters' receptive
 # field reaches ~1/64 of the image size steps several times, so the margin is in pixels (the same for
 # every feature stride); 384 px gives the untiled result to float rounding (max abs difference 1.2e-6
-# for HOG, LBP and SIFT, tests/test_inverter.py); 320 px for HOG already leaves 0.02. Both are
+# for HOG, LBP and SIFT, tests/test_big_images.py); 320 px for HOG already leaves 0.02. Both are
 # multiples of 64 px, so every tile starts on the network's coarsest grid, as the whole map does.
 TILE_PIXELS = 2048
 MARGIN_PIXELS = 384
@@ -145,8 +145,8 @@ class Inverter:
         for chunk in features.split(batch):
             x = chunk.to(self.device, torch.float32)
             if self.stride and x.ndim == 4 and max(x.shape[-2:]) * self.stride > tile:
-                y = torch.cat([tiled(net, xi[None], tile // self.stride, MARGIN_PIXELS // self.stride)
-                               for xi in x])
+                ys = [tiled(net, xi[None], tile // self.stride, MARGIN_PIXELS // self.stride) for xi in x]
+                y = ys[0] if len(ys) == 1 else torch.cat(ys)  # one big image: no copy of it
             else:
                 y = net(x)
             y += self.mean  # in place, as the clamp: a 6000x6000 image is 432 MB a copy

@@ -445,8 +445,14 @@ def all_finite(t: torch.Tensor) -> bool:
 
 def npy_array(data: bytes | bytearray, name: str) -> np.ndarray:
     """The array of .npy bytes, as a view of them where the layout allows (no copy of a large file)."""
+    if not isinstance(data, bytearray):
+        data = bytearray(data)  # stdin gives bytes: a read-only array would make torch warn
     try:
-        stream = _io.BytesIO(data)
+        # Only the header goes through a stream (a BytesIO of a bytearray copies all of it).
+        major = data[6] if len(data) > 6 else 0
+        width = 2 if major == 1 else 4
+        head = 8 + width + int.from_bytes(data[8:8 + width], "little") if len(data) >= 8 + width else len(data)
+        stream = _io.BytesIO(bytes(data[:head]))
         version = np.lib.format.read_magic(stream)
         if version not in ((1, 0), (2, 0)):  # version 3 (utf-8 field names): numpy's own reader, a copy
             return np.load(_io.BytesIO(data), allow_pickle=False)

@@ -156,3 +156,13 @@ def test_integer_images_convert_as_numpy_divides(shape, dtype):
     rgb = rgb[:, :, :3] if rgb.shape[2] in (3, 4) else rgb[:, :, :1]
     expected = np.repeat(rgb, 3 // rgb.shape[2], axis=2).astype(np.float32) / np.float32(top)
     assert np.array_equal(image_from_array(arr).numpy(), expected.transpose(2, 0, 1))
+
+
+def test_a_npy_file_is_read_as_a_view_of_its_bytes():
+    """Only the .npy header is parsed through a stream; the array is a view of the bytes read."""
+    from featinv_cli.io import npy_array
+
+    buf = io.BytesIO()
+    np.save(buf, np.random.rand(3, 31, 8, 8).astype(np.float32))
+    data = bytearray(buf.getvalue())
+    assert np.shares_memory(npy_array(data, "f.npy"), np.frombuffer(data, np.uint8))
