@@ -25,6 +25,18 @@ def mean_image(files: list, size: tuple[int, int], prepare) -> torch.Tensor:
     return (total / len(files)).float()
 
 
+def baseline_mean(data, size: int) -> torch.Tensor:
+    """The mean evaluation view of the training data: folders, or a views file (`featinv pack`)."""
+    from .views import is_views_file, load_views as load_packed
+
+    dirs = [str(d) for d in (data if isinstance(data, (list, tuple)) else [data])]
+    if len(dirs) == 1 and is_views_file(dirs[0]):
+        views = load_packed(dirs[0]).views
+        rows = views[:: max(1, len(views) // 2000)].double().mean(0, keepdim=True) / 255.0
+        return metrics.match_size(rows.float(), (size, size))[0]
+    return mean_image(list_images(*dirs), (size, size), lambda img, _: eval_view(img, size))
+
+
 def load_views(directory: str | Path | list, size: int) -> torch.Tensor:
     """(N, 3, size, size) evaluation views of one or more folders' images, in sorted name order."""
     dirs = directory if isinstance(directory, (list, tuple)) else [directory]
@@ -41,7 +53,6 @@ def evaluate(model: str | Path, directory: str | Path, size: int = 128, batch: i
                        for chunk in images.split(batch)])
     result = dict(metrics.score(recon, images)["mean"], images=len(images))
     if baseline is not None:
-        dirs = baseline if isinstance(baseline, (list, tuple)) else [baseline]
-        mean = mean_image(list_images(*dirs), (size, size), lambda img, _: eval_view(img, size))
+        mean = baseline_mean(baseline, size)
         result["baseline_mean_error"] = float(metrics.normalized_errors(mean.expand_as(images), images).mean())
     return result

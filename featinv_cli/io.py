@@ -44,6 +44,19 @@ def read_bytes(path: str | Path) -> bytes | bytearray:
     return data if got == len(data) else data[:got]
 
 
+def map_file(path: str | Path) -> np.ndarray | bytearray:
+    """A file's bytes memory-mapped copy-on-write (writable for torch.frombuffer, never written back):
+    pages are read when a tensor touches them, so a 1 GB file costs no memory up front. Empty files
+    and stdin go through read_bytes."""
+    p = Path(path)
+    if str(path) == "-" or not p.is_file() or p.stat().st_size == 0:
+        return read_bytes(path)
+    try:
+        return np.memmap(p, dtype=np.uint8, mode="c")
+    except OSError as e:
+        raise FeatinvError(f"{p}: cannot read ({e.strerror})") from None
+
+
 def is_dir_target(path: str) -> bool:
     """An -o that names a folder (existing, or ending in /): one output file per row or image."""
     return path != "-" and (path.endswith("/") or Path(path).is_dir())
@@ -269,8 +282,8 @@ def parse_safetensors(data: bytes, name: str) -> tuple[dict[str, torch.Tensor], 
     """
     bad = f"{name}: not a valid safetensors file"
     header, metadata, header_len = safetensors_header(data, name)
-    if not isinstance(data, bytearray):
-        data = bytearray(data)  # torch.frombuffer wants a writable buffer
+    if isinstance(data, bytes):
+        data = bytearray(data)  # torch.frombuffer wants a writable buffer (a bytearray or map_file's map)
     tensors = {}
     for key, info in header.items():
         try:

@@ -28,7 +28,12 @@ class TrainConfig:
     decay_from: float = 0.6  # fraction of steps after which the learning rate decays (cosine to 1%)
     seed: int = 0
     workers: int = -1  # feature processes; -1: default_workers()
-    max_zoom: float = 2.0  # training crops come from images resized to shorter side in [crop, max_zoom*crop]
+    max_zoom: float = 1.25  # each step the views are resized to shorter side in [crop, max_zoom*crop]
+    init: str = ""  # a model file to start from (its weights; a fresh optimizer, with warm-up)
+    warmup: int = 100  # steps of linear learning-rate warm-up
+    ema: float = 0.0  # decay of the exponential moving average of the weights that is saved (0: off)
+    low_res: float = 0.0  # fraction of the run, at the start, trained on crops at half resolution
+    minutes: float = 0.0  # a wall-time budget: the run ends at `steps` or after this long (0: no budget)
     checkpoint_every: int = 250
     checkpoint_minutes: float = 5.0  # also checkpoint this often, so a short run is never lost either
     keep_checkpoint: bool = False  # keep OUTPUT.ckpt after a finished run (it holds the optimizer state)

@@ -14,11 +14,13 @@ import torch
 from torch.nn import functional as F
 
 from . import __version__, ops
-from .data import CropDataset, EpochBatches, FeatureRowsDataset, fingerprint, worker_init
+from .batches import FeatureRowBatches, ViewBatches
+from .checkpoint import checkpoint_path, load_checkpoint, peek, save_checkpoint
+from .data import FeatureRowsDataset, fingerprint
 from .errors import FeatinvError
 from .features import from_metadata, parse_spec
-from .io import ModelFile, atomic_write, encode_safetensors, list_images, parse_safetensors, read_bytes, save_model
-from .models import for_extractor
+from .io import ModelFile, load_model, save_model
+from .models import build, for_extractor
 from .models.deep import AutoEncoder
 from .settings import TrainConfig
 
@@ -28,12 +30,16 @@ def cosine_to_one_percent(lr: float, t: float) -> float:
     return lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """Constant, then a cosine decay to 1% over the last ``1 - decay_from`` of training."""
-    start = int(cfg.decay_from * cfg.steps)
-    if step < start:
-        return cfg.lr
-    return cosine_to_one_percent(cfg.lr, (step - start) / max(1, cfg.steps - start))
+def learning_rate(cfg: TrainConfig, step: int, progress: float | None = None) -> float:
+    """A linear warm-up over ``cfg.warmup`` steps (at most a tenth of the run), constant, then a cosine
+    decay to 1% over the last ``1 - decay_from`` of training. ``progress`` (0..1) is how far the run is:
+    ``step / steps`` unless given (runs with a time budget: the larger of that and the time spent)."""
+    progress = step / cfg.steps if progress is None else progress
+    warmup = min(cfg.warmup, cfg.steps // 10)
+    warm = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+    if progress < cfg.decay_from:
+        return cfg.lr * warm
+    return warm * cosine_to_one_percent(cfg.lr, min(1.0, (progress - cfg.decay_from) / (1 - cfg.decay_from)))
 
 
 def bf16_supported(device: str) -> bool:
@@ -44,61 +50,6 @@ def bf16_supported(device: str) -> bool:
         return "amx_bf16" in Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-
-
-def checkpoint_path(output: str | Path) -> Path:
-    return Path(str(output) + ".ckpt")
-
-
-def mean_color(files, at_most: int = 1000) -> list[float]:
-    """Mean RGB of the training images (of at most ``at_most`` of them, evenly spaced)."""
-    from .io import read_image
-
-    files = files[:: max(1, len(files) // at_most)]
-    total = torch.zeros(3, dtype=torch.float64)
-    for f in files:
-        total += read_image(f).double().mean(dim=(1, 2))
-    return (total / len(files)).tolist()
-
-
-def _save_checkpoint(path: Path, model, opt, step: int, cfg: TrainConfig, extra: dict) -> None:
-    tensors = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
-    for i, state in opt.state_dict()["state"].items():
-        for k, v in state.items():
-            tensors[f"opt.{i}.{k}"] = torch.as_tensor(v).detach().cpu()
-    meta = {"format": "featinv-checkpoint/1", "step": str(step),
-            "config": json.dumps(dataclasses.asdict(cfg)), "extra": json.dumps(extra)}
-    atomic_write(path, encode_safetensors(tensors, meta))
-
-
-def _peek_extra(path: Path) -> dict:
-    """The ``extra`` record of a checkpoint (mean colour, feature scale) without loading its tensors."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "pt") as f:
-            return json.loads((f.metadata() or {}).get("extra", "{}"))
-    except Exception:
-        return {}  # _load_checkpoint gives the precise complaint
-
-
-def _load_checkpoint(path: Path, model, opt, cfg: TrainConfig) -> tuple[int, dict]:
-    tensors, meta = parse_safetensors(read_bytes(path), str(path))
-    if meta.get("format") != "featinv-checkpoint/1":
-        raise FeatinvError(f"{path}: not a featinv training checkpoint")
-    saved = {"upsample": "zeros", **json.loads(meta["config"])}  # checkpoints from before --upsample
-    for key in ("feature", "arch", "width", "upsample", "crop", "batch", "seed", "steps", "max_zoom", "features",
-                "finetune_encoder"):
-        if saved.get(key) != getattr(cfg, key):
-            raise FeatinvError(f"{path}: checkpoint was made with {key}={saved.get(key)!r}, this run has "
-                               f"{getattr(cfg, key)!r}; resume with the same settings")
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    state = opt.state_dict()
-    for i in range(len(state["param_groups"][0]["params"])):
-        if f"opt.{i}.exp_avg" in tensors:
-            state["state"][i] = {k: tensors[f"opt.{i}.{k}"] for k in ("step", "exp_avg", "exp_avg_sq")}
-    opt.load_state_dict(state)
-    return int(meta["step"]), json.loads(meta.get("extra", "{}"))
 
 
 def distributed() -> tuple[int, int]:
@@ -115,45 +66,119 @@ def distributed() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-class _Data:
-    """What the loop trains on: a dataset of (image, features) pairs, its files, and the crop size."""
 
-    def __init__(self, cfg: TrainConfig, extractor, world: int):
-        self.extractor = extractor
-        if cfg.features:
-            if len(cfg.data) != 1:
-                raise FeatinvError("training from --features reads their images from one --data folder")
-            self.dataset = FeatureRowsDataset([Path(f) for f in cfg.features], Path(cfg.data[0]))
-            stored = from_metadata(self.dataset.meta["feature"], self.dataset.meta["params"])
-            if stored.spec != extractor.spec:
-                raise FeatinvError(f"the feature files hold {stored.spec} features, not {extractor.spec}")
-            size = self.dataset.image_size
-            # A hand-made feature's grid must tile the image; a CNN layer's grid is fixed by the network.
-            if not extractor.is_cnn and tuple(g * extractor.stride for g in extractor.grid_size(*size)) != tuple(size):
-                raise FeatinvError(f"the feature files come from {size[0]}x{size[1]} images; training from "
-                                   f"stored features needs a size that is a multiple of {extractor.stride} (--crop N)")
-            self.crop = size[0]
-            self.files = [Path(cfg.data[0]) / name for _, _, name in self.dataset.index]
-        else:
-            self.files = list_images(*cfg.data)
-            if cfg.crop % 64:
-                raise FeatinvError(f"--crop {cfg.crop} must be a multiple of 64 (the network's 1/64 bottleneck)")
-            self.crop = cfg.crop
-            self.dataset = CropDataset(self.files, None if cfg.finetune_encoder else extractor, cfg.crop,
-                                       cfg.seed, cfg.max_zoom)
-        if len(self.files) < cfg.batch:
-            raise FeatinvError(f"{', '.join(cfg.data)}: {len(self.files)} images cannot fill a batch of "
-                               f"{cfg.batch}; lower --batch")
-        if cfg.batch % world:
-            raise FeatinvError(f"--batch {cfg.batch} does not split evenly over {world} processes")
+def mean_color(files, at_most: int = 1000) -> list[float]:
+    """Mean RGB of the training images (of at most ``at_most`` of them, evenly spaced)."""
+    from .io import read_image
 
-    def feature_scale(self, extractor, finetune: bool) -> float:
-        """1 / std of the features of the first images: CNN activations can run to the hundreds (a
-        network trained on 0-255 pixels) and the inverter's first layer expects order one."""
-        if not extractor.is_cnn or finetune:
-            return 1.0
-        feats = torch.stack([self.dataset[(0, i)][1] for i in range(min(16, len(self.files)))])
-        return float(1.0 / feats.float().std().clamp_min(1e-6)) if feats.numel() else 1.0
+    files = files[:: max(1, len(files) // at_most)]
+    total = torch.zeros(3, dtype=torch.float64)
+    for f in files:
+        total += read_image(f).double().mean(dim=(1, 2))
+    return (total / len(files)).tolist()
+
+
+@dataclasses.dataclass
+class Data:
+    """What the loop trains on: ``batches(step, low_res)`` -> (images, features) on the device."""
+
+    batches: Callable[[int, bool], tuple[torch.Tensor, torch.Tensor]]
+    images: int  # photos in the set
+    fingerprint: str
+    mean: Callable[[], list[float]]  # mean RGB of the set
+    crop: int  # training image size (the model file's image_size)
+
+
+def view_side(cfg: TrainConfig) -> int:
+    """The size folders are decoded to: room for the largest zoom of a crop (160 for 128-px crops)."""
+    return max(cfg.crop, round(cfg.crop * cfg.max_zoom))
+
+
+def training_data(cfg: TrainConfig, extractor, device: torch.device, rank: int, world: int, on_decode=None) -> Data:
+    """Views (a `featinv pack` file, or folders decoded once into views in memory) or stored features."""
+    from .io import list_images
+    from .views import ViewSet, is_views_file, load_views, pack
+
+    if cfg.batch % world:
+        raise FeatinvError(f"--batch {cfg.batch} does not split evenly over {world} processes")
+    if cfg.features:
+        return _stored_features(cfg, extractor, device, rank, world)
+    if cfg.crop % 64:
+        raise FeatinvError(f"--crop {cfg.crop} must be a multiple of 64 (the network's 1/64 bottleneck)")
+    packed = [d for d in cfg.data if is_views_file(d)]
+    if packed and len(cfg.data) > 1:
+        raise FeatinvError("train from one views file (featinv pack) or from folders, not both")
+    if packed:
+        vs = load_views(packed[0])
+    else:
+        files = list_images(*cfg.data)
+        if len(files) < cfg.batch:
+            raise FeatinvError(f"{', '.join(cfg.data)}: {len(files)} images cannot fill a batch of {cfg.batch}; "
+                               f"lower --batch")
+        sift = extractor if extractor.name == "sift" else None
+        vs = pack(files, [f.name for f in files], view_side(cfg), sift, cfg.workers, on_decode)
+    feats = None if cfg.finetune_encoder else extractor
+    batches = ViewBatches(vs, feats, cfg.crop, cfg.batch, cfg.seed, cfg.max_zoom, device, rank, world)
+    return Data(batches, len(vs), vs.fingerprint, vs.mean_color, cfg.crop)
+
+
+def _stored_features(cfg: TrainConfig, extractor, device, rank: int, world: int) -> Data:
+    if len(cfg.data) != 1:
+        raise FeatinvError("training from --features reads their images from one --data folder")
+    if cfg.low_res:
+        raise FeatinvError("--low-res cuts crops from images; stored features have one fixed size")
+    dataset = FeatureRowsDataset([Path(f) for f in cfg.features], Path(cfg.data[0]))
+    stored = from_metadata(dataset.meta["feature"], dataset.meta["params"])
+    if stored.spec != extractor.spec:
+        raise FeatinvError(f"the feature files hold {stored.spec} features, not {extractor.spec}")
+    size = dataset.image_size
+    # A hand-made feature's grid must tile the image; a CNN layer's grid is fixed by the network.
+    if not extractor.is_cnn and tuple(g * extractor.stride for g in extractor.grid_size(*size)) != tuple(size):
+        raise FeatinvError(f"the feature files come from {size[0]}x{size[1]} images; training from "
+                           f"stored features needs a size that is a multiple of {extractor.stride} (--crop N)")
+    files = [Path(cfg.data[0]) / name for _, _, name in dataset.index]
+    if len(files) < cfg.batch:
+        raise FeatinvError(f"the feature files' {len(files)} rows cannot fill a batch of {cfg.batch}; lower --batch")
+    if extractor.uses_operators and cfg.workers:
+        ops.build()  # compile or load the operators here, once, not in every worker at the same time
+    batches = FeatureRowBatches(dataset, cfg.batch, cfg.seed, cfg.workers, device, rank, world)
+    return Data(batches, len(files), fingerprint(files), lambda: mean_color(files), size[0])
+
+
+def feature_scale(data: Data, extractor, finetune: bool) -> float:
+    """1 / std of the features of the first batch: CNN activations can run to the hundreds (a
+    network trained on 0-255 pixels) and the inverter's first layer expects order one."""
+    if not extractor.is_cnn or finetune:
+        return 1.0
+    feats = data.batches(0, False)[1]
+    return float(1.0 / feats.float().std().clamp_min(1e-6)) if feats.numel() else 1.0
+
+
+def init_model(cfg: TrainConfig, extractor):
+    """`--init`: the model file's network with its weights, arch metadata and normalization, checked
+    against this run's feature and architecture."""
+    from .inverter import same_settings
+    from .models.registry import canonical
+
+    mf = load_model(cfg.init)
+    source = from_metadata(mf.feature, mf.params)
+    if source.spec != extractor.spec or not same_settings(mf.params, extractor.params):
+        raise FeatinvError(f"--init {cfg.init}: inverts {source.spec} {mf.params}, not {extractor.spec} "
+                           f"{extractor.params}")
+    arch = canonical(mf.arch)
+    mine = {"name": cfg.arch, "width": cfg.width, "upsample": cfg.upsample}
+    theirs = {"name": arch["name"], "width": float(arch.get("width", 1.0)), "upsample": arch.get("upsample", "zeros")}
+    if mine != theirs:
+        raise FeatinvError(f"--init {cfg.init}: its network is {theirs}, this run's is {mine}; leave --arch, "
+                           f"--width and --upsample out to take the file's")
+    if arch.get("finetuned_encoder") or cfg.finetune_encoder:
+        raise FeatinvError("--init and --finetune-encoder do not go together (yet)")
+    model = build(arch)
+    model.load_state_dict(mf.state)
+    summary = {k: mf.train.get(k) for k in ("steps_done", "images_seen", "device", "seconds") if k in mf.train}
+    extra = {"mean": mf.normalization["mean"], "input_scale": float(arch.get("input_scale", 1.0)),
+             "init": {"file": Path(cfg.init).name, **summary}}
+    return model, arch, extra
 
 
 def _network(cfg: TrainConfig, extractor, input_scale: float):
@@ -174,14 +199,39 @@ def _network(cfg: TrainConfig, extractor, input_scale: float):
     return AutoEncoder(extractor, encoder, model), dict(arch, finetuned_encoder=True), encoder
 
 
+class WeightAverage(torch.nn.Module):
+    """An exponential moving average of a network's weights (what --ema saves). The decay ramps up
+    as min(decay, (1 + t) / (10 + t)) over the run's t-th update, so a short run's average is not
+    dominated by its first weights."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        super().__init__()
+        self.net, self.decay, self.updates = copy.deepcopy(model).requires_grad_(False), decay, 0
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        self.updates += 1
+        mine, theirs = list(self.net.state_dict().values()), list(model.state_dict().values())
+        floats = [(a, b) for a, b in zip(mine, theirs) if a.is_floating_point()]
+        torch._foreach_lerp_([a for a, _ in floats], [b.detach() for _, b in floats], 1.0 - d)
+
+
 class Interrupted(FeatinvError):
     """Ctrl-C (SIGINT) during training, after the checkpoint was saved. Exit code 130, as shells expect."""
 
     exit_code = 130
 
 
-def train(cfg: TrainConfig, resume: bool = False,
-          on_step: Callable[[int, int, float, float], None] | None = None) -> dict:
+def _device(cfg: TrainConfig, world: int) -> torch.device:
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def train(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int, int, float, float], None] | None = None,
+          on_decode: Callable[[int], None] | None = None) -> dict:
     """Train an inverter and write it to ``cfg.output``. Returns the ``train`` metadata.
 
     Under torchrun each process computes 1/K of every global batch of ``cfg.batch`` images and
@@ -191,38 +241,48 @@ def train(cfg: TrainConfig, resume: bool = False,
     rank, world = distributed()
     torch.manual_seed(cfg.seed)
     extractor = parse_spec(cfg.feature)
-    data = _Data(cfg, extractor, world)
-    device = torch.device(cfg.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    device = _device(cfg, world)
     ckpt = checkpoint_path(cfg.output)
     if resume and not ckpt.exists():
+        if Path(cfg.output).exists():
+            raise FeatinvError(f"{ckpt}: no checkpoint; the run finished and wrote its model, {cfg.output}")
         raise FeatinvError(f"{ckpt}: no checkpoint to resume from")
-    extra = _peek_extra(ckpt) if resume else {}
-    if "input_scale" not in extra:
-        extra["input_scale"] = data.feature_scale(extractor, cfg.finetune_encoder)
-    model, arch, encoder = _network(cfg, extractor, extra["input_scale"])
+    data = training_data(cfg, extractor, device, rank, world, on_decode)
+    extra = peek(ckpt)["extra"] if resume else {}
+    if cfg.init and not resume:
+        model, arch, extra = init_model(cfg, extractor)
+        encoder = None
+    else:
+        if "input_scale" not in extra:
+            extra["input_scale"] = feature_scale(data, extractor, cfg.finetune_encoder)
+        model, arch, encoder = _network(cfg, extractor, extra["input_scale"])
     model.to(device)
+    averaged = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     start = 0
     if resume:
-        start, extra = _load_checkpoint(ckpt, model, opt, cfg)
+        start, extra = load_checkpoint(ckpt, model, averaged, opt, cfg)
         if start >= cfg.steps and Path(cfg.output).exists():
             raise FeatinvError(f"{ckpt}: this run already finished ({start} of {cfg.steps} steps) and wrote "
                                f"{cfg.output}; nothing to resume")
     if "mean" not in extra:
-        extra["mean"] = mean_color(data.files)
+        extra["mean"] = data.mean()
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                         else None)
-    stats = _loop(cfg, net, model, opt, data, extra, start, device, rank, world, encoder is not None, on_step)
+    stats = _loop(cfg, net, model, averaged, opt, data, extra, start, device, rank, world, encoder is not None,
+                  on_step)
     meta = {"config": dataclasses.asdict(cfg), "steps_done": stats["step"], "final_loss": stats["loss"],
-            "processes": world, "epochs": round(stats["step"] * cfg.batch / len(data.files), 2),
-            "data_images": len(data.files), "data_fingerprint": fingerprint(data.files),
-            "images_per_second": stats["rate"], "data_wait_fraction": stats["wait"]}
+            "processes": world, "images_seen": stats["step"] * cfg.batch,
+            "epochs": round(stats["step"] * cfg.batch / data.images, 2), "seconds": stats["seconds"],
+            "device": _device_name(device), "data_images": data.images, "data_fingerprint": data.fingerprint,
+            "images_per_second": stats["rate"], "weights": f"moving average, decay {cfg.ema}" if averaged else "last"}
+    if "init" in extra:
+        meta["init"] = extra["init"]
     if rank == 0:
-        _save_model(cfg, model, encoder, extractor, arch, data.crop, extra, meta)
+        _save_model(cfg, averaged.net if averaged is not None else model, encoder is not None, extractor, arch,
+                    data.crop, extra, meta)
         if not cfg.keep_checkpoint:
             ckpt.unlink(missing_ok=True)  # the model holds everything a finished run needs
     if world > 1:
@@ -232,28 +292,33 @@ def train(cfg: TrainConfig, resume: bool = False,
     return meta
 
 
-def _loop(cfg, net, model, opt, data: _Data, extra: dict, start: int, device, rank: int, world: int,
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def _loop(cfg, net, model, averaged, opt, data: Data, extra: dict, start: int, device, rank: int, world: int,
           autoencoder: bool, on_step) -> dict:
     """Steps ``start`` .. ``cfg.steps``: the paper's MSE in pixel space. Checkpoints every
     ``checkpoint_every`` steps and every ``checkpoint_minutes``; Ctrl-C saves one and stops."""
     ckpt = checkpoint_path(cfg.output)
-    sampler = EpochBatches(len(data.files), cfg.batch, cfg.seed, start, cfg.steps, rank, world)
-    if data.extractor.uses_operators and cfg.workers:
-        ops.build()  # compile or load the operators here, once, not in every worker at the same time
-    loader = torch.utils.data.DataLoader(
-        data.dataset, batch_sampler=sampler, num_workers=cfg.workers, worker_init_fn=worker_init,
-        persistent_workers=False, prefetch_factor=4 if cfg.workers else None)
     mean = torch.tensor(extra["mean"], device=device).view(1, 3, 1, 1)
     bf16 = cfg.precision == "bf16"
     model.train()
-    step, ema, seen, waited, loss_avg = start, 0.0, 0, 0.0, extra.get("loss", float("nan"))
-    t0 = saved = ready = time.perf_counter()
+    step, smooth, seen, loss_avg = start, 0.0, 0, extra.get("loss", float("nan"))
+    t0 = saved = time.perf_counter()
+    spent = extra.get("seconds", 0.0)  # by the run before a --resume
+    budget = 60 * cfg.minutes if cfg.minutes else math.inf
+    save = lambda: save_checkpoint(ckpt, model, averaged, opt, step, cfg, extra)  # noqa: E731
+
+    def progress() -> float:
+        extra["seconds"] = spent + time.perf_counter() - t0
+        return max(step / cfg.steps, extra["seconds"] / budget)
+
     try:
-        for images, feats in loader:
-            waited += time.perf_counter() - ready  # time the network sat waiting for this batch
+        while (done := progress()) < 1:
             for group in opt.param_groups:
-                group["lr"] = learning_rate(cfg, step)
-            images, feats = images.to(device, non_blocking=True), feats.to(device, non_blocking=True)
+                group["lr"] = learning_rate(cfg, step, done)
+            images, feats = data.batches(step, done < cfg.low_res)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 pred = net(images if autoencoder else feats).float()
             if pred.shape[-2:] != images.shape[-2:]:  # CNN-layer inverters predict a fixed size (§4.1)
@@ -265,36 +330,35 @@ def _loop(cfg, net, model, opt, data: _Data, extra: dict, start: int, device, ra
             if cfg.clip_grad_norm > 0:  # seen without it: HOG and SqueezeNet runs blew up (loss 1e4-1e11)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
             opt.step()
+            if averaged is not None:
+                averaged.update(model)
             step, seen = step + 1, seen + images.shape[0]
-            ema = 0.95 * ema + 0.05 * loss.item()  # bias-corrected below, as in Adam
-            loss_avg = extra["loss"] = ema / (1 - 0.95 ** (step - start))
+            smooth = 0.95 * smooth + 0.05 * loss.item()  # bias-corrected below, as in Adam
+            loss_avg = extra["loss"] = smooth / (1 - 0.95 ** (step - start))
             if on_step and rank == 0:
                 on_step(step, cfg.steps, loss_avg, world * seen / (time.perf_counter() - t0))
             due = step % cfg.checkpoint_every == 0 or time.perf_counter() - saved > 60 * cfg.checkpoint_minutes
-            if rank == 0 and step < cfg.steps and due or step == cfg.steps and cfg.keep_checkpoint:
-                _save_checkpoint(ckpt, model, opt, step, cfg, extra)
+            if rank == 0 and (progress() < 1 and due or progress() >= 1 and cfg.keep_checkpoint):
+                save()
                 saved = time.perf_counter()
-            ready = time.perf_counter()
     except KeyboardInterrupt:
         if rank == 0 and step > start:
-            _save_checkpoint(ckpt, model, opt, step, cfg, extra)
+            save()
         kept = f"; checkpoint {ckpt} saved, add --resume to the same command to continue" \
             if ckpt.exists() else "; no checkpoint yet"
         raise Interrupted(f"training interrupted at step {step}/{cfg.steps}{kept}") from None
     elapsed = time.perf_counter() - t0
-    return {"step": step, "loss": loss_avg, "rate": round(world * seen / elapsed, 1) if seen else None,
-            "wait": round(waited / elapsed, 3) if seen else None}
+    return {"step": step, "loss": loss_avg, "seconds": round(spent + elapsed, 1),
+            "rate": round(world * seen / elapsed, 1) if seen else None}
 
 
-def _save_model(cfg, model, encoder, extractor, arch, crop: int, extra: dict, meta: dict) -> None:
+def _save_model(cfg, model, autoencoder: bool, extractor, arch, crop: int, extra: dict, meta: dict) -> None:
     # An autoencoder's file holds the decoder under the usual names and the encoder as "encoder.*".
-    state = model.decoder.state_dict() if encoder is not None else model.state_dict()
+    state = model.decoder.state_dict() if autoencoder else model.state_dict()
     state = {k: v.detach().cpu() for k, v in state.items()}
-    if encoder is not None:
-        state.update({f"encoder.{k}": v.detach().cpu() for k, v in encoder.state_dict().items()})
+    if autoencoder:
+        state.update({f"encoder.{k}": v.detach().cpu() for k, v in model.encoder.state_dict().items()})
     save_model(cfg.output, ModelFile(
         state=state, feature=extractor.spec, params=extractor.params, arch=arch, image_size=[crop, crop],
-        normalization={"mean": extra["mean"], "scale": 1.0}, train=meta, version=__version__),
+        normalization={"mean": extra["mean"]}, train=meta, version=__version__),
         dtype=getattr(torch, cfg.dtype))
-
-

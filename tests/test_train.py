@@ -72,11 +72,15 @@ def test_loss_goes_down(image_dir, tmp_path):
     assert losses[-1] < losses[0]
 
 
-def test_learning_rate_decays_towards_the_end():
-    c = TrainConfig(feature="hog", data="", output="", steps=100)
-    assert learning_rate(c, 0) == learning_rate(c, 59) == 1e-3
-    assert learning_rate(c, 80) < 1e-3
-    assert learning_rate(c, 99) < 1e-4
+def test_learning_rate_warms_up_then_decays_towards_the_end():
+    c = TrainConfig(feature="hog", data="", output="", steps=2000, warmup=100)
+    assert learning_rate(c, 0) == pytest.approx(1e-5)
+    assert learning_rate(c, 49) == pytest.approx(5e-4)
+    assert learning_rate(c, 99) == learning_rate(c, 1199) == 1e-3
+    assert learning_rate(c, 1600) < 1e-3
+    assert learning_rate(c, 1999) < 1e-4
+    short = TrainConfig(feature="hog", data="", output="", steps=100, warmup=100)
+    assert learning_rate(short, 9) == 1e-3  # warm-up is at most a tenth of the run
 
 
 def test_metadata_records_training(image_dir, tmp_path):

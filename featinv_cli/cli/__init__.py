@@ -12,7 +12,7 @@ import typer
 
 from .. import __version__
 from ..errors import FeatinvError
-from . import demo, extract, info, interpolate, invert, kernels, perturb, sample, score, train
+from . import demo, extract, info, interpolate, invert, kernels, pack, perturb, sample, score, train
 
 app = typer.Typer(
     name="featinv", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -29,6 +29,7 @@ app.command(name="extract")(extract.extract)
 app.command(name="perturb")(perturb.perturb)
 app.command(name="interpolate")(interpolate.interpolate)
 app.command(name="sample")(sample.sample)
+app.command(name="pack")(pack.pack)
 app.command(name="train")(train.train)
 app.command(name="invert")(invert.invert)
 app.command(name="score")(score.score)

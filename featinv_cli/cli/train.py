@@ -29,10 +29,27 @@ def shipped_defaults(extractor, arch: str, width: float | None) -> tuple[str, fl
     return arch, width
 
 
+def init_defaults(init: Path, arch: str, width: float | None, upsample: str, default_upsample: str):
+    """--init: the model file's architecture, width and upsampling where the command line left them out."""
+    from ..io import json_field, read_metadata
+    from ..models.registry import canonical
+
+    if not init.is_file():
+        raise UsageError(f"--init {init}: no such model file")
+    meta = read_metadata(init)
+    if meta.get("format") != "featinv-model/1":
+        raise UsageError(f"--init {init}: not a featinv model file")
+    theirs = canonical(json_field(meta, "arch", str(init), {}))
+    return (theirs.get("name", arch) if arch == "auto" else arch,
+            float(theirs.get("width", 1.0)) if width is None else width,
+            theirs.get("upsample", "zeros") if upsample == default_upsample else upsample)
+
+
 def train(
     feature: str = typer.Argument(..., help="Feature spec to invert: hog, hog:cell=8, ..."),
     data: List[Path] = typer.Option(..., "--data", "-d", help="Folder of training images, sub-folders "
-                                    "included (random crops and flips); repeat for several folders."),
+                                    "included, decoded once into memory at the start; repeat for several "
+                                    "folders. Or a views file made by `featinv pack` (no decoding at all)."),
     output: Path = typer.Option(..., "--output", "-o", help="Model file to write (.safetensors). "
                                 "Checkpoints go beside it as OUTPUT.ckpt."),
     weights: Optional[str] = typer.Option(None, "--weights", help="CNN features: a torchvision-style .pth "
@@ -48,14 +65,31 @@ def train(
                                  "(the paper's: zero insertion, then 5x5 conv) or resize (repeat pixels, then "
                                  "5x5 conv: no 2-pixel checkerboard in flat regions)."),
     crop: int = typer.Option(D.crop, help="Training crop size in pixels (a multiple of 64)."),
-    max_zoom: float = typer.Option(D.max_zoom, "--max-zoom", help="Crops come from the image resized so its "
-                                   "shorter side is random in [crop, max-zoom x crop] (1: only whole-image "
-                                   "scale; 0: no resizing)."),
+    max_zoom: float = typer.Option(D.max_zoom, "--max-zoom", help="Each step the views (photos cut square at "
+                                   "max-zoom x crop pixels) are resized so their shorter side is random in "
+                                   "[crop, max-zoom x crop], then cropped (1: whole photos only). Sift: crops "
+                                   "at the views' scale."),
+    low_res: float = typer.Option(D.low_res, "--low-res", metavar="FRACTION", help="Train the first FRACTION of "
+                                  "the run on the same crops at half resolution (a quarter of the cost; "
+                                  "colour and layout first). Not for sift."),
+    init: Optional[Path] = typer.Option(None, "--init", metavar="MODEL", help="Start from this model file's "
+                                        "weights (or 'shipped': the model featinv ships for this feature) with "
+                                        "a fresh optimizer and warm-up; its architecture and width too."),
+    warmup: int = typer.Option(D.warmup, "--warmup", metavar="STEPS", help="Raise the learning rate linearly "
+                               "from 0 over the first STEPS steps (at most a tenth of --steps)."),
+    ema: float = typer.Option(D.ema, "--ema", metavar="DECAY", help="Save an exponential moving average of "
+                              "the weights with this decay (e.g. 0.999) instead of the last weights (0: off)."),
     batch: int = typer.Option(D.batch, help="Images per step (the paper: 64)."),
     steps: int = typer.Option(D.steps, help="Optimizer steps in all."),
-    lr: float = typer.Option(D.lr, help="Adam learning rate; decays (cosine) over the last 40% of steps."),
+    minutes: float = typer.Option(D.minutes, "--minutes", help="A wall-time budget: stop after this long "
+                                  "(or at --steps, if sooner), with the schedule (decay, --low-res) run "
+                                  "over the budget. Runs on one machine then differ with its speed. 0: off."),
+    lr: float = typer.Option(D.lr, help="Adam learning rate; warms up over --warmup steps, decays (cosine, "
+                             "to 1%) over the last 40% of steps."),
     seed: int = typer.Option(D.seed, help="Seed for weights, crops and batch order."),
-    workers: int = typer.Option(D.workers, help="DataLoader processes computing features (-1: cores - 1, max 4)."),
+    workers: int = typer.Option(D.workers, help="Processes decoding a folder at the start, or reading "
+                                "--features rows (-1: cores - 1, max 4). Training batches are made in the "
+                                "main process."),
     checkpoint_every: int = typer.Option(D.checkpoint_every, help="Write OUTPUT.ckpt every N steps, every 5 minutes, and "
                                          "on Ctrl-C."),
     keep_checkpoint: bool = typer.Option(False, "--keep-checkpoint", help="Keep OUTPUT.ckpt (weights and "
@@ -79,15 +113,17 @@ def train(
 ):
     """Train an up-convolutional network to predict the image from its features (paper eq. 3).
 
-    Adam (0.9, 0.999), batch 64, lr 1e-3 decayed towards the end, MSE in pixel space; features are
-    computed from random crops in DataLoader workers. Seeded: the same seed and data give the same
-    model on CPU. Ctrl-C saves a checkpoint and stops (exit 130); a stopped or killed run continues
-    with --resume.
+    Adam (0.9, 0.999), batch 64, lr 1e-3 after a warm-up, decayed towards the end, MSE in pixel
+    space. The photos are decoded once (or packed beforehand with `featinv pack`); each step cuts a
+    batch of random crops (zoom, flips) from them and computes its features on the training device,
+    in the main process. Seeded: the same seed and data give the same model on CPU. Ctrl-C saves a
+    checkpoint and stops (exit 130); a stopped or killed run continues with --resume.
 
     \b
     Examples:
-      featinv train hog --data ../shared/data/imagenet-sample/train -o hog.safetensors
-      featinv train hog -d photos/ -o hog.safetensors --width 0.25 --steps 5000
+      featinv train hog -d photos/ -o hog.safetensors --width 0.3 --steps 5000
+      featinv pack photos/ -o views.safetensors && featinv train hog -d views.safetensors -o hog.safetensors
+      featinv train hog -d views.safetensors -o hog2.safetensors --init shipped --ema 0.999
       featinv train hog -d photos/ -o hog.safetensors --steps 5000 --resume
       torchrun --nproc-per-node 4 $(which featinv) train hog -d photos/ -o hog.safetensors
 
@@ -97,29 +133,43 @@ def train(
     from ..features.registry import parse_spec, with_weights
     from ..train import TrainConfig, bf16_supported, train as run_training
 
-    if steps < 1 or batch < 1 or checkpoint_every < 1:
-        raise UsageError("--steps, --batch and --checkpoint-every must be positive")
+    for flag, value in (("--steps", steps), ("--batch", batch), ("--checkpoint-every", checkpoint_every)):
+        if value < 1:
+            raise UsageError(f"{flag} {value}: must be a positive number")
     if width is not None and width <= 0:
-        raise UsageError("--width must be positive")
+        raise UsageError(f"--width {width:g}: must be positive")
     if upsample not in ("zeros", "resize"):
         raise UsageError(f"--upsample {upsample!r}: choose zeros or resize")
-    arch, width = shipped_defaults(parse_spec(with_weights(feature, weights)), arch, width)
+    if precision not in ("auto", "fp32", "bf16"):
+        raise UsageError(f"--precision {precision!r}: choose auto, fp32 or bf16")
+    if not 0 <= low_res < 1:
+        raise UsageError(f"--low-res {low_res:g}: give a fraction of the steps, 0 <= FRACTION < 1")
+    if not 0 <= ema < 1:
+        raise UsageError(f"--ema {ema:g}: give a decay, 0 <= DECAY < 1 (e.g. 0.999)")
+    if minutes < 0:
+        raise UsageError(f"--minutes {minutes:g}: must be 0 (no budget) or more")
+    if warmup < 0:
+        raise UsageError(f"--warmup {warmup}: must be 0 or more")
+    extractor = parse_spec(with_weights(feature, weights))
+    if str(init) == "shipped":
+        from ..inverter import shipped_model
+
+        init = shipped_model(extractor)
+    if init is not None:
+        arch, width, upsample = init_defaults(init, arch, width, upsample, D.upsample)
+    arch, width = shipped_defaults(extractor, arch, width)
     listed: list[str] = []
     for f in features:  # a .txt names one feature file per line (shards of a big extraction)
         listed += [line.strip() for line in f.read_text().splitlines() if line.strip()] \
             if f.suffix == ".txt" else [str(f)]
-    if precision not in ("auto", "fp32", "bf16"):
-        raise UsageError(f"--precision {precision!r}: choose auto, fp32 or bf16")
     device = resolve_device(device)
     if precision == "auto":
         precision = "bf16" if bf16_supported(device) else "fp32"
     cfg = TrainConfig(feature=with_weights(feature, weights), data=[str(d) for d in data], output=str(output),
-                      arch=arch, width=width, upsample=upsample, crop=crop,
-                      max_zoom=max_zoom, batch=batch, steps=steps, lr=lr, seed=seed,
-                      workers=workers,
-                      checkpoint_every=checkpoint_every, keep_checkpoint=keep_checkpoint, device=device,
-                      precision=precision,
-                      dtype="float16" if half else "float32", features=listed,
+                      arch=arch, width=width, upsample=upsample, crop=crop, max_zoom=max_zoom, batch=batch,
+                      steps=steps, lr=lr, seed=seed, workers=workers, init=str(init or ""), warmup=warmup, ema=ema,
+                      low_res=low_res, minutes=minutes, checkpoint_every=checkpoint_every, keep_checkpoint=keep_checkpoint,
+                      device=device, precision=precision, dtype="float16" if half else "float32", features=listed,
                       finetune_encoder=finetune_encoder)
     # Under torchrun only rank 0 talks; the others train silently.
     quiet = quiet or int(os.environ.get("RANK", "0")) != 0

@@ -1,0 +1,146 @@
+"""The view cache: training photos decoded once, at their training scale, as one uint8 array.
+
+A view is a photo resized so its shorter side is ``side`` and cut to the centre square, rounded to
+8 bits (``data.prepare_view``, as `extract --resize S --crop S` prepares an image). `featinv pack`
+writes a set of views to one memory-mapped file (format ``featinv-views/1``); `featinv train` reads it
+with no JPEG decoding, or decodes a folder into the same array in memory once at start. For sparse
+SIFT, whose features cannot be recomputed from a crop on the fly at the cost of HOG, the file can also
+hold every view's keypoints and those of its mirror image, detected once.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import FeatinvError
+
+VIEWS_FORMAT = "featinv-views/1"
+DEFAULT_SIDE = 160  # the 14k training photos' own shorter side; 1.25 x the 128-px training crops
+
+
+@dataclass
+class ViewSet:
+    """``views``: (N, 3, side, side) uint8. ``sift``: raw SIFT of row 2i = view i, 2i+1 = its mirror
+    (``keypoints`` (K, 4) float32, ``descriptors`` (K, 128) uint8, ``counts`` (2N,) int64) and the
+    extractor params it was detected with, or empty."""
+
+    views: torch.Tensor
+    sources: list[str]
+    fingerprint: str
+    sift: dict[str, torch.Tensor] = field(default_factory=dict)
+    sift_params: dict | None = None
+
+    @property
+    def side(self) -> int:
+        return int(self.views.shape[-1])
+
+    def __len__(self) -> int:
+        return int(self.views.shape[0])
+
+    def mean_color(self, at_most: int = 2000) -> list[float]:
+        """Mean RGB of the views (of at most ``at_most`` of them, evenly spaced)."""
+        rows = self.views[:: max(1, len(self) // at_most)]
+        return (rows.double().mean(dim=(0, 2, 3)) / 255.0).tolist()
+
+
+class _Decode(torch.utils.data.Dataset):
+    def __init__(self, files: list[Path], side: int):
+        self.files, self.side = files, side
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        from .data import prepare_view
+        from .io import read_image
+
+        view = prepare_view(read_image(self.files[i]), self.side, self.side, str(self.files[i]))
+        return (view * 255.0).round().to(torch.uint8)
+
+
+def decode_views(files: list[Path], side: int, workers: int = 0, on_image=None) -> torch.Tensor:
+    """(N, 3, side, side) uint8 views of ``files``, decoded in ``workers`` processes."""
+    from .data import worker_init
+
+    out = torch.empty(len(files), 3, side, side, dtype=torch.uint8)
+    loader = torch.utils.data.DataLoader(_Decode(files, side), batch_size=32, num_workers=workers,
+                                         worker_init_fn=worker_init)
+    done = 0
+    for batch in loader:
+        out[done:done + len(batch)] = batch
+        done += len(batch)
+        if on_image:
+            on_image(len(batch))
+    return out
+
+
+def detect_sift(views: torch.Tensor, extractor, on_image=None) -> dict[str, torch.Tensor]:
+    """Raw SIFT of each view and of its mirror image (rows 2i, 2i+1), descriptors as uint8 (OpenCV's
+    are whole numbers 0..255): ~20 kB per view, where a dense 133-channel grid would take 0.8 MB."""
+    kps, descs, counts = [], [], []
+    for i in range(len(views)):
+        x = views[i:i + 1].float() / 255.0
+        raw = extractor.detect(torch.cat([x, x.flip(-1)]))
+        kps.append(raw["keypoints"])
+        descs.append(raw["descriptors"].round().clamp(0, 255).to(torch.uint8))
+        counts.append(raw["counts"])
+        if on_image:
+            on_image(1)
+    return {"keypoints": torch.cat(kps), "descriptors": torch.cat(descs), "counts": torch.cat(counts)}
+
+
+def save_views(path: str | Path, vs: ViewSet) -> None:
+    from .io import atomic_write, safetensors_chunks
+
+    tensors = {"views": vs.views, **{f"sift.{k}": v for k, v in vs.sift.items()}}
+    meta = {"format": VIEWS_FORMAT, "side": str(vs.side), "sources": json.dumps(vs.sources),
+            "fingerprint": vs.fingerprint}
+    if vs.sift:
+        meta["sift_params"] = json.dumps(vs.sift_params, sort_keys=True)
+    atomic_write(path, safetensors_chunks(tensors, meta))
+
+
+def is_views_file(path: str | Path) -> bool:
+    """Whether ``path`` is a file written by `featinv pack` (reads its header only)."""
+    from .io import read_metadata
+
+    p = Path(path)
+    if not p.is_file() or p.suffix != ".safetensors":
+        return False
+    return read_metadata(p).get("format") == VIEWS_FORMAT
+
+
+def load_views(path: str | Path) -> ViewSet:
+    """A `featinv pack` file, memory-mapped: views are read from disk as batches touch them."""
+    from .io import json_field, map_file, parse_safetensors
+
+    name = str(path)
+    tensors, meta = parse_safetensors(map_file(path), name)
+    if meta.get("format") != VIEWS_FORMAT:
+        raise FeatinvError(f"{name}: not a featinv views file (made by featinv pack)")
+    views = tensors.get("views")
+    if views is None or views.dtype != torch.uint8 or views.ndim != 4 or views.shape[1] != 3 \
+            or views.shape[2] != views.shape[3]:
+        raise FeatinvError(f"{name}: 'views' must be (N, 3, S, S) uint8")
+    sift = {k[5:]: v for k, v in tensors.items() if k.startswith("sift.")}
+    if sift and (set(sift) != {"keypoints", "descriptors", "counts"} or len(sift["counts"]) != 2 * len(views)
+                 or not int(sift["counts"].sum()) == len(sift["keypoints"]) == len(sift["descriptors"])):
+        raise FeatinvError(f"{name}: its SIFT keypoints do not match its views; pack it again")
+    return ViewSet(views, json_field(meta, "sources", name, []), meta.get("fingerprint", ""), sift,
+                   json_field(meta, "sift_params", name))
+
+
+def pack(files: list[Path], sources: list[str], side: int, sift_extractor=None, workers: int = 0,
+         on_image=None) -> ViewSet:
+    """Decode ``files`` into views (and detect SIFT on each view and its mirror when an extractor is given)."""
+    from .data import fingerprint
+
+    views = decode_views(files, side, workers, on_image)
+    vs = ViewSet(views, sources, fingerprint(files))
+    if sift_extractor is not None:
+        vs.sift, vs.sift_params = detect_sift(views, sift_extractor, on_image), sift_extractor.params
+    return vs
