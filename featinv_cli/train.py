@@ -139,8 +139,6 @@ def _stored_features(cfg: TrainConfig, extractor, device, rank: int, world: int)
     files = [Path(cfg.data[0]) / name for _, _, name in dataset.index]
     if len(files) < cfg.batch:
         raise FeatinvError(f"the feature files' {len(files)} rows cannot fill a batch of {cfg.batch}; lower --batch")
-    if extractor.uses_operators and cfg.workers:
-        ops.build()  # compile or load the operators here, once, not in every worker at the same time
     batches = FeatureRowBatches(dataset, cfg.batch, cfg.seed, cfg.workers, device, rank, world)
     return Data(batches, len(files), fingerprint(files), lambda: mean_color(files), size[0])
 
@@ -247,6 +245,8 @@ def train(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int, int, f
         if Path(cfg.output).exists():
             raise FeatinvError(f"{ckpt}: no checkpoint; the run finished and wrote its model, {cfg.output}")
         raise FeatinvError(f"{ckpt}: no checkpoint to resume from")
+    if extractor.uses_operators:
+        ops.build()  # compile or load the operators now, not inside the first (timed) step
     data = training_data(cfg, extractor, device, rank, world, on_decode)
     extra = peek(ckpt)["extra"] if resume else {}
     if cfg.init and not resume:
