@@ -135,19 +135,97 @@ def optimisation(steps: int) -> None:
               f"{opt_s / learned_s:6.0f}x   (feature loss {history[0]:.3f} -> {history[-1]:.3f})")
 
 
-def training(steps: int) -> None:
-    from featinv_cli.train import TrainConfig, train
+def training_photos(folder: Path, count: int = 100) -> Path:
+    """``count`` JPEG photos: the validation photos beside the project if present (the issue's set of
+    100), else crops of scikit-image's photographs written as JPEG."""
     import imageio.v3 as iio
 
-    print(f"\nTraining (HOG, width 0.25, 128 crops, batch 64, {steps} steps, 1 feature worker)")
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample" / "val"
+    if shared.is_dir():
+        return shared
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        x = photos(256)[i % 6]
+        top, left = rng.integers(0, 64, 2)
+        arr = (x[:, top:top + 192, left:left + 192].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        iio.imwrite(folder / f"{i:03d}.jpg", arr, quality=90)
+    return folder
+
+
+def matmul_peak(n: int = 2048, repeat: int = 5) -> float:
+    """fp32 GFLOP/s of an n x n matmul on this machine with torch's threads: the peak to compare with."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(repeat):
+        a @ b
+    return 2 * n ** 3 * repeat / (time.perf_counter() - t) / 1e9
+
+
+def compute_only(feature: str, width: float, batch: int, steps: int, data) -> tuple[float, float]:
+    """(images/s, GFLOP/s) of the bare training step (forward, backward, clipping, Adam) of the network
+    `featinv train` builds, on one fixed batch: no data work at all."""
+    from torch.nn import functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from featinv_cli.batches import ViewBatches
+    from featinv_cli.models import for_extractor
+
+    extractor = parse_spec(feature)
+    x, feats = ViewBatches(data, extractor, 128, batch, 0, 1.25, torch.device("cpu"))(0)
+    net, _ = for_extractor("skip", extractor, width=width)
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+
+    def step():
+        loss = F.mse_loss(net(feats), x)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+    with FlopCounterMode(display=False) as counter:
+        step()
+    step()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    seconds = (time.perf_counter() - t) / steps
+    return batch / seconds, counter.get_total_flops() / seconds / 1e9
+
+
+def end_to_end(feature: str, width: float, batch: int, steps: int, data: str, out: Path) -> float:
+    """Steady-state images/s of `featinv train` itself (the library's loop, as the command runs it):
+    the steps after the first fifth, so start-up, decoding and the first batches are left out."""
+    from featinv_cli.train import TrainConfig, train
+
+    times = []
+    train(TrainConfig(feature=feature, data=data, output=str(out), arch="skip", width=width, batch=batch,
+                      steps=steps, workers=1, checkpoint_every=10 ** 6),
+          on_step=lambda *a: times.append(time.perf_counter()))
+    skip = max(1, steps // 5)
+    return batch * (len(times) - 1 - skip) / (times[-1] - times[skip])
+
+
+def training(steps: int) -> None:
+    """End-to-end `featinv train` against its bare step, for hog, lbp and sift: what the data path costs."""
+    from featinv_cli.io import list_images
+    from featinv_cli.views import load_views, pack, save_views
+
+    peak = matmul_peak()
+    print(f"\nTraining throughput, {torch.get_num_threads()} threads, batch 32, 128-px crops, {steps} steps; "
+          f"fp32 matmul peak {peak:.0f} GFLOP/s")
+    print(f"  {'feature':<8} {'width':>5} {'step only':>10} {'views file':>11} {'JPEG folder':>12} {'GFLOP/s':>8}")
     with tempfile.TemporaryDirectory() as d:
-        for i, x in enumerate(photos(256)):
-            for j in range(11):  # 66 files: enough for one batch of 64
-                iio.imwrite(Path(d) / f"{i}_{j}.png", (x.permute(1, 2, 0).numpy() * 255).astype(np.uint8))
-        meta = train(TrainConfig(feature="hog", data=d, output=str(Path(d) / "m.safetensors"), width=0.25,
-                                 steps=steps, workers=1, checkpoint_every=10 ** 6))
-    print(f"  {meta['images_per_second']:.1f} images/s, {100 * meta['data_wait_fraction']:.1f}% of the time "
-          f"waiting for data (first batch included)")
+        folder = training_photos(Path(d))
+        files = list_images(folder)
+        for feature, width in (("hog", 0.3), ("lbp", 0.5), ("sift", 0.2)):
+            sift = parse_spec("sift") if feature == "sift" else None
+            views = Path(d) / f"views-{feature}.safetensors"
+            save_views(views, pack(files, [f.name for f in files], 160, sift))
+            rate, gflops = compute_only(feature, width, 32, max(3, steps // 4), load_views(views))
+            cached = end_to_end(feature, width, 32, steps, str(views), Path(d) / "m.safetensors")
+            jpeg = end_to_end(feature, width, 32, steps, str(folder), Path(d) / "m.safetensors")
+            print(f"  {feature:<8} {width:>5} {rate:8.1f}/s {cached:7.1f}/s {cached / rate:.2f}x "
+                  f"{jpeg:6.1f}/s {jpeg / rate:.2f}x {gflops:6.0f} ({100 * gflops / peak:.0f}%)")
 
 
 def precision(steps: int) -> None:
@@ -270,7 +348,7 @@ def main() -> None:
     if "precision" in only:
         precision(2 if args.quick else 5)
     if "training" in only:
-        training(10 if args.quick else 40)
+        training(10 if args.quick else 100)
     if "memory" in only:
         memory((1000, 2000) if args.quick else (1000, 3000, 6000))
     if "startup" in only:

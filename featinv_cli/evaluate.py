@@ -38,8 +38,14 @@ def baseline_mean(data, size: int) -> torch.Tensor:
 
 
 def load_views(directory: str | Path | list, size: int) -> torch.Tensor:
-    """(N, 3, size, size) evaluation views of one or more folders' images, in sorted name order."""
+    """(N, 3, size, size) evaluation views of one or more folders' images, in sorted name order, or
+    of a views file (`featinv pack --side SIZE`: the same views, decoded beforehand)."""
+    from .views import is_views_file, load_views as load_packed
+
     dirs = directory if isinstance(directory, (list, tuple)) else [directory]
+    if len(dirs) == 1 and is_views_file(dirs[0]):
+        views = load_packed(dirs[0]).views.float() / 255.0
+        return views if views.shape[-1] == size else torch.stack([eval_view(v, size) for v in views])
     return torch.stack([eval_view(read_image(f), size) for f in list_images(*dirs)])
 
 

@@ -170,11 +170,28 @@ def _cuda() -> bool:
     return bool(torch.cuda.is_available() and torch.version.cuda)
 
 
-def _say_if_building(name: str) -> None:
-    """One line before a first build (a minute or so of silence otherwise); nothing once it is cached."""
-    from torch.utils.cpp_extension import _get_build_directory
+# A build takes about a minute; a lock file older than this was left by a killed build, and torch would
+# wait on it for ever (seen: two training runs hung after a third was killed mid-build).
+STALE_LOCK_SECONDS = 600
 
-    where = Path(_get_build_directory(name, verbose=False))
+
+def build_directory(name: str) -> Path:
+    """Where the operators are compiled and cached: $FEATINV_CACHE, else $XDG_CACHE_HOME/featinv, else
+    ~/.cache/featinv; one folder per build name (a hash of the sources)."""
+    root = os.environ.get("FEATINV_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "featinv"
+    where = Path(root) / name
+    where.mkdir(parents=True, exist_ok=True)
+    return where
+
+
+def _prepare(where: Path, name: str) -> None:
+    """One line before a first build (a minute or so of silence otherwise); a stale lock removed."""
+    import time
+
+    lock = where / "lock"
+    if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
+        lock.unlink(missing_ok=True)
+        sys.stderr.write(f"featinv: note: removed {lock}, left by a build that was stopped\n")
     if not list(where.glob(f"{name}*.so")):
         sys.stderr.write(f"featinv: building the featinv operators once (about a minute); they are cached in {where}\n")
         sys.stderr.flush()
@@ -208,14 +225,15 @@ def build(verbose: bool = False) -> str:
                 digest = hashlib.sha256(str(KERNELS).encode() + b"".join(
                     p.read_bytes() for p in sorted(KERNELS.iterdir()) if p.is_file())).hexdigest()[:10]
                 name = f"featinv_ops_{'cuda_' if _cuda() else ''}{digest}"
-                _say_if_building(name)
+                where = build_directory(name)
+                _prepare(where, name)
                 # -ffp-contract=off: no fused multiply-adds, so each product rounds as in the torch versions.
                 # -fopenmp: at::parallel_for is OpenMP code inlined from a header; without the flag it runs
                 # on one thread. The GOMP symbols resolve to the OpenMP runtime torch itself loads.
                 cflags = ["-O3", "-std=c++17", "-ffp-contract=off", "-fopenmp"] + (["-DFEATINV_CUDA"] if _cuda() else [])
                 _state["module"] = load(name=name, sources=_sources(), extra_include_paths=[str(KERNELS)],
                                         extra_cflags=cflags, extra_cuda_cflags=["-O3"] if _cuda() else None,
-                                        verbose=verbose)
+                                        build_directory=str(where), verbose=verbose)
             except Exception as e:  # no compiler, no headers, a broken toolchain: fall back
                 reason = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
         _state["backend"], _state["reason"] = ("extension", None) if reason is None else ("reference", reason)

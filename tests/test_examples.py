@@ -10,9 +10,9 @@ SCRIPT = ROOT / "examples" / "gpu_models.py"
 
 
 def test_gpu_recipe_quick_form_runs_end_to_end(image_dir, tmp_path):
-    pack = tmp_path / "pack.npz"
+    pack = tmp_path / "pack"
     r = subprocess.run([sys.executable, str(SCRIPT), "pack", "-d", str(image_dir), "--val", str(image_dir),
-                        "-o", str(pack)], capture_output=True, text=True, timeout=300)
+                        "-o", str(pack), "--workers", "1"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     out = tmp_path / "models"
     r = subprocess.run([sys.executable, str(SCRIPT), "train", "--pack", str(pack), "--out", str(out), "--quick",
@@ -23,3 +23,4 @@ def test_gpu_recipe_quick_form_runs_end_to_end(image_dir, tmp_path):
         assert summary[name]["steps"] > 0 and 0 < summary[name]["normalized_error"] < 2
         model = load_model(out / f"{name}.safetensors")  # featinv's own format: `featinv invert -m` reads it
         assert model.feature == feature and model.train["data_fingerprint"]
+    assert load_model(out / "hog.safetensors").train["init"]["file"] == "hog.safetensors"  # continued the shipped

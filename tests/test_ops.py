@@ -173,7 +173,7 @@ def test_fallback_without_extension_gives_same_result(tmp_path):
             "torch.save([ops.grid_bin(*c, 4, 0), parse_spec('hog')(x), parse_spec('lbp')(x)], %r)"
             % str(tmp_path / "fallback.pt"))
     env = dict(os.environ, CXX="/nonexistent/c++", CC="/nonexistent/cc",
-               TORCH_EXTENSIONS_DIR=str(tmp_path / "ext"),
+               FEATINV_CACHE=str(tmp_path / "ext"),
                PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
                        cwd=ROOT)
@@ -218,10 +218,31 @@ def test_a_first_build_says_so_once(tmp_path, monkeypatch, capfd):
     build says nothing."""
     from featinv_cli import ops
 
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    ops._say_if_building("featinv_grid_bin_test")
+    monkeypatch.setenv("FEATINV_CACHE", str(tmp_path))
+    where = ops.build_directory("featinv_grid_bin_test")
+    ops._prepare(where, "featinv_grid_bin_test")
     err = capfd.readouterr().err
     assert err.startswith("featinv: building the featinv operators once") and str(tmp_path) in err
-    (tmp_path / "featinv_grid_bin_test" / "featinv_grid_bin_test.so").write_bytes(b"")
-    ops._say_if_building("featinv_grid_bin_test")
+    (where / "featinv_grid_bin_test.so").write_bytes(b"")
+    ops._prepare(where, "featinv_grid_bin_test")
     assert capfd.readouterr().err == ""
+
+
+def test_a_lock_left_by_a_killed_build_is_removed(tmp_path, monkeypatch, capfd):
+    """torch waits for ever on the lock file of a build that was killed; an old one is removed."""
+    import os
+    import time
+
+    from featinv_cli import ops
+
+    monkeypatch.setenv("FEATINV_CACHE", str(tmp_path))
+    where = ops.build_directory("featinv_lock_test")
+    (where / "featinv_lock_test.so").write_bytes(b"")
+    lock = where / "lock"
+    lock.write_bytes(b"")
+    ops._prepare(where, "featinv_lock_test")
+    assert lock.exists()  # a fresh lock belongs to a build in progress
+    old = time.time() - ops.STALE_LOCK_SECONDS - 5
+    os.utime(lock, (old, old))
+    ops._prepare(where, "featinv_lock_test")
+    assert not lock.exists() and "left by a build that was stopped" in capfd.readouterr().err

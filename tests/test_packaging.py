@@ -40,13 +40,13 @@ def test_installed_wheel_builds_and_uses_the_cpp_operator(tmp_path):
             "featinv_cli.__file__; print(o.build(), o.status())")
     borrowed = str(Path(torch.__file__).parents[1])  # this environment's site-packages
     r = subprocess.run([str(py), "-c", code], capture_output=True, text=True, timeout=900, cwd=tmp_path,
-                       env={"TORCH_EXTENSIONS_DIR": str(tmp_path / "ext"), "PATH": "/usr/bin:/bin",
+                       env={"FEATINV_CACHE": str(tmp_path / "ext"), "PATH": "/usr/bin:/bin",
                             "PYTHONPATH": borrowed})
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.startswith("extension"), r.stdout + r.stderr[-1000:]
     r = subprocess.run([str(py), "-c", "import featinv_cli.ops as o; from featinv_cli.features import hog; "
                         "print(o.implementation('hog', 'cpu') is not hog.uoctti_hog_torch)"],
                        capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                       env={"TORCH_EXTENSIONS_DIR": str(tmp_path / "ext"), "PATH": "/usr/bin:/bin",
+                       env={"FEATINV_CACHE": str(tmp_path / "ext"), "PATH": "/usr/bin:/bin",
                             "PYTHONPATH": borrowed})
     assert r.stdout.strip() == "True", r.stdout + r.stderr[-1000:]

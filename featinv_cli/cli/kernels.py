@@ -15,8 +15,8 @@ def kernels(
     """Build (or load from cache) the C++/CUDA operators: featinv::hog and featinv::lbp (C++) and
     featinv::grid_bin, which puts SIFT keypoints on the paper's grid (C++ and CUDA).
 
-    They are otherwise built on first use, which takes about 30 seconds once; torch caches them
-    (TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions). Where no compiler exists featinv uses
+    They are otherwise built on first use, which takes about a minute once, and cached in
+    $FEATINV_CACHE (default ~/.cache/featinv, or $XDG_CACHE_HOME/featinv). Where no compiler exists featinv uses
     the ops' torch versions, with identical results; FEATINV_NO_EXTENSION=1 chooses them deliberately.
 
     \b

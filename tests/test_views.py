@@ -1,0 +1,109 @@
+"""The view cache (featinv pack) and the batches cut from it: what training sees is what extract gives."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from featinv_cli.batches import ViewBatches
+from featinv_cli.data import prepare_view
+from featinv_cli.errors import FeatinvError
+from featinv_cli.features import parse_spec
+from featinv_cli.io import list_images, read_image
+from featinv_cli.views import load_views, pack, save_views
+
+from conftest import one_line_error
+
+
+@pytest.fixture(scope="module")
+def packed(image_dir, tmp_path_factory) -> Path:
+    files = list_images(image_dir)
+    out = tmp_path_factory.mktemp("views") / "views.safetensors"
+    save_views(out, pack(files, [f.name for f in files], 80, parse_spec("sift")))
+    return out
+
+
+def test_views_are_the_extract_views(packed, image_dir):
+    """Each view is the image as `extract --resize 80 --crop 80` prepares it, as 8-bit pixels."""
+    vs = load_views(packed)
+    files = list_images(image_dir)
+    assert vs.views.shape == (len(files), 3, 80, 80) and vs.views.dtype == torch.uint8
+    assert vs.sources == [f.name for f in files]
+    for i in (0, 5):
+        want = prepare_view(read_image(files[i]), 80, 80, "x")
+        assert torch.equal(vs.views[i], (want * 255).round().to(torch.uint8))
+
+
+def test_sift_batches_equal_sift_of_the_view_and_its_mirror(packed):
+    """Crops as big as the view: the grid from stored keypoints is the SIFT grid of the image the
+    batch holds, mirrored or not (stored keypoints of the mirror image, not mirrored keypoints)."""
+    vs, sift = load_views(packed), parse_spec("sift")
+    batches = ViewBatches(vs, sift, 80 // 4 * 4, 8, 0, 1.0, torch.device("cpu"))
+    for step in range(3):
+        x, grid = batches(step)
+        assert torch.equal(grid, sift(x))
+
+
+def test_sift_crops_keep_the_keypoints_inside(packed):
+    """A crop's grid holds the view's keypoints that fall in it, moved by the crop's offset: its
+    occupied cells are the view grid's occupied cells in that window (for the view and its mirror)."""
+    vs, sift = load_views(packed), parse_spec("sift")
+    whole = ViewBatches(vs, sift, 80, 8, 0, 1.0, torch.device("cpu"))
+    crops = ViewBatches(vs, sift, 64, 8, 0, 1.0, torch.device("cpu"))
+    idx, flips = torch.arange(8), torch.tensor([False, True] * 4)
+    full = whole._sift_grid(idx, torch.zeros(8, 2, dtype=torch.long), flips)
+    cut = crops._sift_grid(idx, torch.tensor([[8, 12]] * 8), flips)
+    occupied = lambda g: g[:, :128].abs().sum(1) > 0  # noqa: E731
+    assert occupied(cut).sum() > 10
+    assert torch.equal(occupied(cut), occupied(full)[:, 2:18, 3:19])
+
+
+def test_hog_batches_are_features_of_the_crops(packed):
+    vs, hog = load_views(packed), parse_spec("hog")
+    batches = ViewBatches(vs, hog, 64, 8, 3, 1.25, torch.device("cpu"))
+    x, f = batches(7)
+    assert x.shape == (8, 3, 64, 64) and torch.equal(f, hog(x))
+    assert torch.equal((x * 255).round() / 255, x)  # 8-bit images, as a PNG of the crop would be
+    again, _ = ViewBatches(vs, hog, 64, 8, 3, 1.25, torch.device("cpu"))(7)
+    assert torch.equal(x, again)  # step t's batch depends on (seed, t) alone: resume sees the same
+    low, fl = batches(7, low_res=True)
+    assert low.shape == (8, 3, 32, 32) and fl.shape == (8, 31, 4, 4)
+
+
+def test_ranks_split_the_global_batch(packed):
+    vs, hog = load_views(packed), parse_spec("hog")
+    whole, _ = ViewBatches(vs, hog, 64, 8, 0, 1.25, torch.device("cpu"))(4)
+    parts = [ViewBatches(vs, hog, 64, 8, 0, 1.25, torch.device("cpu"), rank=r, world=2)(4)[0] for r in (0, 1)]
+    assert torch.equal(torch.cat(parts), whole)
+
+
+def test_views_without_sift_refuse_sift_training(image_dir, tmp_path):
+    files = list_images(image_dir)
+    out = tmp_path / "v.safetensors"
+    save_views(out, pack(files, [f.name for f in files], 64))
+    with pytest.raises(FeatinvError, match="--sift"):
+        ViewBatches(load_views(out), parse_spec("sift"), 64, 4, 0, 1.0, torch.device("cpu"))
+    with pytest.raises(FeatinvError, match="larger than the views"):
+        ViewBatches(load_views(out), parse_spec("hog"), 128, 4, 0, 1.0, torch.device("cpu"))
+
+
+def test_pack_command(cli, image_dir, tmp_path):
+    out = tmp_path / "v.safetensors"
+    r = cli("pack", image_dir, "-o", out, "--side", "64")
+    assert r.code == 0, r.err
+    assert load_views(out).views.shape == (8, 3, 64, 64)
+    assert "--side" in one_line_error(cli("pack", image_dir, "-o", out, "--side", "32"))
+    assert ".safetensors" in one_line_error(cli("pack", image_dir, "-o", tmp_path / "v.npz"))
+    assert "sift spec" in one_line_error(cli("pack", image_dir, "-o", out, "--sift", "hog"))
+
+
+def test_train_from_views_file(cli, image_dir, tmp_path):
+    views = tmp_path / "v.safetensors"
+    assert cli("pack", image_dir, "-o", views, "--side", "64").code == 0
+    out = tmp_path / "m.safetensors"
+    r = cli("train", "hog", "-d", views, "-o", out, "--width", "0.125", "--crop", "64", "--batch", "4",
+            "--steps", "2", "-q")
+    assert r.code == 0, r.err
+    from featinv_cli.io import load_model
+
+    t = load_model(out).train
+    assert t["data_images"] == 8 and t["images_seen"] == 8
