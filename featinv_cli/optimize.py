@@ -31,6 +31,11 @@ class OptimizeConfig:
     a: float = 6.0
     beta: float = 2.0
     seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise FeatinvError(f"--optimize-steps {self.steps}: must be at least 1")
 
 
 def check_differentiable(extractor: Extractor) -> None:
@@ -46,8 +51,9 @@ def invert_by_optimization(extractor: Extractor, target: torch.Tensor, size: tup
     """One image: target features (1, ...) -> (image (1, 3, H, W) in [0, 1], feature-loss history)."""
     check_differentiable(extractor)
     g = torch.Generator().manual_seed(cfg.seed)
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    x = (mean + 0.01 * torch.randn(1, 3, *size, generator=g)).requires_grad_(True)
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1).to(cfg.device)
+    x = (mean + 0.01 * torch.randn(1, 3, *size, generator=g).to(cfg.device)).requires_grad_(True)
+    target = target.to(cfg.device)
     opt = torch.optim.Adam([x], lr=cfg.lr)
     norm = target.pow(2).sum().clamp_min(1e-12)
     history = []
@@ -66,7 +72,7 @@ def invert_by_optimization(extractor: Extractor, target: torch.Tensor, size: tup
         history.append(float(feature_loss.detach()))
         if on_step:
             on_step(step + 1, history[-1])
-    return x.detach().clamp(0, 1), history
+    return x.detach().clamp(0, 1).cpu(), history
 
 
 def invert_each_by_optimization(extractor: Extractor, features: torch.Tensor, size: tuple[int, int],

@@ -10,11 +10,11 @@ from ..errors import FeatinvError, UsageError
 from .common import DEVICE, QUIET, parse_size, progress, resolve_device
 
 
-def optimize_rows(extractor, features, size, steps, lambda_a, lambda_tv, quiet):
+def optimize_rows(extractor, features, size, steps, lambda_a, lambda_tv, device, quiet):
     """--method optimize, one progress bar over every row's steps."""
     from ..optimize import OptimizeConfig, invert_each_by_optimization
 
-    cfg = OptimizeConfig(steps=steps, lambda_a=lambda_a, lambda_tv=lambda_tv)
+    cfg = OptimizeConfig(steps=steps, lambda_a=lambda_a, lambda_tv=lambda_tv, device=device)
     with progress(steps * len(features), "optimize", quiet) as bar:
         return invert_each_by_optimization(extractor, features, size, cfg, lambda row, step, loss: bar.advance(
             1, info=f"image {row + 1}/{len(features)}, loss {loss:.4f}"))
@@ -75,6 +75,8 @@ def invert(
         raise FeatinvError("only one input can be read from stdin")
     if method not in ("learned", "optimize"):
         raise UsageError(f"--method {method!r}: choose learned or optimize")
+    if steps < 1:
+        raise UsageError(f"--optimize-steps {steps}: must be at least 1")
     inverters: dict[Path, Inverter] = {}
     rows, captions, row_names = [], [], []
     for path in features:
@@ -82,7 +84,7 @@ def invert(
         ff = load_features(path)
         extractor, size = resolve(ff, name, feature, parse_size(image_size))
         if method == "optimize":
-            rows.append(optimize_rows(extractor, ff.features, size, steps, lambda_a, lambda_tv, quiet))
+            rows.append(optimize_rows(extractor, ff.features, size, steps, lambda_a, lambda_tv, device, quiet))
             captions.append(row_labels(ff))
             row_names.append(row_title(captions[-1], ff.history, name))
             continue

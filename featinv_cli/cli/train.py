@@ -181,12 +181,22 @@ def train(
                 err.print(f"step {step}/{total}  loss {loss:.5f}  {rate:.0f} img/s  "
                           f"{time.perf_counter() - start:.0f}s")
 
+        if resume:
+            say_where_resuming(cfg, quiet)
         meta = run_training(cfg, resume=resume, on_step=on_step)
     if not quiet:
         err.print(f"wrote {output} ({meta['steps_done']} steps, {meta['epochs']} epochs, "
                   f"loss {meta['final_loss']:.5f})")
     if val is not None and int(os.environ.get("RANK", "0")) == 0:
         report_validation(output, val, cfg)
+
+
+def say_where_resuming(cfg, quiet: bool) -> None:
+    from ..checkpoint import checkpoint_path, peek
+
+    ckpt = checkpoint_path(cfg.output)
+    if ckpt.exists() and not quiet:
+        err.print(f"resuming from step {peek(ckpt)['step']} of {cfg.steps} ({ckpt})")
 
 
 def report_validation(output, val, cfg) -> None:

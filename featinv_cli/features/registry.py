@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..errors import FeatinvError
+from ..errors import FeatinvError, UsageError
 from .base import Extractor
 from .hog import HOG
 from .alexnet import AlexNetLayer, CaffeNetLayer
@@ -29,16 +29,16 @@ def _coerce(field: dataclasses.Field, text: str):
             return text.lower() in ("1", "true", "yes")
         return kind(text)
     except ValueError:
-        raise FeatinvError(f"parameter {field.name}={text!r} is not a valid {kind.__name__}") from None
+        raise UsageError(f"parameter {field.name}={text!r} is not a valid {kind.__name__}") from None
 
 
 def parse_spec(spec: str) -> Extractor:
     """``"hog:cell=8"`` -> HOG(cell=8); ``"alexnet:fc6"`` and ``"torchvision:resnet18:layer3"`` -> the
     leading parameters given by position (colon-separated). Unknown names or parameters are a
-    FeatinvError."""
+    UsageError (exit 2: specs come from the command line; from_metadata makes them a bad file's)."""
     name, _, rest = spec.strip().partition(":")
     if name not in EXTRACTORS:
-        raise FeatinvError(f"unknown feature {name!r}; choose one of: {', '.join(names())}")
+        raise UsageError(f"unknown feature {name!r}; choose one of: {', '.join(names())}")
     cls = EXTRACTORS[name]
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -47,13 +47,13 @@ def parse_spec(spec: str) -> Extractor:
     if items and "=" not in items[0]:  # positional values come first: "resnet18:layer3"
         values = items[0].split(":")
         if len(values) > len(order):
-            raise FeatinvError(f"bad parameter {items[0]!r} in feature spec {spec!r}; {name} takes "
+            raise UsageError(f"bad parameter {items[0]!r} in feature spec {spec!r}; {name} takes "
                                f"{len(order)} value(s) by position ({':'.join(o.upper() for o in order)})")
         items[:1] = [f"{key}={value}" for key, value in zip(order, values)]
     for item in items:
         key, eq, value = item.partition("=")
         if not eq or key not in fields:
-            raise FeatinvError(f"bad parameter {item!r} in feature spec {spec!r}; "
+            raise UsageError(f"bad parameter {item!r} in feature spec {spec!r}; "
                                f"{name} takes: {', '.join(fields) or 'nothing'}")
         kwargs[key] = _coerce(fields[key], value)
     return cls(**kwargs)
@@ -61,9 +61,12 @@ def parse_spec(spec: str) -> Extractor:
 
 def from_metadata(name: str, params: dict | None) -> Extractor:
     """Rebuild an extractor from a file's ``feature`` and (parsed) ``params`` metadata."""
-    base = parse_spec(name.partition(":")[0])
-    if not params:
-        return parse_spec(name)
+    try:
+        base = parse_spec(name.partition(":")[0])
+        if not params:
+            return parse_spec(name)
+    except UsageError as e:  # the file's metadata is wrong, not the command line
+        raise FeatinvError(f"the file names an unknown feature: {e}") from None
     known = {f.name for f in dataclasses.fields(type(base))}
     return type(base)(**{k: v for k, v in params.items() if k in known})
 

@@ -131,7 +131,8 @@ class TorchvisionLayer(Extractor):
         except _Reached as reached:
             out = reached.output
         else:
-            raise AssertionError(f"{self.module} did not run")  # a module the forward pass skips
+            raise FeatinvError(f"{self.model}.{self.module} is never run by the model's forward pass (e.g. an "
+                               f"auxiliary head used only in training); pick a module on the main path")
         finally:
             handle.remove()
         if not isinstance(out, torch.Tensor) or out.dim() not in (2, 4):
