@@ -25,7 +25,7 @@ import torch
 
 from featinv_cli.data import center_crop, resize_shorter
 from featinv_cli.features import parse_spec
-from featinv_cli.io import image_from_array
+from featinv_cli.images import image_from_array
 from featinv_cli.inverter import ASSETS, Inverter
 
 
@@ -207,7 +207,7 @@ def end_to_end(feature: str, width: float, batch: int, steps: int, data: str, ou
 
 def training(steps: int) -> None:
     """End-to-end `featinv train` against its bare step, for hog, lbp and sift: what the data path costs."""
-    from featinv_cli.io import list_images
+    from featinv_cli.images import list_images
     from featinv_cli.views import load_views, pack, save_views
 
     peak = matmul_peak()

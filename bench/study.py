@@ -65,7 +65,7 @@ def main() -> None:
                 done[name] = {"command": " ".join(cmd), "exit": proc.returncode}
                 del running[name]
     from featinv_cli.evaluate import evaluate
-    from featinv_cli.io import load_model
+    from featinv_cli.formats import load_model
 
     rows = []
     for name in args.variants:
@@ -82,7 +82,7 @@ def main() -> None:
               "cores": os.cpu_count(), "threads_per_run": threads, "minutes": args.minutes,
               "feature": args.feature, "data": args.data, "rows": rows}
     (args.json or args.out / "study.json").write_text(json.dumps(result, indent=1))
-    print(f"| variant | normalized error | PSNR | SSIM | steps | images seen | images/s |\n|---|---|---|---|---|---|---|")
+    print("| variant | normalized error | PSNR | SSIM | steps | images seen | images/s |\n|---|---|---|---|---|---|---|")
     for r in rows:
         if r.get("failed"):
             print(f"| {r['variant']} | failed (exit {r['exit']}) | | | | | |")

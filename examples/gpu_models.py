@@ -69,7 +69,7 @@ def train_command(name: str, pack_dir: Path, out: Path, budget: float, device: s
 
 
 def _same_network(model: Path, arch: str, width: float) -> bool:
-    from featinv_cli.io import json_field, read_metadata
+    from featinv_cli.safetensors_codec import json_field, read_metadata
     from featinv_cli.models.registry import canonical
 
     theirs = canonical(json_field(read_metadata(model), "arch", str(model), {}))
@@ -103,7 +103,7 @@ def train_all(pack_dir: Path, out: Path, budget: float, quick: bool, only: list[
         if p.returncode or not path.exists():
             summary[name] = {"failed": p.returncode}
             continue
-        from featinv_cli.io import load_model
+        from featinv_cli.formats import load_model
 
         t = load_model(path).train
         score = evaluate(path, pack_dir / "val.safetensors")

@@ -26,7 +26,7 @@ from featinv_cli.evaluate import evaluate, load_views
 from featinv_cli.features import parse_spec
 from featinv_cli.features import alexnet, squeezenet
 from featinv_cli.inverter import ASSETS, Inverter
-from featinv_cli.io import write_image
+from featinv_cli.images import write_image
 from featinv_cli.optimize import OptimizeConfig, invert_by_optimization
 from featinv_cli.train import TrainConfig, train
 

@@ -180,9 +180,9 @@ def sample_gaussian(params: torch.Tensor, n: int, d: int, alpha: float = 2.0,
 
 def fit_statistics(ff, bins: int, name: str = "features"):
     """``sample --fit``: histograms per dimension and one Gaussian of the rows of a FeatureFile, as a
-    StatsFile (io.py) that records what features they describe."""
+    StatsFile (formats.py) that records what features they describe."""
     from .errors import FeatinvError
-    from .io import StatsFile
+    from .formats import StatsFile
 
     if len(ff) < 2:
         raise FeatinvError(f"{name}: fitting statistics needs several feature vectors, this file has {len(ff)}")

@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from .features.base import Extractor
-from .io import read_image
+from .images import read_image
 
 
 def resize_shorter(image: torch.Tensor, shorter: int) -> torch.Tensor:
@@ -151,38 +151,6 @@ class EpochBatches(torch.utils.data.Sampler):
                 step += 1
 
 
-class ExtractDataset(torch.utils.data.Dataset):
-    """Features of one image per item, computed in DataLoader workers for `featinv extract`.
-
-    Returns (index, (H, W) of the prepared image, features (1, C, Hc, Wc), raw extras). With
-    ``extract=False`` the workers only read and prepare: the item holds the image (1, 3, H, W)
-    instead of features and None for extras, for the caller to extract on a GPU.
-    """
-
-    def __init__(self, files: list[Path], extractor: Extractor, resize: int | None, crop: int | None,
-                 extract: bool = True):
-        self.files, self.extractor, self.resize, self.crop = files, extractor, resize, crop
-        self.extract = extract
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int):
-        from .errors import FeatinvError
-
-        f = self.files[i]
-        img = prepare_view(read_image(f), self.resize, self.crop, str(f))
-        h, w = img.shape[-2:]
-        if min(h, w) < self.extractor.min_size():
-            raise FeatinvError(f"{f}: {h}x{w} is too small for {self.extractor.spec} "
-                               f"(needs at least {self.extractor.min_size()} pixels a side)")
-        if not self.extract:
-            return i, (h, w), img[None], None
-        with torch.no_grad():
-            feats, extra = self.extractor.extract(img[None])
-        return i, (h, w), feats, extra
-
-
 class FeatureRowsDataset(torch.utils.data.Dataset):
     """Training pairs from feature files made by `featinv extract` (e.g. its shards): the features of
     row r, and the image named in the file's ``sources``, read from ``data`` and prepared with the
@@ -192,7 +160,7 @@ class FeatureRowsDataset(torch.utils.data.Dataset):
 
     def __init__(self, feature_files: list[Path], data: Path):
         from .errors import FeatinvError
-        from .io import read_feature_fields
+        from .formats import read_feature_fields
 
         self.files, self.data, self.index = [Path(f) for f in feature_files], Path(data), []
         self.meta, self._open = None, {}

@@ -13,7 +13,7 @@ import torch
 from . import metrics
 from .data import eval_view
 from .inverter import Inverter
-from .io import list_images, read_image
+from .images import list_images, read_image
 
 
 def mean_image(files: list, size: tuple[int, int], prepare) -> torch.Tensor:

@@ -41,16 +41,24 @@ def _fit(tile: np.ndarray, height: int, width: int) -> np.ndarray:
     return out
 
 
+def tile_size(rows: list[list[np.ndarray]]) -> int:
+    """The square every tile is letterboxed into: the images' own size (no blurring of 128-px
+    reconstructions, no shrinking of photos), kept between 96 and 384 pixels."""
+    return int(np.clip(max(max(t.shape[:2]) for row in rows for t in row), 96, 384))
+
+
 def labelled_grid(rows: list[list[np.ndarray]], col_labels: list[str] | None = None,
                   row_labels: list[str] | None = None, captions: list[list[str]] | None = None,
-                  tile: int = 192, pad: int = 4) -> np.ndarray:
+                  tile: int | None = None, pad: int = 4) -> np.ndarray:
     """Tiles (H, W, 3) uint8 arranged in rows, with optional column headers, row labels and a
     caption under each tile.
 
-    Every tile is letterboxed into a ``tile`` x ``tile`` square so mixed sizes line up.
+    Every tile is letterboxed into a ``tile`` x ``tile`` square (default: ``tile_size``) so mixed
+    sizes line up.
     """
     import cv2
 
+    tile = tile or tile_size(rows)
     ncols = max(len(r) for r in rows)
     label_h = max(18, tile // 8)
     scale = max(0.35, tile / 384)
@@ -127,13 +135,17 @@ def save_reconstructions(output: str, rows: list, captions: list[list[str]], row
     ((N, 3, H, W) in [0, 1]). Several files make one grid PNG, a row per file (``row_names``) with a
     caption per tile; one file's batch a grid of ``columns`` per row (all up to 8), one PNG per
     row when ``output`` is a directory, or a plain PNG for a single image."""
-    from .io import image_to_uint8, is_dir_target, write_image
+    from .files import is_dir_target
+    from .images import image_to_uint8, write_image
 
     if len(rows) > 1:
         if is_dir_target(output) or not (output == "-" or output.lower().endswith(".png")):
             raise FeatinvError(f"{output}: several feature files make one grid PNG; name it *.png")
         tiles = [[image_to_uint8(i) for i in images] for images in rows]
-        write_image(output, labelled_grid(tiles, row_labels=row_names, captions=captions))
+        # A caption that only repeats its row's label says nothing: "binarize" left of the row is enough.
+        captions = [["" if c == name else c for c in caps] for caps, name in zip(captions, row_names)]
+        write_image(output, labelled_grid(tiles, row_labels=row_names,
+                                          captions=captions if any(any(c) for c in captions) else None))
         return
     images, labels = rows[0], captions[0]
     if is_dir_target(output):

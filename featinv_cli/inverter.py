@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from .errors import FeatinvError
 from .features import Extractor, from_metadata
 from .features.cnn import same_weights
-from .io import ModelFile, load_model
+from .formats import ModelFile, load_model
 from .models import build
 
 ASSETS = Path(__file__).parent / "assets"

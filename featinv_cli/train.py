@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import os
 import time
@@ -15,11 +14,11 @@ from torch.nn import functional as F
 
 from . import __version__, ops
 from .batches import FeatureRowBatches, ViewBatches
-from .checkpoint import checkpoint_path, load_checkpoint, peek, save_checkpoint
+from .formats import checkpoint_path, load_checkpoint, peek, save_checkpoint
 from .data import FeatureRowsDataset, fingerprint
 from .errors import FeatinvError
 from .features import from_metadata, parse_spec
-from .io import ModelFile, load_model, save_model
+from .formats import ModelFile, load_model, save_model
 from .models import build, for_extractor
 from .models.deep import AutoEncoder
 from .settings import TrainConfig
@@ -69,7 +68,7 @@ def distributed() -> tuple[int, int]:
 
 def mean_color(files, at_most: int = 1000) -> list[float]:
     """Mean RGB of the training images (of at most ``at_most`` of them, evenly spaced)."""
-    from .io import read_image
+    from .images import read_image
 
     files = files[:: max(1, len(files) // at_most)]
     total = torch.zeros(3, dtype=torch.float64)
@@ -96,8 +95,8 @@ def view_side(cfg: TrainConfig) -> int:
 
 def training_data(cfg: TrainConfig, extractor, device: torch.device, rank: int, world: int, on_decode=None) -> Data:
     """Views (a `featinv pack` file, or folders decoded once into views in memory) or stored features."""
-    from .io import list_images
-    from .views import ViewSet, is_views_file, load_views, pack
+    from .images import list_images
+    from .views import is_views_file, load_views, pack
 
     if cfg.batch % world:
         raise FeatinvError(f"--batch {cfg.batch} does not split evenly over {world} processes")

@@ -17,9 +17,8 @@ import numpy as np
 import torch
 
 from .errors import FeatinvError
+from .formats import VIEWS_FORMAT
 
-VIEWS_FORMAT = "featinv-views/1"
-DEFAULT_SIDE = 160  # the 14k training photos' own shorter side; 1.25 x the 128-px training crops
 
 
 @dataclass
@@ -56,7 +55,7 @@ class _Decode(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         from .data import prepare_view
-        from .io import read_image
+        from .images import read_image
 
         view = prepare_view(read_image(self.files[i]), self.side, self.side, str(self.files[i]))
         return (view * 255.0).round().to(torch.uint8)
@@ -125,7 +124,9 @@ def save_views(path: str | Path, vs: ViewSet, webp: int = 0, workers: int = 0) -
     1/15 the size, to carry to another machine; decoded once, in ``workers`` processes, when loaded)."""
     from functools import partial
 
-    from .io import atomic_write, safetensors_chunks
+    from .files import atomic_write
+
+    from .safetensors_codec import safetensors_chunks
 
     if webp:
         hwc = vs.views.permute(0, 2, 3, 1).numpy()
@@ -144,7 +145,7 @@ def save_views(path: str | Path, vs: ViewSet, webp: int = 0, workers: int = 0) -
 
 def is_views_file(path: str | Path) -> bool:
     """Whether ``path`` is a file written by `featinv pack` (reads its header only)."""
-    from .io import read_metadata
+    from .safetensors_codec import read_metadata
 
     p = Path(path)
     if not p.is_file() or p.suffix != ".safetensors":
@@ -155,7 +156,8 @@ def is_views_file(path: str | Path) -> bool:
 def load_views(path: str | Path, workers: int = 0) -> ViewSet:
     """A `featinv pack` file, memory-mapped: views are read from disk as batches touch them (WebP
     views are decoded into memory first, in ``workers`` processes)."""
-    from .io import json_field, map_file, parse_safetensors
+    from .files import map_file
+    from .safetensors_codec import json_field, parse_safetensors
 
     name = str(path)
     tensors, meta = parse_safetensors(map_file(path), name)

@@ -94,7 +94,7 @@ def test_train_and_invert_a_layer(cli, image_dir, photos, tmp_path, family, laye
 def test_optimize_baseline_cuts_feature_loss_tenfold():
     from featinv_cli.optimize import OptimizeConfig, invert_by_optimization
     from featinv_cli.data import eval_view
-    from featinv_cli.io import image_from_array
+    from featinv_cli.images import image_from_array
     from conftest import photo
 
     e = parse_spec("caffenet:conv3,weights=random:0")
@@ -145,7 +145,7 @@ def test_layer_sweep_smoke_run(tmp_path):
 
 def test_finetune_encoder_trains_an_autoencoder(cli, image_dir, photos, tmp_path):
     from featinv_cli.evaluate import evaluate
-    from featinv_cli.io import load_model
+    from featinv_cli.formats import load_model
 
     out = tmp_path / "ae.safetensors"
     r = cli("train", "caffenet:fc6", "--weights", "random:0", "--finetune-encoder", "-d", image_dir, "--width",

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import one_line_error, photo
 from featinv_cli.errors import FeatinvError
-from featinv_cli.io import FeatureFile, features_from_bytes, load_model, parse_safetensors, save_features
+from featinv_cli.formats import FeatureFile, features_from_bytes, load_model, save_features
+from featinv_cli.safetensors_codec import parse_safetensors
 
 
 @pytest.fixture
@@ -120,7 +121,7 @@ def test_metadata_from_another_extractor(cli, hog_file, tmp_path, tiny_model):
     tensors, meta = parse_safetensors(hog_file.read_bytes(), "h")
     meta["feature"], meta["params"] = "lbp", json.dumps({"cell": 16})
     bad = tmp_path / "lying.safetensors"
-    from featinv_cli.io import encode_safetensors
+    from featinv_cli.safetensors_codec import encode_safetensors
 
     bad.write_bytes(encode_safetensors(tensors, meta))
     out = tmp_path / "r.png"
@@ -131,7 +132,7 @@ def test_wrong_image_size_metadata(cli, hog_file, tmp_path, tiny_model):
     tensors, meta = parse_safetensors(hog_file.read_bytes(), "h")
     meta["image_size"] = "[640, 480]"
     bad = tmp_path / "size.safetensors"
-    from featinv_cli.io import encode_safetensors
+    from featinv_cli.safetensors_codec import encode_safetensors
 
     bad.write_bytes(encode_safetensors(tensors, meta))
     out = tmp_path / "r.png"
@@ -142,7 +143,7 @@ def test_wrong_image_size_metadata(cli, hog_file, tmp_path, tiny_model):
 
 @pytest.mark.parametrize("tamper", ["drop-arch", "bad-arch-json", "other-format", "in-channels"])
 def test_tampered_model_metadata(cli, hog_file, tmp_path, tiny_model, tamper):
-    from featinv_cli.io import encode_safetensors
+    from featinv_cli.safetensors_codec import encode_safetensors
 
     tensors, meta = parse_safetensors(tiny_model.read_bytes(), "m")
     if tamper == "drop-arch":

@@ -69,7 +69,7 @@ def test_batch_to_grid_and_directory(cli, photos, tiny_model, tmp_path):
 
 def test_score_json(cli, photos, tmp_path):
     from featinv_cli.data import prepare_view as prepare
-    from featinv_cli.io import read_image, write_image
+    from featinv_cli.images import read_image, write_image
 
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     write_image(a, prepare(read_image(photos["astronaut"]), 64, 64, "a"))
@@ -185,7 +185,7 @@ def test_sift_file_keeps_keypoints_and_info_counts_them(cli, photos, tmp_path):
     feats = tmp_path / "s.safetensors"
     assert cli("extract", "sift", photos["chelsea"], photos["astronaut"], "--resize", "128", "--crop", "128",
                "-o", feats).code == 0
-    from featinv_cli.io import load_features
+    from featinv_cli.formats import load_features
 
     ff = load_features(feats)
     counts = ff.extra["counts"]
@@ -235,7 +235,7 @@ def test_unwritable_output_leaves_nothing(cli, photos, tmp_path):
 
 def test_shards_rows_per_file_and_workers_give_the_whole_set(cli, image_dir, tmp_path):
     """--shard I/N blocks cover the set once, in order; --rows-per-file splits; workers change nothing."""
-    from featinv_cli.io import load_features
+    from featinv_cli.formats import load_features
 
     common = ["extract", "hog", image_dir, "--resize", "64", "--crop", "64"]
     assert cli(*common, "-o", tmp_path / "all.safetensors").code == 0
@@ -287,7 +287,7 @@ def test_info_on_a_bare_array_a_model_from_stdin_and_statistics(cli, photos, tmp
 
     feats = tmp_path / "h.safetensors"
     assert cli("extract", "hog", photos["chelsea"], "--resize", "64", "--crop", "64", "-o", feats).code == 0
-    from featinv_cli.io import load_features
+    from featinv_cli.formats import load_features
 
     np.save(tmp_path / "h.npy", load_features(feats).features[0].numpy())  # one map: (31, 8, 8)
     d = json.loads(cli("info", tmp_path / "h.npy", "--json").out)
@@ -318,7 +318,7 @@ def test_class_folders_are_walked_and_keep_their_names_apart(cli, tmp_path):
     folders, records each source below the folder given, and -o DIR/ keeps the sub-folders."""
     import imageio.v3 as iio
 
-    from featinv_cli.io import load_features
+    from featinv_cli.formats import load_features
 
     root = tmp_path / "photos"
     for cls, name in (("cat", "chelsea"), ("cup", "coffee")):
@@ -348,7 +348,7 @@ def test_extract_device(cli, photos, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("spec", ["hog", "lbp", "sift", "squeezenet:fire9"])
 def test_extract_on_the_gpu_matches_the_cpu(cli, photos, tmp_path, spec):
-    from featinv_cli.io import load_features
+    from featinv_cli.formats import load_features
 
     a, b = tmp_path / "cpu.safetensors", tmp_path / "gpu.safetensors"
     assert cli("extract", spec, photos["chelsea"], "-o", a, "--device", "cpu").code == 0

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 from conftest import ROOT
-from featinv_cli.io import load_model
+from featinv_cli.formats import load_model
 
 SCRIPT = ROOT / "examples" / "gpu_models.py"
 

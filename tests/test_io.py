@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from featinv_cli.errors import FeatinvError
-from featinv_cli.io import (FeatureFile, atomic_write, features_from_bytes, load_features, load_model,
-                            read_image, save_features)
+from featinv_cli.files import atomic_write
+from featinv_cli.formats import FeatureFile, features_from_bytes, load_features, load_model, save_features
+from featinv_cli.images import read_image
 
 
 def sample() -> FeatureFile:
@@ -111,7 +112,7 @@ def test_safetensors_written_here_and_by_the_library_read_both_ways(tmp_path):
     file's bytes; both must stay the format the safetensors library writes and reads."""
     from safetensors.torch import load as st_load, save as st_save
 
-    from featinv_cli.io import encode_safetensors, parse_safetensors
+    from featinv_cli.safetensors_codec import encode_safetensors, parse_safetensors
 
     tensors = {"a": torch.rand(3, 5), "b": torch.arange(7), "c": torch.rand(2, 2).half(),
                "d": torch.rand(4).bfloat16(), "e": torch.zeros(0, 3), "f": torch.tensor([True, False])}
@@ -125,29 +126,27 @@ def test_safetensors_written_here_and_by_the_library_read_both_ways(tmp_path):
         assert torch.equal(v, tensors[k]) and v.dtype == tensors[k].dtype and v.shape == tensors[k].shape
 
 
-def test_a_feature_file_is_read_without_a_copy(tmp_path, monkeypatch):
-    """Loading keeps the features as a view of the bytes read, not a copy (a 6000x6000 photo's SIFT
-    grid is 1.2 GB): the tensor's memory lies inside the buffer the file was read into."""
-    import ctypes
-
-    from featinv_cli import io as fio
+def test_a_feature_file_is_memory_mapped_not_copied(tmp_path, monkeypatch):
+    """Loading a feature file maps it and keeps the features as a view of the mapped pages (a
+    6000x6000 photo's SIFT grid is 1.2 GB): the tensor's memory lies inside the file's mapping."""
+    from featinv_cli import formats
 
     path = tmp_path / "f.safetensors"
     save_features(path, FeatureFile(torch.rand(1, 31, 40, 50), feature="hog"))
-    buffers = []
-    read = fio.read_bytes
-    monkeypatch.setattr(fio, "read_bytes", lambda p: buffers.append(read(p)) or buffers[-1])
-    ff = fio.load_features(path)
-    buf = buffers[0]
-    start = ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
-    assert start <= ff.features.data_ptr() and ff.features.data_ptr() + ff.features.nbytes <= start + len(buf)
+    maps = []
+    real = formats.map_file
+    monkeypatch.setattr(formats, "map_file", lambda p: maps.append(real(p)) or maps[-1])
+    ff = formats.load_features(path)
+    assert isinstance(maps[0], np.memmap)
+    start = maps[0].ctypes.data
+    assert start <= ff.features.data_ptr() and ff.features.data_ptr() + ff.features.nbytes <= start + maps[0].nbytes
 
 
 @pytest.mark.parametrize("shape, dtype", [((5, 7, 3), np.uint8), ((5, 7, 4), np.uint8), ((5, 7), np.uint8),
                                           ((5, 7, 3), np.uint16), ((5, 7, 2), np.uint16)])
 def test_integer_images_convert_as_numpy_divides(shape, dtype):
     """The in-place torch conversion gives exactly numpy's arr.astype(float32) / max, gray repeated."""
-    from featinv_cli.io import image_from_array
+    from featinv_cli.images import image_from_array
 
     top = np.iinfo(dtype).max
     arr = np.random.default_rng(0).integers(0, top + 1, shape).astype(dtype)
@@ -160,7 +159,7 @@ def test_integer_images_convert_as_numpy_divides(shape, dtype):
 
 def test_a_npy_file_is_read_as_a_view_of_its_bytes():
     """Only the .npy header is parsed through a stream; the array is a view of the bytes read."""
-    from featinv_cli.io import npy_array
+    from featinv_cli.formats import npy_array
 
     buf = io.BytesIO()
     np.save(buf, np.random.rand(3, 31, 8, 8).astype(np.float32))

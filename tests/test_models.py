@@ -79,7 +79,7 @@ def test_untrained_network_predicts_the_mean(arch):
 @pytest.mark.parametrize("spec", ["hog", "lbp"])
 def test_mirror_channels_are_the_features_of_the_mirrored_image(photos, spec):
     """The permutation is derived from the feature's definition; check it against the extractor."""
-    from featinv_cli.io import read_image
+    from featinv_cli.images import read_image
 
     e = parse_spec(spec)
     image = read_image(photos["astronaut"])[None, :, :256, :256]

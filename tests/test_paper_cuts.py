@@ -51,3 +51,30 @@ def test_a_resumed_run_says_where_it_resumes(cli, image_dir, tmp_path):
     r = cli(*args, "--steps", "2", "--resume")
     assert r.code == 0, r.err
     assert "resuming from step 2 of 2" in r.err
+
+
+def test_an_image_over_the_pixel_limit_says_what_it_is(cli, tmp_path, monkeypatch):
+    """A 20000x20000 PNG is over Pillow's decompression-bomb limit: the message says so and how to go
+    on, not "not a readable image". (The limit is lowered here so the file stays small.)"""
+    import imageio.v3 as iio
+    import numpy as np
+
+    big = tmp_path / "big.png"
+    iio.imwrite(big, np.zeros((300, 400, 3), np.uint8))
+    monkeypatch.setenv("FEATINV_MAX_PIXELS", "50000")
+    msg = one_line_error(cli("extract", "hog", big, "-o", tmp_path / "f.safetensors"))
+    assert "megapixels" in msg and "FEATINV_MAX_PIXELS" in msg and "not a readable" not in msg
+    monkeypatch.setenv("FEATINV_MAX_PIXELS", "200000")
+    assert cli("extract", "hog", big, "-o", tmp_path / "f.safetensors").code == 0
+
+
+def test_score_says_when_it_resizes(cli, photos, tmp_path):
+    import imageio.v3 as iio
+    import numpy as np
+
+    small = tmp_path / "small.png"
+    iio.imwrite(small, np.zeros((64, 96, 3), np.uint8))
+    r = cli("score", small, "-r", photos["astronaut"])
+    assert r.code == 0 and "resized bilinearly" in r.err and "64x96" in r.err
+    same = cli("score", photos["astronaut"], "-r", photos["astronaut"])
+    assert same.code == 0 and "resized" not in same.err

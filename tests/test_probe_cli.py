@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import one_line_error
-from featinv_cli.io import load_features
+from featinv_cli.formats import load_features
 
 
 @pytest.fixture

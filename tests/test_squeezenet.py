@@ -30,7 +30,7 @@ def test_every_layer_has_the_table_shape_with_the_shipped_weights():
 
 
 def test_shipped_weights_recognise_a_photo(photos):
-    from featinv_cli.io import read_image
+    from featinv_cli.images import read_image
 
     scores = parse_spec("squeezenet:pool10")(read_image(photos["coffee"])[None])
     assert int(scores.argmax()) in (967, 968)  # ImageNet's espresso, cup
@@ -92,7 +92,7 @@ def test_extract_pipe_invert_works_out_of_the_box(cli, photos, tmp_path):
 
     from featinv_cli import metrics
     from featinv_cli.data import eval_view
-    from featinv_cli.io import image_from_array, read_image
+    from featinv_cli.images import image_from_array, read_image
 
     feats = tmp_path / "f.safetensors"
     assert cli("extract", "squeezenet:fire9", photos["coffee"], "-o", feats).code == 0

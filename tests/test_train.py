@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from featinv_cli.errors import FeatinvError
-from featinv_cli.io import load_model
+from featinv_cli.formats import load_model
 from featinv_cli.train import TrainConfig, checkpoint_path, learning_rate, train
 
 

@@ -8,7 +8,7 @@ from featinv_cli.batches import ViewBatches
 from featinv_cli.data import prepare_view
 from featinv_cli.errors import FeatinvError
 from featinv_cli.features import parse_spec
-from featinv_cli.io import list_images, read_image
+from featinv_cli.images import list_images, read_image
 from featinv_cli.views import load_views, pack, save_views
 
 from conftest import one_line_error
@@ -103,7 +103,7 @@ def test_train_from_views_file(cli, image_dir, tmp_path):
     r = cli("train", "hog", "-d", views, "-o", out, "--width", "0.125", "--crop", "64", "--batch", "4",
             "--steps", "2", "-q")
     assert r.code == 0, r.err
-    from featinv_cli.io import load_model
+    from featinv_cli.formats import load_model
 
     t = load_model(out).train
     assert t["data_images"] == 8 and t["images_seen"] == 8

@@ -18,7 +18,7 @@ PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins")
 def bundled_photos(size: int) -> dict[str, torch.Tensor]:
     """scikit-image's sample photographs as (3, size, size) evaluation views (shorter side, centre)."""
     from ..data import eval_view
-    from ..io import image_from_array
+    from ..images import image_from_array
 
     from skimage import data
 
@@ -48,13 +48,15 @@ def demo(
     from ..features import parse_spec
     from ..grid import labelled_grid
     from ..inverter import Inverter, shipped_model
-    from ..io import image_to_uint8, write_image
+    from ..images import image_to_uint8, write_image
 
     photos = bundled_photos(size)
     images = torch.stack(list(photos.values()))
     specs = [s for s in specs.split(",") if s]
     columns: list[list[np.ndarray]] = [[image_to_uint8(i) for i in images]]
     table = Table("feature", "model", "normalized error", "PSNR (dB)", "SSIM")
+    for column in table.columns:  # wrap a long name onto a second line rather than cut it with "…"
+        column.overflow = "fold"
     for spec in specs:
         extractor = parse_spec(spec)
         model = shipped_model(extractor)
@@ -64,7 +66,7 @@ def demo(
         recon = inverter(feats, (size, size))
         columns.append([image_to_uint8(r) for r in recon])
         s = metrics.score(recon, images)["mean"]
-        table.add_row(extractor.spec, model.name, f"{s['normalized_error']:.3f}", f"{s['psnr']:.2f}",
+        table.add_row(extractor.spec, model.stem, f"{s['normalized_error']:.3f}", f"{s['psnr']:.2f}",
                       f"{s['ssim']:.3f}")
     rows = [list(r) for r in zip(*columns)]
     grid = labelled_grid(rows, col_labels=["input"] + [f"from {s}" for s in specs], row_labels=list(photos))

@@ -69,9 +69,11 @@ def extract(
     """
     import torch
     from .. import ops
-    from ..data import ExtractDataset, worker_init
+    from ..data import worker_init
     from ..features.registry import parse_spec, with_weights
-    from ..io import FeatureSink, check_not_input, expand_image_args, source_names
+    from ..extraction import ExtractDataset, FeatureSink
+    from ..files import check_not_input
+    from ..images import expand_image_args, source_names
 
     extractor = parse_spec(with_weights(feature, weights))
     files = expand_image_args(images)

@@ -1,7 +1,8 @@
-"""featinv info: what a feature or model file holds."""
+"""featinv info: what a feature, model, statistics or views file holds."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import typer
@@ -10,62 +11,96 @@ from ..errors import FeatinvError
 from .common import JSON, out
 
 
-def describe(path: str) -> dict:
+def describe_npy(data, name: str) -> dict:
+    """A bare array: its shape, and what `featinv invert` would take it for (this needs torch)."""
     from ..features import resolve
-    from ..io import (FEATURES_FORMAT, MODEL_FORMAT, NPY_MAGIC, STATS_FORMAT, features_from_bytes, model_from_bytes,
-                      npy_array, parse_safetensors, read_bytes, stats_from_bytes)
+    from ..formats import features_from_bytes, npy_array
 
-    data = read_bytes(path)
+    ff = features_from_bytes(data, name)  # validated; a single map becomes a batch of one
+    d = {"file": name, "kind": "bare array (.npy, no metadata)", "shape": list(npy_array(data, name).shape)}
+    try:
+        extractor, size = resolve(ff, name)
+        d.update(guessed_feature=extractor.spec, guessed_image_size=list(size))
+    except FeatinvError as e:
+        d["guessed_feature"] = f"none ({e})"
+    return d
+
+
+def _tensor(path: str, entries: dict, header_len: int, key: str):
+    """One tensor of a safetensors file as a numpy array read from the file, without torch."""
+    import numpy as np
+
+    info = entries[key]
+    start, _ = info["data_offsets"]
+    dtype = {"I64": np.int64, "F32": np.float32}[info["dtype"]]
+    return np.fromfile(path, dtype=dtype, count=math.prod(info["shape"]), offset=8 + header_len + start)
+
+
+def describe(path: str) -> dict:
+    """Everything but a bare .npy is described from the safetensors header alone: no torch, no tensors
+    read (but SIFT's keypoint counts), so info answers in a fraction of a second."""
+    from ..files import read_bytes
+    from ..formats import FEATURES_FORMAT, MODEL_FORMAT, NPY_MAGIC, STATS_FORMAT, VIEWS_FORMAT, feature_fields
+    from ..safetensors_codec import json_field, read_header, safetensors_header
+
     name = "<stdin>" if path == "-" else path
-    if data[:6] == NPY_MAGIC:
-        ff = features_from_bytes(data, name)  # validated; a single map becomes a batch of one
-        d = {"file": name, "kind": "bare array (.npy, no metadata)", "shape": list(npy_array(data, name).shape)}
-        try:  # what `featinv invert` would take it for
-            extractor, size = resolve(ff, name)
-            d.update(guessed_feature=extractor.spec, guessed_image_size=list(size))
-        except FeatinvError as e:
-            d["guessed_feature"] = f"none ({e})"
-        return d
-    _, meta = parse_safetensors(data, name)
+    if path == "-":
+        data = read_bytes(path)
+        if bytes(data[:6]) == NPY_MAGIC:
+            return describe_npy(data, name)
+        entries, meta, header_len = safetensors_header(data, name)
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise FeatinvError(f"{p}: no such file" if not p.exists() else f"{p}: is a directory, expected a file")
+        with p.open("rb") as f:
+            if f.read(6) == NPY_MAGIC:
+                return describe_npy(read_bytes(path), name)
+        entries, meta, header_len = read_header(path)
+    shapes = {k: list(v["shape"]) for k, v in entries.items()}
     fmt = meta.get("format")
     if fmt == FEATURES_FORMAT:
-        ff = features_from_bytes(data, name)
-        d = {"file": name, "kind": "features", "feature": ff.feature, "params": ff.params,
-             "shape": list(ff.features.shape), "image_size": list(ff.image_size or []),
-             "rows": len(ff), "sources": ff.sources}
-        if "counts" in ff.extra:
-            d["keypoints"] = int(ff.extra["counts"].sum())
-        if ff.history:
-            d["history"] = ff.history
-        if ff.labels:
-            d["labels"] = ff.labels
+        fields = feature_fields(meta, name)
+        if "features" not in shapes:
+            raise FeatinvError(f"{name}: feature file has no 'features' tensor")
+        d = {"file": name, "kind": "features", "feature": fields["feature"], "params": fields["params"],
+             "shape": shapes["features"], "image_size": list(fields["image_size"] or []),
+             "rows": shapes["features"][0], "sources": fields["sources"]}
+        if "counts" in entries and path != "-":
+            d["keypoints"] = int(_tensor(path, entries, header_len, "counts").sum())
+        d.update({k: fields[k] for k in ("history", "labels") if fields[k]})
         return d
     if fmt == STATS_FORMAT:
-        st = stats_from_bytes(data, name)
-        return {"file": name, "kind": "feature statistics (featinv sample --fit)", "feature": st.feature,
-                "params": st.params, "feature_shape": st.shape,
-                "image_size": list(st.image_size) if st.image_size else None, "fitted_on": st.fitted_on,
-                "tensors": {k: list(v.shape) for k, v in st.tensors.items()}}
+        size = json_field(meta, "image_size", name)
+        return {"file": name, "kind": "feature statistics (featinv sample --fit)", "feature": meta.get("feature") or None,
+                "params": json_field(meta, "params", name, {}), "feature_shape": json_field(meta, "shape", name),
+                "image_size": size, "fitted_on": int(meta.get("fitted_on", 0)), "tensors": shapes}
     if fmt == MODEL_FORMAT:
-        mf = model_from_bytes(data, name)
-        params = sum(v.numel() for v in mf.state.values())
-        return {"file": name, "kind": "model", "feature": mf.feature, "params": mf.params, "arch": mf.arch,
-                "weights": params, "image_size": mf.image_size, "normalization": mf.normalization,
-                "train": mf.train, "featinv_version": mf.version,
+        return {"file": name, "kind": "model", "feature": meta.get("feature"), "params": json_field(meta, "params", name, {}),
+                "arch": json_field(meta, "arch", name, {}), "weights": sum(math.prod(s) for s in shapes.values()),
+                "image_size": json_field(meta, "image_size", name, []),
+                "normalization": json_field(meta, "normalization", name, {}),
+                "train": json_field(meta, "train", name, {}), "featinv_version": meta.get("featinv_version", "?"),
                 "size_bytes": Path(path).stat().st_size if path != "-" else len(data)}
+    if fmt == VIEWS_FORMAT:
+        views = shapes.get("views") or [len(shapes.get("offsets", [1])) - 1]
+        return {"file": name, "kind": "training views (featinv pack)", "views": views[0],
+                "side": int(meta.get("side", 0)), "storage": "webp" if "webp" in entries else "raw uint8",
+                "sift": json_field(meta, "sift_params", name), "fingerprint": meta.get("fingerprint")}
     raise FeatinvError(f"{name}: safetensors file without featinv metadata (format={fmt!r})")
 
 
 def info(
-    file: str = typer.Argument(..., help="Feature file, model file, or - for stdin."),
+    file: str = typer.Argument(..., help="Feature, model, statistics or views file, or - for stdin."),
     as_json: bool = JSON,
 ):
-    """Show what a feature or model file holds: extractor, parameters, shapes, training record.
+    """Show what a featinv file holds: extractor, parameters, shapes, training record.
 
     \b
     Examples:
       featinv info photo.safetensors
       featinv info featinv_cli/assets/hog.safetensors --json
+      featinv info views.safetensors
     """
     from rich.table import Table
 

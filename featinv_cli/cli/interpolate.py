@@ -8,7 +8,7 @@ import typer
 from ..errors import FeatinvError, UsageError
 
 if TYPE_CHECKING:  # annotations only; imported where used, so --help stays fast
-    from ..io import FeatureFile
+    from ..formats import FeatureFile
 
 
 def same_space(a: FeatureFile, b: FeatureFile, name_a: str, name_b: str) -> None:
@@ -45,7 +45,8 @@ def interpolate(
       featinv invert ab.safetensors -o ab.png
     """
     from .. import analysis
-    from ..io import FeatureFile, check_not_input, load_features, save_features
+    from ..files import check_not_input
+    from ..formats import FeatureFile, load_features, save_features
 
     if count < 2:
         raise UsageError("-n/--count must be at least 2 (the two end points)")

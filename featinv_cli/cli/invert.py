@@ -67,7 +67,8 @@ def invert(
     from ..features import resolve
     from ..grid import row_labels, row_title, save_reconstructions
     from ..inverter import Inverter, shipped_model
-    from ..io import check_not_input, load_features
+    from ..files import check_not_input
+    from ..formats import load_features
 
     device = resolve_device(device)
     check_not_input(output, list(features) + ([str(model)] if model else []))

@@ -39,7 +39,8 @@ def pack(
       featinv train hog -d views.safetensors -o hog.safetensors
     """
     from ..features.registry import parse_spec
-    from ..io import check_not_input, expand_image_args, source_names
+    from ..files import check_not_input
+    from ..images import expand_image_args, source_names
     from ..views import pack as pack_views, save_views
 
     if side < 64:

@@ -61,7 +61,8 @@ def perturb(
       featinv extract hog img.jpg -o - | featinv perturb - --dropout 0.5 -o - | featinv invert - -o out.png
     """
     from ..analysis import perturb as apply
-    from ..io import check_not_input, load_features, save_features
+    from ..files import check_not_input
+    from ..formats import load_features, save_features
 
     ops = _operations(ctx)
     check_not_input(output, [features])

@@ -34,8 +34,8 @@ def sample(
     """
     import torch
     from .. import analysis
-    from ..io import FeatureFile, check_not_input, features_from_bytes, read_bytes, save_features, save_stats, \
-        stats_from_bytes
+    from ..files import check_not_input, read_bytes
+    from ..formats import FeatureFile, features_from_bytes, save_features, save_stats, stats_from_bytes
 
     if method not in ("histogram", "gaussian"):
         raise UsageError(f"--method {method!r}: choose histogram or gaussian")

@@ -10,6 +10,17 @@ from ..errors import FeatinvError, UsageError
 from .common import JSON, QUIET, err, out
 
 
+def say_if_resized(recons, refs, recon_files, quiet: bool) -> None:
+    """One line when reconstructions are resized to their references' size before scoring."""
+    differ = [(f, tuple(x.shape[-2:]), tuple(r.shape[-2:])) for f, x, r in zip(recon_files, recons, refs)
+              if x.shape[-2:] != r.shape[-2:]]
+    if differ and not quiet:
+        f, a, b = differ[0]
+        err.print(f"featinv: note: {len(differ)} of {len(refs)} reconstructions differ in size from their "
+                  f"references (e.g. {f}: {a[0]}x{a[1]}, reference {b[0]}x{b[1]}); resized bilinearly to the "
+                  f"reference before scoring (--resize N --crop N prepares references as extract did)")
+
+
 def score(
     recon: List[str] = typer.Argument(..., help="Reconstructed images or directories."),
     reference: List[str] = typer.Option(..., "--reference", "-r", help="Original images or directories, "
@@ -25,7 +36,7 @@ def score(
 
     Normalized error = mean over images of ||x - recon||_2 / N, where N is the mean distance between
     pairs of distinct reference images; reconstructions are bilinearly resized to the reference size
-    first. It needs at least two references of one size (use --resize/--crop otherwise).
+    first (a note says when that happens). It needs at least two references of one size (use --resize/--crop otherwise).
 
     \b
     Examples:
@@ -37,7 +48,7 @@ def score(
     from .. import metrics
     from ..data import prepare_view
     from ..evaluate import mean_image
-    from ..io import expand_image_args, read_image
+    from ..images import expand_image_args, read_image
 
     recon_files, ref_files = expand_image_args(recon), expand_image_args(reference)
     if len(recon_files) != len(ref_files):
@@ -45,7 +56,9 @@ def score(
                          f"they pair up in order")
     prepare = lambda img, name: prepare_view(img, resize, crop, name)  # noqa: E731
     refs = [prepare(read_image(f), str(f)) for f in ref_files]
-    scores = metrics.score_pairs([read_image(f) for f in recon_files], refs)
+    recons = [read_image(f) for f in recon_files]
+    say_if_resized(recons, refs, recon_files, quiet)
+    scores = metrics.score_pairs(recons, refs)
     norm = scores["normalizer"]
     rows = [{"image": str(f), "normalized_error": e, "psnr": p, "ssim": s}
             for f, e, p, s in zip(recon_files, scores["normalized_error"], scores["psnr"], scores["ssim"])]

@@ -17,7 +17,7 @@ from .common import DEVICE, QUIET, err, progress, resolve_device
 def shipped_defaults(extractor, arch: str, width: float | None) -> tuple[str, float]:
     """--arch auto and an unset --width: what the shipped model for this feature uses."""
     from ..inverter import ASSETS
-    from ..io import json_field, read_metadata
+    from ..safetensors_codec import json_field, read_metadata
     from ..models.registry import canonical
 
     if arch == "auto":
@@ -31,7 +31,7 @@ def shipped_defaults(extractor, arch: str, width: float | None) -> tuple[str, fl
 
 def init_defaults(init: Path, arch: str, width: float | None, upsample: str, default_upsample: str):
     """--init: the model file's architecture, width and upsampling where the command line left them out."""
-    from ..io import json_field, read_metadata
+    from ..safetensors_codec import json_field, read_metadata
     from ..models.registry import canonical
 
     if not init.is_file():
@@ -192,7 +192,7 @@ def train(
 
 
 def say_where_resuming(cfg, quiet: bool) -> None:
-    from ..checkpoint import checkpoint_path, peek
+    from ..formats import checkpoint_path, peek
 
     ckpt = checkpoint_path(cfg.output)
     if ckpt.exists() and not quiet:

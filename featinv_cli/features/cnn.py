@@ -51,7 +51,7 @@ def load_state(weights: str, family: str, default: Path | None = None
     data = path.read_bytes()
     digest = "sha256:" + hashlib.sha256(data).hexdigest()[:16]
     if path.suffix == ".safetensors":
-        from ..io import parse_safetensors
+        from ..safetensors_codec import parse_safetensors
 
         state, _ = parse_safetensors(data, str(path))
         return state, digest

@@ -1,0 +1,96 @@
+"""What `featinv extract` does per image: read and prepare it in a worker (``ExtractDataset``), and
+where its rows go (``FeatureSink``: one file, numbered files, or a file per image)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .data import prepare_view
+from .errors import FeatinvError, UsageError
+from .features.base import Extractor
+from .files import is_dir_target
+from .formats import FeatureFile, save_features
+from .images import read_image
+
+
+class ExtractDataset(torch.utils.data.Dataset):
+    """Features of one image per item, computed in DataLoader workers for `featinv extract`.
+
+    Returns (index, (H, W) of the prepared image, features (1, C, Hc, Wc), raw extras). With
+    ``extract=False`` the workers only read and prepare: the item holds the image (1, 3, H, W)
+    instead of features and None for extras, for the caller to extract on a GPU.
+    """
+
+    def __init__(self, files: list[Path], extractor: Extractor, resize: int | None, crop: int | None,
+                 extract: bool = True):
+        self.files, self.extractor, self.resize, self.crop = files, extractor, resize, crop
+        self.extract = extract
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+
+        f = self.files[i]
+        img = prepare_view(read_image(f), self.resize, self.crop, str(f))
+        h, w = img.shape[-2:]
+        if min(h, w) < self.extractor.min_size():
+            raise FeatinvError(f"{f}: {h}x{w} is too small for {self.extractor.spec} "
+                               f"(needs at least {self.extractor.min_size()} pixels a side)")
+        if not self.extract:
+            return i, (h, w), img[None], None
+        with torch.no_grad():
+            feats, extra = self.extractor.extract(img[None])
+        return i, (h, w), feats, extra
+
+
+class FeatureSink:
+    """Where `featinv extract` puts its rows, one image at a time: a file per image under a folder
+    (``output`` ending in / or existing; sub-folders of the input kept, so equal names in two class
+    folders stay apart), or rows of one size gathered into one file, or into numbered files of
+    ``rows_per_file`` rows each (OUT-00000.safetensors, ...) holding no more than that in memory."""
+
+    def __init__(self, output: str, extractor, view: dict, rows_per_file: int = 0):
+        self.output, self.extractor, self.view, self.rows_per_file = output, extractor, view, rows_per_file
+        self.per_file = is_dir_target(output)
+        if self.per_file and output.endswith(".npy"):
+            raise UsageError("-o: a directory name cannot end in .npy")
+        if rows_per_file and (self.per_file or output == "-"):
+            raise UsageError("--rows-per-file needs a file name for -o (not a directory or -)")
+        if self.per_file:
+            Path(output).mkdir(parents=True, exist_ok=True)
+        self.rows, self.extras, self.sources, self.size, self.first, self.part = [], [], [], None, None, 0
+
+    def add(self, path, source: str, size: tuple[int, int], features: torch.Tensor, extra: dict) -> None:
+        if self.per_file:
+            target = Path(self.output) / Path(source).with_suffix(".safetensors")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            save_features(target, self._file(features, size, [source], extra))
+            return
+        if self.size is not None and size != self.size:
+            raise FeatinvError(f"{path}: {size[0]}x{size[1]}, but {self.first} is {self.size[0]}x{self.size[1]}; "
+                               f"images of different sizes need -o DIR/ (one file each) or --resize N --crop N")
+        self.size, self.first = size, self.first or path
+        self.rows.append(features), self.extras.append(extra), self.sources.append(source)
+        if self.rows_per_file and len(self.rows) == self.rows_per_file:
+            self._flush()
+
+    def close(self) -> None:
+        if self.rows:
+            self._flush()
+
+    def _file(self, features, size, sources, extra) -> FeatureFile:
+        return FeatureFile(features, self.extractor.spec, self.extractor.params, size, sources, extra, view=self.view)
+
+    def _flush(self) -> None:
+        # Raw arrays are per keypoint (concatenated) or per image (counts): both concatenate along dim 0.
+        # One row is written as it is: a 6000x6000 photo's SIFT grid is 1.2 GB, a copy as much again.
+        cat = lambda ts: ts[0] if len(ts) == 1 else torch.cat(ts)  # noqa: E731
+        extra = {k: cat([e[k] for e in self.extras]) for k in self.extras[0]}
+        name = self.output
+        if self.rows_per_file:
+            p = Path(self.output)
+            name, self.part = str(p.with_name(f"{p.stem}-{self.part:05d}{p.suffix}")), self.part + 1
+        save_features(name, self._file(cat(self.rows), self.size, list(self.sources), extra))
+        self.rows, self.extras, self.sources = [], [], []

@@ -1,0 +1,104 @@
+"""Bytes at the edges: whole files and stdin, memory maps, atomic writes, output-path checks."""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FeatinvError
+
+
+def read_bytes(path: str | Path) -> bytes | bytearray:
+    """Whole file, or stdin for '-'."""
+    if str(path) == "-":
+        return sys.stdin.buffer.read()
+    p = Path(path)
+    if not p.exists():
+        raise FeatinvError(f"{p}: no such file")
+    if p.is_dir():
+        raise FeatinvError(f"{p}: is a directory, expected a file")
+    try:
+        with p.open("rb") as f:  # into a writable buffer once: tensors are views of it (parse_safetensors)
+            data = bytearray(os.fstat(f.fileno()).st_size)
+            got = f.readinto(data)
+    except OSError as e:
+        raise FeatinvError(f"{p}: cannot read ({e.strerror})") from None
+    return data if got == len(data) else data[:got]
+
+
+def map_file(path: str | Path) -> np.ndarray | bytearray:
+    """A file's bytes memory-mapped copy-on-write (writable for torch.frombuffer, never written back):
+    pages are read when a tensor touches them, so a 1 GB file costs no memory up front. Empty files
+    and stdin go through read_bytes."""
+    p = Path(path)
+    if str(path) == "-" or not p.is_file() or p.stat().st_size == 0:
+        return read_bytes(path)
+    try:
+        return np.memmap(p, dtype=np.uint8, mode="c")
+    except OSError as e:
+        raise FeatinvError(f"{p}: cannot read ({e.strerror})") from None
+
+
+def is_dir_target(path: str) -> bool:
+    """An -o that names a folder (existing, or ending in /): one output file per row or image."""
+    return path != "-" and (path.endswith("/") or Path(path).is_dir())
+
+
+def check_not_input(output: str | Path, inputs) -> None:
+    """Refuse to write over one of the command's own inputs."""
+    if str(output) == "-":
+        return
+    out = Path(output).resolve()
+    for item in inputs:
+        if str(item) != "-" and Path(item).resolve() == out:
+            raise FeatinvError(f"{output}: output would overwrite an input; choose another name")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | Path, data: bytes | list) -> None:
+    """Write to a temporary file beside the target, fsync, rename: never a half-written file.
+
+    ``data``: bytes, or a list of buffers written one after the other (a large feature file is
+    written straight from its tensors' memory, without a copy of the whole file). '-' writes to stdout.
+    """
+    chunks = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
+    if str(path) == "-":
+        if sys.stdout.isatty():
+            raise FeatinvError("-o -: refusing to write binary data to a terminal; redirect it (> file) or "
+                               "pipe it (| featinv invert - ...)")
+        for chunk in chunks:
+            sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+        return
+    p = Path(path)
+    directory = p.parent if str(p.parent) else Path(".")
+    if not directory.is_dir():
+        raise FeatinvError(f"{p}: directory {directory} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise FeatinvError(f"{p}: cannot write ({e.strerror})") from None
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a normal file respects the umask
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise FeatinvError(f"{p}: cannot write ({e.strerror})") from None
+        raise
