@@ -15,26 +15,33 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".we
 
 def read_image(path: str | Path) -> torch.Tensor:
     """An image file as (3, H, W) float32 in [0, 1]; gray, 16-bit, RGBA and palette images too."""
+    import io
+
     import imageio.v3 as iio
     from PIL import Image
 
     data = read_bytes(path)
-    limit = max_pixels()
-    Image.MAX_IMAGE_PIXELS = limit // 2  # Pillow refuses above twice this (and warns above it)
+    limit, pillows = max_pixels(), Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # featinv's own limit below replaces Pillow's (restored after)
     try:
         with warnings.catch_warnings():  # imageio warns while it tries plugins on a non-image
             warnings.simplefilter("ignore")
+            try:
+                w, h = Image.open(io.BytesIO(data)).size  # the header only
+            except Exception:
+                w = h = 0
+            if w * h > limit:
+                raise FeatinvError(f"{path}: {w}x{h} is {w * h / 1e6:.0f} megapixels, over featinv's limit of "
+                                   f"{limit / 1e6:.0f} (a guard against decompression bombs); shrink it first, "
+                                   f"or set FEATINV_MAX_PIXELS to a larger number if you trust the file (about "
+                                   f"50 bytes of memory a pixel)")
             arr = np.asarray(iio.imread(bytes(data), plugin="pillow"))  # not OpenCV: it logs on stderr
-    except Image.DecompressionBombError as e:
-        import re
-
-        found = re.search(r"\((\d+) pixels\)", str(e))
-        size = f"{int(found.group(1)) / 1e6:.0f} megapixels" if found else "too many pixels"
-        raise FeatinvError(f"{path}: {size}, over featinv's limit of {limit / 1e6:.0f} (a guard against "
-                           f"decompression bombs); shrink it first, or set FEATINV_MAX_PIXELS to a larger "
-                           f"number if you trust the file (about 50 bytes of memory a pixel)") from None
+    except FeatinvError:
+        raise
     except Exception:
         raise FeatinvError(f"{path}: not a readable image (PNG, JPEG, ...)") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillows
     return image_from_array(arr, str(path))
 
 
