@@ -53,13 +53,13 @@ def main() -> None:
     if backend == "extension":
         rows.append((f"C++ op ({threads} threads)", rate(lambda *a: torch.ops.featinv.grid_bin(*a, 4, 0),
                                                          (kp, desc, counts, h, w), total, repeat)))
-    rows.append(("pure torch (CPU)", rate(lambda *a: ops.grid_bin_reference(*a, 4, 0),
+    rows.append(("pure torch (CPU)", rate(lambda *a: ops.grid_bin_torch(*a, 4, 0),
                                           (kp, desc, counts, h, w), total, repeat)))
     if torch.cuda.is_available():
         gpu = (kp.cuda(), desc.cuda(), counts.cuda(), h, w)
         sync = torch.cuda.synchronize
         rows.append(("CUDA op", rate(lambda *a: ops.grid_bin(*a, 4, 0), gpu, total, repeat * 10, sync)))
-        rows.append(("pure torch (CUDA)", rate(lambda *a: ops.grid_bin_reference(*a, 4, 0), gpu, total,
+        rows.append(("pure torch (CUDA)", rate(lambda *a: ops.grid_bin_torch(*a, 4, 0), gpu, total,
                                                repeat * 10, sync)))
     small = 1 if args.quick else 2
     loop_case = case(small, args.per_image, h, w)

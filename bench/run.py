@@ -233,7 +233,7 @@ def precision(steps: int) -> None:
     fp32 against bf16 autocast (what `train --precision` switches), no data loading."""
     from torch.nn import functional as F
 
-    from featinv_cli.models.shallow import SkipInverter
+    from featinv_cli.models.dense import SkipInverter
 
     print(f"\nTraining step, skip network for HOG, batch 64 of 128x128, mean of {steps} steps after 2 warm-up")
     for width in (0.25, 0.5):

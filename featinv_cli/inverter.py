@@ -88,7 +88,7 @@ class Inverter:
                                f"the file is damaged or was edited") from None
         self.device = torch.device(device)
         self.net.to(self.device).eval()
-        # Pixels per feature cell of the dense-feature networks (models/shallow.py), which can tile.
+        # Pixels per feature cell of the dense-feature networks (models/dense.py), which can tile.
         self.stride = int(self.file.arch["stride"]) if "stride" in self.file.arch else None
         self.mean = torch.tensor(self.file.normalization.get("mean", [0.0] * 3),
                                  dtype=torch.float32, device=self.device).view(1, 3, 1, 1)

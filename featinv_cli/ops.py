@@ -31,7 +31,7 @@ M32 = 0xFFFFFFFF
 
 def define(name: str, schema: str, torch_version: Callable, check: Callable, shape: Callable) -> None:
     """Define ``featinv::name``: ``check(*args)`` raises ValueError on bad input (it runs once, before
-    either implementation), ``torch_version(*args)`` is the reference and fallback, ``shape(*args)``
+    either implementation), ``torch_version(*args)`` is the torch version (what the others must equal, and the fallback), ``shape(*args)``
     the output shape (what tracing and torch.compile see)."""
     _lib.define(schema)
     _torch_versions[name] = torch_version
@@ -56,7 +56,7 @@ def implementation(name: str, device: str) -> Callable:
     return compiled or _torch_versions[name]
 
 
-# ------------------------------------------------------------------------- pure-torch reference
+# --------------------------------------------------------------------------- the torch version
 
 def _mul32(a: torch.Tensor, c: int) -> torch.Tensor:
     """(a * c) mod 2**32 for 0 <= a < 2**32 without overflowing int64: multiply 16 bits at a time."""
@@ -88,7 +88,7 @@ def check_grid_bin(keypoints, descriptors, counts, height, width, cell, seed) ->
         raise ValueError("height, width and cell must be positive")
 
 
-def grid_bin_reference(keypoints: torch.Tensor, descriptors: torch.Tensor, counts: torch.Tensor,
+def grid_bin_torch(keypoints: torch.Tensor, descriptors: torch.Tensor, counts: torch.Tensor,
                        height: int, width: int, cell: int, seed: int) -> torch.Tensor:
     """Pure-torch grid binning, vectorised (no Python loop over keypoints); works on any device.
 
@@ -125,7 +125,7 @@ def grid_bin_reference(keypoints: torch.Tensor, descriptors: torch.Tensor, count
 
 def grid_bin_loop(keypoints, descriptors, counts, height: int, width: int, cell: int, seed: int) -> torch.Tensor:
     """The same rule one keypoint at a time in plain Python: the readable specification, and the
-    slow baseline of bench/grid_bin.py. Same arguments and result as ``grid_bin_reference``."""
+    slow baseline of bench/grid_bin.py. Same arguments and result as ``grid_bin_torch``."""
     n, d = len(counts), descriptors.shape[1]
     hc, wc = -(-height // cell), -(-width // cell)
     out = torch.zeros(n, d + 5, hc, wc)
@@ -153,7 +153,7 @@ def grid_bin_loop(keypoints, descriptors, counts, height: int, width: int, cell:
 
 
 define("grid_bin", "grid_bin(Tensor keypoints, Tensor descriptors, Tensor counts, int height, int width, "
-       "int cell, int seed) -> Tensor", grid_bin_reference, check_grid_bin,
+       "int cell, int seed) -> Tensor", grid_bin_torch, check_grid_bin,
        lambda kp, desc, counts, h, w, cell, seed: (counts.shape[0], desc.shape[1] + 5, -(-h // cell), -(-w // cell)))
 
 
@@ -200,7 +200,7 @@ def _prepare(where: Path, name: str) -> None:
 def build(verbose: bool = False) -> str:
     """Compile (or load from torch's extension cache) the C++/CUDA kernels.
 
-    Returns the backend in use: "extension" or "reference". Never raises: after a failed build the
+    Returns the backend in use: "extension" or "torch" (the torch versions). Never raises: after a failed build the
     ops use their torch versions, and ``status()`` records why.
     """
     with _lock:
@@ -236,7 +236,7 @@ def build(verbose: bool = False) -> str:
                                         build_directory=str(where), verbose=verbose)
             except Exception as e:  # no compiler, no headers, a broken toolchain: fall back
                 reason = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
-        _state["backend"], _state["reason"] = ("extension", None) if reason is None else ("reference", reason)
+        _state["backend"], _state["reason"] = ("extension", None) if reason is None else ("torch", reason)
         if reason and not os.environ.get("FEATINV_NO_EXTENSION"):
             sys.stderr.write(f"featinv: note: could not build the C++ featinv operators ({reason}); "
                              f"using their torch versions (same results, slower)\n")

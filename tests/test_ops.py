@@ -33,19 +33,19 @@ def random_case(seed, n=3, per=400, height=61, width=83, d=16, outside=True):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_extension_matches_reference_bit_for_bit(seed):
+def test_extension_matches_the_torch_version_bit_for_bit(seed):
     if ops.build() != "extension":
         pytest.skip(f"C++ extension unavailable: {ops.status()['reason']}")
     case = random_case(seed)
     for cell in (4, 3, 8):
         a = torch.ops.featinv.grid_bin(*case, cell, seed)
-        b = ops.grid_bin_reference(*case, cell, seed)
+        b = ops.grid_bin_torch(*case, cell, seed)
         assert a.dtype == torch.float32 and torch.equal(a, b)
 
 
-def test_reference_matches_python_loop():
+def test_torch_version_matches_python_loop():
     kp, desc, counts, h, w = random_case(5, n=2, per=60, d=4)
-    assert torch.equal(ops.grid_bin_reference(kp, desc, counts, h, w, 4, 3),
+    assert torch.equal(ops.grid_bin_torch(kp, desc, counts, h, w, 4, 3),
                        ops.grid_bin_loop(kp, desc, counts, h, w, 4, 3))
 
 
@@ -105,7 +105,7 @@ def test_opcheck_in_a_fresh_process():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT,
                        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")])))
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split()[-1] in ("extension", "reference")
+    assert r.stdout.split()[-1] in ("extension", "torch")
 
 
 @pytest.mark.parametrize("op", ["hog", "lbp"])
@@ -134,7 +134,7 @@ def test_one_input_check_for_every_implementation():
 
     kp, desc, counts, h, w = random_case(0, n=2, per=20)
     bad = torch.tensor([int(counts.sum()) + 1, -1])
-    for fn in (torch.ops.featinv.grid_bin, ops.grid_bin_reference):
+    for fn in (torch.ops.featinv.grid_bin, ops.grid_bin_torch):
         with pytest.raises(Exception, match="non-negative"):
             fn(kp, desc, bad, h, w, 4, 0)
     for fn in (torch.ops.featinv.hog, hog.uoctti_hog_torch):
@@ -162,7 +162,7 @@ def test_torch_compile():
     case = random_case(4, n=2, per=50)
     ops.build()
     f = torch.compile(lambda *a: torch.ops.featinv.grid_bin(*a, 4, 0) * 2, backend="eager", fullgraph=True)
-    assert torch.equal(f(*case), ops.grid_bin_reference(*case, 4, 0) * 2)
+    assert torch.equal(f(*case), ops.grid_bin_torch(*case, 4, 0) * 2)
 
 
 def test_fallback_without_extension_gives_same_result(tmp_path):
@@ -178,7 +178,7 @@ def test_fallback_without_extension_gives_same_result(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
                        cwd=ROOT)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip().splitlines()[-1] == "reference"
+    assert r.stdout.strip().splitlines()[-1] == "torch"
     assert "using their torch versions" in r.stderr
     grid, hog, lbp = torch.load(tmp_path / "fallback.pt")
     assert torch.equal(grid, ops.grid_bin(*random_case(0), 4, 0))
@@ -194,11 +194,11 @@ def test_cuda_source_compiles_with_nvcc(tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_matches_reference():
+def test_cuda_matches_the_torch_version():
     case = random_case(1, n=4, per=3000, height=480, width=640, d=128)
     gpu = [t.cuda() if isinstance(t, torch.Tensor) else t for t in case]
     a = ops.grid_bin(*gpu, 4, 0).cpu()
-    assert torch.equal(a, ops.grid_bin_reference(*case, 4, 0))
+    assert torch.equal(a, ops.grid_bin_torch(*case, 4, 0))
     bad = gpu[2].clone()
     bad[0], bad[1] = -1, bad[1] + 1
     with pytest.raises(Exception, match="non-negative"):

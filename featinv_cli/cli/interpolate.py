@@ -34,7 +34,7 @@ def interpolate(
                               "included (>= 2)."),
     output: str = typer.Option(..., "--output", "-o", help="Feature file to write, or - for stdout."),
 ):
-    """Write STEPS feature vectors on the straight line from A to B (end points included).
+    """Write COUNT feature vectors on the straight line from A to B (end points included).
 
     With several rows in A and B, row i of A is paired with row i of B and each pair's steps are
     consecutive. Rows are labelled "t = 0.25" etc., so `featinv invert` draws a captioned strip.

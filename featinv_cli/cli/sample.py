@@ -40,7 +40,7 @@ def sample(
     if method not in ("histogram", "gaussian"):
         raise UsageError(f"--method {method!r}: choose histogram or gaussian")
     if n < 1 or bins < 1:
-        raise UsageError("--n and --bins must be positive")
+        raise UsageError("--count and --bins must be positive")
     check_not_input(output, [source])
     data, name = read_bytes(source), "<stdin>" if source == "-" else source
     stats = stats_from_bytes(data, name) or analysis.fit_statistics(features_from_bytes(data, name), bins, name)

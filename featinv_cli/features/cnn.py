@@ -27,19 +27,15 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"
 
 
-def load_state(weights: str, family: str, default: Path | None = None
-               ) -> tuple[dict[str, torch.Tensor] | None, str]:
-    """The state dict named by ``weights`` and what to record about it.
-
-    ``random:SEED`` -> (None, "random:SEED"); a file -> (state, "sha256:..."); "" -> the file
-    ``default`` (torchvision's cache path for this network), else a FeatinvError saying where to put one.
-    """
+def load_state(weights: str, family: str, default: Path | None = None) -> dict[str, torch.Tensor] | None:
+    """The state dict named by ``weights``: None for ``random:SEED``; "" -> the file ``default``
+    (torchvision's cache path for this network), else a FeatinvError saying where to put one."""
     if weights.startswith("random:"):
         try:
             int(weights.split(":", 1)[1])
         except ValueError:
             raise FeatinvError(f"weights {weights!r}: write random:SEED with an integer seed") from None
-        return None, weights
+        return None
     path = Path(weights) if weights else default
     if not weights and (path is None or not path.exists()):
         raise FeatinvError(f"{family} needs weights: give --weights FILE (a torchvision-style .pth "
@@ -49,12 +45,10 @@ def load_state(weights: str, family: str, default: Path | None = None
     if not path.exists():
         raise FeatinvError(f"{path}: no such weights file")
     data = path.read_bytes()
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()[:16]
     if path.suffix == ".safetensors":
         from ..safetensors_codec import parse_safetensors
 
-        state, _ = parse_safetensors(data, str(path))
-        return state, digest
+        return parse_safetensors(data, str(path))[0]
     import io
     import pickle
 
@@ -65,7 +59,7 @@ def load_state(weights: str, family: str, default: Path | None = None
                            f"({str(e).splitlines()[0][:120]})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise FeatinvError(f"{path}: holds {type(state).__name__}, not a state dict of tensors")
-    return state, digest
+    return state
 
 
 def _file_digest(path: Path) -> str:
@@ -119,7 +113,7 @@ def frozen_network(key: tuple, build: Callable[[], nn.Module], weights: str, fam
     frozen (gradients flow to the input only) and in eval mode; built once per ``key`` per process.
     ``family`` names the feature in messages about missing weights, ``model`` the network a file must fit."""
     if key not in _NETS:
-        state, _ = load_state(weights, family, default)
+        state = load_state(weights, family, default)
         with torch.random.fork_rng():  # seeded weights, and the caller's random state left as it was
             if state is None:
                 torch.manual_seed(int(weights.split(":", 1)[1]))

@@ -73,7 +73,7 @@ def uoctti_hog_torch(images: torch.Tensor, cell: int = 8, orientations: int = 9)
     return uoctti_normalize(hist, o).to(torch.float32)
 
 
-ops.define("hog", "hog(Tensor gray, int cell, int orientations) -> Tensor", uoctti_hog_torch, check_hog,
+ops.define("hog", "hog(Tensor images, int cell, int orientations) -> Tensor", uoctti_hog_torch, check_hog,
            lambda images, cell, o: (images.shape[0], 3 * o + 4, *hog_cells(*images.shape[2:], cell)))
 
 

@@ -84,7 +84,7 @@ def vl_lbp_torch(images: torch.Tensor, cell: int = 16) -> torch.Tensor:
     return (hist.sqrt() / norm).to(torch.float32)
 
 
-ops.define("lbp", "lbp(Tensor gray, int cell) -> Tensor", vl_lbp_torch, check_lbp,
+ops.define("lbp", "lbp(Tensor images, int cell) -> Tensor", vl_lbp_torch, check_lbp,
            lambda images, cell: (images.shape[0], 58, images.shape[2] // cell, images.shape[3] // cell))
 
 

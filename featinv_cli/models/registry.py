@@ -14,7 +14,7 @@ from ..errors import FeatinvError
 from ..features.base import Extractor
 from .deep import ConvLayerInverter, FCLayerInverter
 from .blocks import UPSAMPLE
-from .shallow import ShallowInverter, SkipInverter, contractions
+from .dense import DenseInverter, SkipInverter, contractions
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def _describe_skip(extractor: Extractor, width: float = 1.0, input_scale: float 
 
 
 PAPER_NETWORKS = {
-    "dense": lambda a: ShallowInverter(int(a["in_channels"]), int(a["stride"]), float(a.get("width", 1.0))),
+    "dense": lambda a: DenseInverter(int(a["in_channels"]), int(a["stride"]), float(a.get("width", 1.0))),
     "conv": lambda a: ConvLayerInverter(int(a["in_channels"]), int(a["ups"]), float(a.get("width", 1.0)),
                                         float(a.get("input_scale", 1.0))),
     "fc": lambda a: FCLayerInverter(int(a["in_channels"]), float(a.get("width", 1.0)), float(a.get("input_scale", 1.0))),

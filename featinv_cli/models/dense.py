@@ -48,7 +48,7 @@ def expanding(cin: int, widths: list[int], up=upconv) -> list[nn.Module]:
     return layers + [up(cin, 3, act=False)]
 
 
-class ShallowInverter(nn.Module):
+class DenseInverter(nn.Module):
     """features: (N, in_channels, Hc, Wc) -> images (N, 3, Hc*stride, Wc*stride), mean-subtracted."""
 
     def __init__(self, in_channels: int, stride: int, width: float = 1.0):
