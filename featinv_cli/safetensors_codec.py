@@ -40,9 +40,15 @@ def safetensors_header(data: bytes, name: str, total: int | None = None) -> tupl
             start, end = info["data_offsets"]
         except (TypeError, KeyError, ValueError):
             raise FeatinvError(f"{bad} (entry {key!r} has no data offsets)") from None
+        if not (_whole(start) and _whole(end)):
+            raise FeatinvError(f"{bad} (entry {key!r}: data offsets must be whole numbers)")
         if not (0 <= start <= end <= body):
             raise FeatinvError(f"{bad} (truncated: tensor {key!r} ends past the end of the file)")
     return header, metadata, header_len
+
+
+def _whole(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -78,7 +84,9 @@ def parse_safetensors(data: bytes, name: str) -> tuple[dict[str, torch.Tensor], 
     for key, info in header.items():
         try:
             dtype = getattr(torch, DTYPES[info["dtype"]])
-            shape = [int(v) for v in info["shape"]]
+            shape = list(info["shape"])
+            if not all(_whole(v) and v >= 0 for v in shape):
+                raise ValueError
         except (TypeError, KeyError, ValueError):
             raise FeatinvError(f"{bad} (entry {key!r}: unknown dtype or bad shape)") from None
         start, end = info["data_offsets"]

@@ -240,6 +240,42 @@ def test_fuzz_safetensors_header_lengths(length, rest):
         pass
 
 
+def _valid_header() -> tuple[dict, bytes]:
+    """The header (as JSON) and the data section of a valid feature file with SIFT's raw arrays."""
+    ff = FeatureFile(torch.rand(2, 31, 3, 4), feature="hog", params={"cell": 8, "orientations": 9},
+                     image_size=(24, 32), sources=["a.png", "b.png"], extra={"counts": torch.tensor([1, 2])})
+    from featinv_cli.safetensors_codec import safetensors_chunks
+
+    data = b"".join(bytes(c) for c in safetensors_chunks({"features": ff.features, **ff.extra}, ff.metadata()))
+    n = struct.unpack("<Q", data[:8])[0]
+    return json.loads(data[8:8 + n]), data[8 + n:]
+
+
+_FIELD_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64), st.floats(allow_nan=True),
+                          st.text(max_size=12), st.lists(st.integers(-5, 2**40), max_size=5),
+                          st.sampled_from(["F32", "I64", "U8", "BF16", "F64", "X9", ""]))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["dtype", "shape", "data_offsets"]), st.sampled_from(["features", "counts"]), _FIELD_VALUES,
+       st.sampled_from(["format", "feature", "params", "image_size", "sources", "history", "labels"]), _FIELD_VALUES,
+       st.booleans())
+def test_fuzz_header_fields_of_a_valid_file(entry_key, tensor, entry_value, meta_key, meta_value, which):
+    """A real feature file with one header field replaced (a tensor's dtype, shape or offsets, or a
+    metadata value): every such file is refused as a FeatinvError or read consistently, never a crash."""
+    header, body = _valid_header()
+    if which:
+        header[tensor][entry_key] = entry_value
+    else:
+        header["__metadata__"][meta_key] = meta_value if isinstance(meta_value, str) else json.dumps(meta_value)
+    text = json.dumps(header).encode()
+    try:
+        ff = features_from_bytes(struct.pack("<Q", len(text)) + text + body, "fuzz.safetensors")
+    except FeatinvError:
+        return
+    assert ff.features.dtype == torch.float32 and ff.features.ndim in (2, 4)
+
+
 def test_zero_size_image_and_features(cli, tmp_path, tiny_model):
     import zlib
 

@@ -214,20 +214,26 @@ def test_mixed_sizes_need_a_directory_or_crop(cli, photos, tmp_path):
     assert sorted(p.name for p in (tmp_path / "each").iterdir()) == ["astronaut.safetensors", "chelsea.safetensors"]
 
 
-def test_unwritable_output_leaves_nothing(cli, photos, tmp_path):
+def test_unwritable_output_leaves_nothing(cli, photos, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from featinv_cli import files
+
     assert "does not exist" in one_line_error(cli("extract", "hog", photos["chelsea"], "-o",
                                                   tmp_path / "no" / "such" / "f.safetensors"))
     assert not (tmp_path / "no").exists()
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)  # a folder we may not write into (root ignores this, hence the check below)
-    try:
-        r = cli("extract", "hog", photos["chelsea"], "-o", locked / "f.safetensors")
-        if r.code != 0:
-            one_line_error(r)
-            assert list(locked.iterdir()) == []  # neither the file nor a temporary one
-    finally:
-        locked.chmod(0o700)
+    full = tmp_path / "full"
+    full.mkdir()
+
+    def disk_full(fd):  # the write fails at its end, as on a full disk (root or not)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(files.os, "fsync", disk_full)
+    msg = one_line_error(cli("extract", "hog", photos["chelsea"], "-o", full / "f.safetensors"))
+    assert "cannot write (No space left on device)" in msg
+    assert list(full.iterdir()) == []  # neither the file nor a temporary one
+    monkeypatch.undo()
     before = sorted(p.name for p in tmp_path.iterdir())
     one_line_error(cli("extract", "hog", photos["chelsea"], "-o", tmp_path / "x.png"))
     assert sorted(p.name for p in tmp_path.iterdir()) == before

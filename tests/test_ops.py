@@ -122,9 +122,11 @@ def test_hog_lbp_extension_matches_torch_version_bit_for_bit(op):
             continue
         a, b = compiled(x, *args), torch_version(x, *args)
         assert a.dtype == torch.float32 and torch.equal(a, b), (op, tuple(x.shape))
-    for cell, orientations in ((4, 6), (5, 7), (3, 9)):  # other parameters, odd cells too
-        assert torch.equal(hog.uoctti_hog(x, cell, orientations), hog.uoctti_hog_torch(x, cell, orientations))
-        assert torch.equal(lbp.vl_lbp(x, cell), lbp.vl_lbp_torch(x, cell))
+        for cell, orientations in ((4, 6), (5, 7), (3, 9)):  # other parameters, odd cells too, every image
+            if op == "hog":
+                assert torch.equal(compiled(x, cell, orientations), torch_version(x, cell, orientations))
+            elif min(x.shape[2:]) >= cell:
+                assert torch.equal(compiled(x, cell), torch_version(x, cell)), (cell, tuple(x.shape))
 
 
 def test_one_input_check_for_every_implementation():
