@@ -315,8 +315,14 @@ def _loop(cfg, net, model, averaged, opt, data: Data, extra: dict, start: int, d
 
     try:
         while (done := progress()) < 1:
+            if cfg.low_res and done >= cfg.low_res and "full_res_from" not in extra:
+                # Full resolution starts as --init does: a fresh optimizer and the warm-up. Adam's moments of
+                # the low-resolution phase sent it 3-6x its rate where gradients had been zero (at a 1x1
+                # bottleneck, a 5x5 kernel's outer taps), and a 30-minute HOG run diverged at the switch.
+                opt.state.clear()
+                extra["full_res_from"] = step
             for group in opt.param_groups:
-                group["lr"] = learning_rate(cfg, step, done)
+                group["lr"] = learning_rate(cfg, step - extra.get("full_res_from", 0), done)
             images, feats = data.batches(step, done < cfg.low_res)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 pred = net(images if autoencoder else feats).float()

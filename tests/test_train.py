@@ -276,3 +276,18 @@ def test_minutes_end_the_run_and_low_res_trains(image_dir, tmp_path):
     meta = train(cfg(image_dir, out, steps=10 ** 6, minutes=0.05, low_res=0.5, checkpoint_every=10 ** 6))
     assert 0 < meta["steps_done"] < 10 ** 6 and meta["seconds"] >= 3.0
     assert load_model(out).image_size == [64, 64]
+
+
+def test_full_resolution_starts_with_a_fresh_optimizer(image_dir, tmp_path):
+    """--low-res: at the switch Adam's moments are cleared and the warm-up restarts (its old moments
+    diverged a 30-minute HOG run at the switch)."""
+    from featinv_cli.formats import peek
+
+    out = tmp_path / "m.safetensors"
+    train(cfg(image_dir, out, steps=10, low_res=0.5, warmup=100, keep_checkpoint=True, checkpoint_every=100))
+    head = peek(checkpoint_path(out))
+    assert head["extra"]["full_res_from"] == 5
+    seen = []
+    train(cfg(image_dir, tmp_path / "n.safetensors", steps=10, low_res=0.5),
+          on_step=lambda s, t, loss, r: seen.append(loss))
+    assert all(loss == loss and loss < 1.0 for loss in seen)  # finite, no blow-up at the switch
