@@ -37,6 +37,8 @@ def rate(fn, args, keypoints: int, repeat: int, sync=lambda: None) -> float:
 
 
 def main() -> None:
+    from run import record, save_results  # bench/run.py, beside this file: one results file for both
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--batch", type=int, default=64)
@@ -71,6 +73,9 @@ def main() -> None:
     print(f"{'implementation':<26}{'keypoints/s':>16}{'x loop':>10}")
     for name, r in rows:
         print(f"{name:<26}{r:>16,.0f}{r / loop:>10.1f}")
+        record("grid_bin", f"{name} keypoints/s (batch {batch})", r)
+    if not args.quick:
+        save_results()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import tempfile
 import time
@@ -27,6 +28,39 @@ from featinv_cli.data import center_crop, resize_shorter
 from featinv_cli.features import parse_spec
 from featinv_cli.images import image_from_array
 from featinv_cli.inverter import ASSETS, Inverter
+
+
+RESULTS_FILE = Path(__file__).with_name("results.json")
+RESULTS: dict[str, dict] = {}  # section -> figures; merged into RESULTS_FILE at the end
+
+
+def record(section: str, key: str, value) -> None:
+    """Keep one figure for bench/results.json (README and BENCHMARKS quote that file)."""
+    RESULTS.setdefault(section, {})[key] = round(value, 4) if isinstance(value, float) else value
+
+
+def machine() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def save_results() -> None:
+    """Merge this run's sections into bench/results.json, each with its date, machine and torch."""
+    import datetime
+    import json
+
+    old = json.loads(RESULTS_FILE.read_text()) if RESULTS_FILE.exists() else {}
+    stamp = {"date": datetime.date.today().isoformat(), "machine": machine(), "torch": torch.__version__}
+    gpu = " (GPU machine)" if torch.cuda.is_available() else ""  # a lent GPU machine's run keeps its own
+    for section, values in RESULTS.items():
+        old[section + gpu] = {**stamp, "values": values}
+    RESULTS_FILE.write_text(json.dumps(dict(sorted(old.items())), indent=1) + "\n")
+    print(f"\nwrote {RESULTS_FILE} ({', '.join(RESULTS)})")
 
 
 def photos(size: int) -> list[torch.Tensor]:
@@ -81,6 +115,9 @@ def extraction(repeat: int) -> None:
             sk_l = median_ms(lambda g: local_binary_pattern(g, 8, 1, "uniform"), gray8)
             print(f"{size:>6} {n:>7} {ours_hog:>7.2f} {sk_h:>12.2f} {sk_h / ours_hog:>5.1f} {ours_lbp:>7.2f} "
                   f"{sk_l:>12.2f} {sk_l / ours_lbp:>5.1f} {sift_ms:>7.1f}")
+            for key, value in (("hog_ms", ours_hog), ("skimage_hog_ms", sk_h), ("lbp_ms", ours_lbp),
+                               ("skimage_lbp_ms", sk_l), ("sift_ms", sift_ms)):
+                record("extraction", f"{key} {size} px {n} thread(s)", value)
     torch.set_num_threads(threads)
     print("\nBatched extraction, 64 images of 256x256 (RGB), images/s")
     batch = torch.stack(photos(256) * 11)[:64]
@@ -90,6 +127,8 @@ def extraction(repeat: int) -> None:
             one = 1000 / median_ms(lambda x: fn(x[None]), list(batch[:16]))
             many = 64 * 1000 / median_ms(fn, [batch])
             print(f"  {name} {n} thread(s): one at a time {one:8.1f}   batch of 64 {many:8.1f}")
+            record("extraction", f"{name} images/s one at a time 256 px {n} thread(s)", one)
+            record("extraction", f"{name} images/s batch of 64 256 px {n} thread(s)", many)
     torch.set_num_threads(threads)
     if torch.cuda.is_available():
         gpu = batch.cuda()
@@ -108,6 +147,7 @@ def inversion(repeat: int) -> None:
         f = feats.repeat(-(-batch // len(feats)), 1, 1, 1)[:batch]
         rate = per_second(lambda x: inv(x, (128, 128), batch=64), [f], repeat) * batch
         print(f"  batch {batch:>3}: {rate:>8.1f}")
+        record("inversion", f"hog images/s batch {batch}", rate)
 
 
 def optimisation(steps: int) -> None:
@@ -133,6 +173,8 @@ def optimisation(steps: int) -> None:
         opt_s = time.perf_counter() - t
         print(f"  {name:<32} learned {1000 * learned_s:7.2f} ms   optimize {opt_s:6.2f} s   "
               f"{opt_s / learned_s:6.0f}x   (feature loss {history[0]:.3f} -> {history[-1]:.3f})")
+        record("optimisation", f"{name} learned ms", 1000 * learned_s)
+        record("optimisation", f"{name} optimize s ({steps} steps)", opt_s)
 
 
 def training_photos(folder: Path, count: int = 100) -> Path:
@@ -226,6 +268,10 @@ def training(steps: int) -> None:
             jpeg = end_to_end(feature, width, 32, steps, str(folder), Path(d) / "m.safetensors")
             print(f"  {feature:<8} {width:>5} {rate:8.1f}/s {cached:7.1f}/s {cached / rate:.2f}x "
                   f"{jpeg:6.1f}/s {jpeg / rate:.2f}x {gflops:6.0f} ({100 * gflops / peak:.0f}%)")
+            for key, value in (("step only images/s", rate), ("views file images/s", cached),
+                               ("JPEG folder images/s", jpeg), ("GFLOP/s", gflops)):
+                record("training", f"{feature} {key}", value)
+    record("training", "fp32 matmul peak GFLOP/s", peak)
 
 
 def precision(steps: int) -> None:
@@ -257,6 +303,13 @@ def precision(steps: int) -> None:
                 step()
             row.append((time.perf_counter() - t) / steps)
         print(f"  width {width:<5} fp32 {row[0]:.3f} s   bf16 {row[1]:.3f} s   {row[0] / row[1]:.2f}x")
+        record("precision", f"width {width} fp32 s/step", row[0])
+        record("precision", f"width {width} bf16 s/step", row[1])
+    from featinv_cli.train import bf16_supported
+
+    choice = "bf16" if bf16_supported("cpu") else "fp32"
+    print(f"  train --precision auto picks {choice} on this CPU")
+    record("precision", "auto picks", choice)
 
 
 def peak_memory(command: list[str]) -> tuple[float, float]:
@@ -295,6 +348,8 @@ def memory(sizes: tuple[int, ...]) -> None:
                 ex = peak_memory([*featinv, "extract", spec, f"{d}/photo.jpg", "-o", f"{d}/f.safetensors", "-q"])
                 inv = peak_memory([*featinv, "invert", f"{d}/f.safetensors", "-o", f"{d}/r.png"])
                 print(f"{size:>6} {spec:>18} {ex[0]:>11.2f} {ex[1]:>6.1f} {inv[0]:>10.2f} {inv[1]:>6.1f}")
+                for key, value in zip(("extract GB", "extract s", "invert GB", "invert s"), (*ex, *inv)):
+                    record("memory", f"{spec} {size} px {key}", value)
 
 
 def startup(rounds: int) -> None:
@@ -326,6 +381,7 @@ def startup(rounds: int) -> None:
     for name, ts in times.items():
         median = sorted(ts)[rounds // 2]
         print(f"  {name:<40} {median:6.2f}   {median / base:5.2f}x import torch")
+        record("startup", f"{name} s", median)
 
 
 def main() -> None:
@@ -353,6 +409,8 @@ def main() -> None:
         memory((1000, 2000) if args.quick else (1000, 3000, 6000))
     if "startup" in only:
         startup(3 if args.quick else 9)
+    if not args.quick:  # --quick figures are too rough to quote
+        save_results()
 
 
 if __name__ == "__main__":

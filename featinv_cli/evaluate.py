@@ -62,3 +62,20 @@ def evaluate(model: str | Path, directory: str | Path, size: int = 128, batch: i
         mean = baseline_mean(baseline, size)
         result["baseline_mean_error"] = float(metrics.normalized_errors(mean.expand_as(images), images).mean())
     return result
+
+
+def evaluation_record(model: str | Path, directory: str | Path, mean: torch.Tensor | None = None,
+                      device: str = "cpu") -> dict:
+    """What a model file stores as its ``evaluation`` (and README's model table shows): the protocol's
+    scores on ``directory``, with --mirror-average where the feature has it, and the error of
+    predicting ``mean`` (the mean training view) when given."""
+    r = evaluate(model, directory, device=device)
+    out = {"on": Path(directory).name if Path(directory).is_dir() else str(directory), "images": r["images"],
+           "protocol": "shorter side 128, centre crop 128",
+           **{k: round(r[k], 4) for k in ("normalized_error", "thumbnail_error", "psnr", "ssim")}}
+    if Inverter(model).can_mirror:
+        out["mirror_average"] = round(evaluate(model, directory, device=device, mirror_average=True)["normalized_error"], 4)
+    if mean is not None:
+        images = load_views(directory, 128)
+        out["baseline_mean_error"] = round(float(metrics.normalized_errors(mean.expand_as(images), images).mean()), 4)
+    return out

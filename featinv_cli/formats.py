@@ -245,6 +245,15 @@ def save_model(path: str | Path, mf: ModelFile, dtype: torch.dtype | None = None
     atomic_write(path, encode_safetensors(state, meta))
 
 
+def store_evaluation(path: str | Path, evaluation: dict) -> None:
+    """Add (or replace) a model file's ``evaluation`` metadata; the weights are written back unchanged."""
+    tensors, meta = parse_safetensors(map_file(path), str(path))
+    if meta.get("format") != MODEL_FORMAT:
+        raise FeatinvError(f"{path}: not a featinv model file")
+    atomic_write(path, encode_safetensors({k: v.clone() for k, v in tensors.items()},
+                                          {**meta, "evaluation": json.dumps(evaluation)}))
+
+
 def load_model(path: str | Path) -> ModelFile:
     return model_from_bytes(map_file(path), "<stdin>" if str(path) == "-" else str(path))
 

@@ -200,15 +200,15 @@ def say_where_resuming(cfg, quiet: bool) -> None:
 
 
 def report_validation(output, val, cfg) -> None:
-    """`train --val`: the model's error on a folder, against predicting the mean training image."""
-    from ..evaluate import evaluate
-    from ..features import parse_spec
+    """`train --val`: the model's error on a folder, against predicting the mean training image; stored
+    in the model file's metadata (``evaluation``) too."""
+    from ..evaluate import baseline_mean, evaluation_record
+    from ..formats import store_evaluation
 
-    r = evaluate(output, val, device=cfg.device, baseline=cfg.data)
-    err.print(f"validation ({r['images']} images of {val}): normalized error {r['normalized_error']:.3f} "
-              f"(predicting the mean training image: {r['baseline_mean_error']:.3f}), "
-              f"PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.3f}")
-    if parse_spec(cfg.feature).mirror_channels is not None and not cfg.finetune_encoder:
-        m = evaluate(output, val, device=cfg.device, mirror_average=True)
-        err.print(f"  with invert --mirror-average: normalized error {m['normalized_error']:.3f}, "
-                  f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}")
+    e = evaluation_record(output, val, baseline_mean(cfg.data, 128), device=cfg.device)
+    store_evaluation(output, e)
+    err.print(f"validation ({e['images']} images of {val}): normalized error {e['normalized_error']:.3f} "
+              f"(predicting the mean training image: {e['baseline_mean_error']:.3f}), "
+              f"PSNR {e['psnr']:.2f} dB, SSIM {e['ssim']:.3f}")
+    if "mirror_average" in e and not cfg.finetune_encoder:
+        err.print(f"  with invert --mirror-average: normalized error {e['mirror_average']:.3f}")

@@ -1,0 +1,168 @@
+"""README's generated blocks: figures that cannot drift from where they come from.
+
+    python bench/readme.py             # rewrite the blocks in README.md
+    python bench/readme.py --check     # exit 1 if a block differs from what its sources give (a test runs this)
+    python bench/readme.py --evaluate DIR   # first score every shipped model on DIR (the validation
+                                            # photos) and store the result in the model file's metadata
+
+A block sits between ``<!-- generated: NAME -->`` and ``<!-- end generated -->``:
+- ``models``: the shipped models' table, from each model file's metadata (``train`` and ``evaluation``);
+- ``speed``: the speed figures, from bench/results.json (what bench/run.py and bench/grid_bin.py measured).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+README = ROOT / "README.md"
+RESULTS = ROOT / "bench" / "results.json"
+BLOCK = re.compile(r"(<!-- generated: (\w+) -->\n)(.*?)(<!-- end generated -->)", re.S)
+ORDER = ["hog", "sift", "lbp", "squeezenet-conv1", "squeezenet-fire5", "squeezenet-fire9", "squeezenet-pool10"]
+PAPER = {"hog": "0.24", "sift": "0.28", "lbp": "0.38"}  # Table 2 of the paper (AlexNet era, 1.2 M photos)
+
+
+def _metadata(path: Path) -> dict:
+    from featinv_cli.models.registry import canonical
+    from featinv_cli.safetensors_codec import json_field, read_metadata
+
+    meta = read_metadata(path)
+    out = {k: json_field(meta, k, str(path), {}) for k in ("arch", "train", "evaluation")}
+    out["arch"] = canonical(out["arch"])  # today's names (old files say paper-conv)
+    return out
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    return f"{seconds:.0f} s" if seconds < 600 else f"{seconds / 60:.0f} min"
+
+
+def _device(name: str | None) -> str:
+    return "2 CPU cores" if name in (None, "cpu") else name.replace("NVIDIA ", "")
+
+
+def _seconds(t: dict) -> float | None:
+    if "seconds" in t:
+        return t["seconds"]
+    batch = (t.get("config") or {}).get("batch")  # files from before `seconds` was recorded
+    return t["steps_done"] * batch / t["images_per_second"] if batch and t.get("images_per_second") else None
+
+
+def _trained_on(t: dict) -> str:
+    photos = t.get("data_images", 0)
+    data = "15k photos" if photos >= 14000 else f"{photos:,} photos"
+    device = _device(t.get("device") or ("NVIDIA H200" if t.get("recipe") else "cpu"))
+    this = f"{device}, {t['steps_done']:,} steps, {_duration(_seconds(t))}"
+    if "init" in t:
+        before = t["init"]
+        return (f"{data}: {_device(before.get('device'))}, {before.get('steps_done', 0):,} steps, "
+                f"{_duration(before.get('seconds'))}, then {this}")
+    return f"{data}, {this}"
+
+
+def models_block() -> str:
+    from featinv_cli.inverter import ASSETS
+
+    rows, baseline = [], None
+    for name in ORDER:
+        path = ASSETS / f"{name}.safetensors"
+        if not path.exists():
+            continue
+        m = _metadata(path)
+        arch, t, e = m["arch"], m["train"], m["evaluation"]
+        if not e:
+            raise SystemExit(f"{path}: no evaluation in its metadata; run bench/readme.py --evaluate VAL_DIR")
+        baseline = e.get("baseline_mean_error", baseline)
+        label = "Table 1" if name.endswith("pool10") else arch["name"]
+        size = path.stat().st_size / 2 ** 20
+        mirror = f"{e['mirror_average']:.3f}" if e.get("mirror_average") is not None else "—"
+        rows.append(f"| `{name}` ({label}, width {arch.get('width', 1.0):g}, {size:.1f} MB) | {_trained_on(t)} "
+                    f"| **{e['normalized_error']:.3f}** | {mirror} | {e['thumbnail_error']:.3f} | {e['psnr']:.2f} "
+                    f"| {e['ssim']:.3f} | {PAPER.get(name, '')} |")
+    head = ["| model | trained on | normalized error | `--mirror-average` | thumbnail error | PSNR | SSIM | "
+            "paper (AlexNet era, 1.2 M photos) |", "|---|---|---|---|---|---|---|---|",
+            f"| predict the mean training image | — | {baseline:.3f} | | | | | |"]
+    return "\n".join(head + rows) + "\n"
+
+
+def _v(results: dict, section: str, key: str) -> float:
+    try:
+        return results[section]["values"][key]
+    except KeyError:
+        raise SystemExit(f"{RESULTS}: no {section!r} figure {key!r}; run the benchmark that makes it") from None
+
+
+def speed_block() -> str:
+    r = json.loads(RESULTS.read_text())
+    ex, tr = r["extraction"], r["training"]
+    lines = [
+        f"Measured by `python bench/run.py` on {ex['machine']} ({ex['date']}; `bench/results.json`):",
+        "",
+        f"- one 512x512 image on one thread: HOG {_v(r, 'extraction', 'hog_ms 512 px 1 thread(s)'):.2f} ms "
+        f"(scikit-image's `hog`: {_v(r, 'extraction', 'skimage_hog_ms 512 px 1 thread(s)'):.1f} ms), "
+        f"LBP {_v(r, 'extraction', 'lbp_ms 512 px 1 thread(s)'):.2f} ms "
+        f"(`local_binary_pattern`: {_v(r, 'extraction', 'skimage_lbp_ms 512 px 1 thread(s)'):.1f} ms);",
+        f"- a batch of 64 RGB 256x256 images on one thread: HOG "
+        f"{_v(r, 'extraction', 'hog images/s batch of 64 256 px 1 thread(s)'):,.0f} images/s, LBP "
+        f"{_v(r, 'extraction', 'lbp images/s batch of 64 256 px 1 thread(s)'):,.0f} images/s;",
+        f"- `featinv::grid_bin`: {_v(r, 'grid_bin', 'C++ op (2 threads) keypoints/s (batch 64)'):,.0f} keypoints/s "
+        f"({r['grid_bin']['date']});",
+        f"- training (`featinv train`, batch 32, {tr['date']}): HOG at width 0.3 "
+        f"{_v(r, 'training', 'hog views file images/s'):.0f} images/s from a views file and "
+        f"{_v(r, 'training', 'hog JPEG folder images/s'):.0f} from a folder of JPEGs, against "
+        f"{_v(r, 'training', 'hog step only images/s'):.0f} for the bare training step "
+        f"({_v(r, 'training', 'hog GFLOP/s'):.0f} GFLOP/s, the matmul peak being "
+        f"{_v(r, 'training', 'fp32 matmul peak GFLOP/s'):.0f});",
+        f"- the optimisation baseline (`invert --method optimize`, 200 steps) takes "
+        f"{_v(r, 'optimisation', 'hog (shipped model) optimize s (200 steps)'):.2f} s for one 128x128 HOG "
+        f"image, the learned inverter {_v(r, 'optimisation', 'hog (shipped model) learned ms'):.2f} ms.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+BLOCKS = {"models": models_block, "speed": speed_block}
+
+
+def render(text: str) -> str:
+    return BLOCK.sub(lambda m: m.group(1) + BLOCKS[m.group(2)]() + m.group(4), text)
+
+
+def evaluate_shipped(val: str) -> None:
+    """Score every shipped model on ``val`` and store the scores in its metadata (weights untouched)."""
+    from featinv_cli.evaluate import baseline_mean, evaluation_record
+    from featinv_cli.formats import store_evaluation
+    from featinv_cli.inverter import ASSETS
+
+    mean = baseline_mean(str(Path(val).parent / "train"), 128)  # the sample's training photos
+    for name in ORDER:
+        path = ASSETS / f"{name}.safetensors"
+        if path.exists():
+            e = evaluation_record(path, val, mean)
+            store_evaluation(path, e)
+            print(f"{path.name}: {e}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true")
+    ap.add_argument("--evaluate", metavar="VAL_DIR")
+    args = ap.parse_args()
+    if args.evaluate:
+        evaluate_shipped(args.evaluate)
+    text = README.read_text()
+    new = render(text)
+    if args.check:
+        if new != text:
+            print("README.md: generated blocks are out of date; run python bench/readme.py", file=sys.stderr)
+            sys.exit(1)
+        return
+    README.write_text(new)
+
+
+if __name__ == "__main__":
+    main()
