@@ -14,8 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import FeatinvError
-from .base import Extractor
-from .cnn import cache_dir, cnn_spec, frozen_network, imagenet_input
+from .cnn import CNNLayer, cache_dir, cnn_spec
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 TORCHVISION_FILE = "alexnet-owt-7be5be79.pth"  # the name torchvision's weights are cached under
@@ -75,7 +74,7 @@ INPUT = {"alexnet": 224, "caffenet": 227}
 
 
 @dataclass(frozen=True)
-class AlexNetLayer(Extractor):
+class AlexNetLayer(CNNLayer):
     """One layer's output of torchvision's AlexNet on the image resized to 224x224 (RGB, ImageNet
     normalisation)."""
 
@@ -83,8 +82,6 @@ class AlexNetLayer(Extractor):
     weights: str = ""  # a file, "" for the default file (torch's cache path), or random:SEED
     name = "alexnet"
     family = "alexnet"
-    is_cnn = True
-    fine_tunable = True
 
     def __post_init__(self):
         if self.layer not in LAYERS:
@@ -103,42 +100,17 @@ class AlexNetLayer(Extractor):
         return SHAPES[self.family][self.layer][0]
 
     @property
-    def is_vector(self) -> bool:
-        return self.layer.startswith("fc")
+    def input_size(self) -> int:
+        return INPUT[self.family]
 
-    @property
-    def stride(self) -> int:  # input pixels per output cell (approximate for the odd sizes)
-        side = SHAPES[self.family][self.layer][1]
-        return INPUT[self.family] // side if side else INPUT[self.family]
-
-    def grid_size(self, height: int, width: int) -> tuple[int, int]:
-        side = SHAPES[self.family][self.layer][1]
-        return (side, side)
-
-    def image_size_from_grid(self, hc: int, wc: int) -> tuple[int, int]:
-        return INPUT[self.family], INPUT[self.family]
-
-    def min_size(self) -> int:
-        return 16
+    def grid_side(self) -> int:
+        return SHAPES[self.family][self.layer][1]
 
     def build(self) -> nn.Module:
-        """A fresh network of this family's layout (random weights)."""
         return torchvision_alexnet()
 
     def default_weights(self) -> Path | None:
-        """The weights file used when none is given (None: the user must always give one)."""
         return cache_dir() / TORCHVISION_FILE
-
-    def network(self) -> nn.Module:
-        return frozen_network((self.family, self.weights), self.build, self.weights, self.family, self.family,
-                              self.default_weights())
-
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        return imagenet_input(images, INPUT[self.family])
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """images (N, 3, H, W) in [0, 1] -> (N, C, S, S) for conv layers, (N, D) for fc layers."""
-        return self.run(self.network().to(images.device), images)
 
     def run(self, net: nn.Module, images: torch.Tensor) -> torch.Tensor:
         """This layer's output of ``net`` (this family's layout; e.g. a fine-tuned copy)."""

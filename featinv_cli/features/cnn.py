@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import FeatinvError
+from .base import Extractor
 
 
 def cache_dir() -> Path:
@@ -128,3 +129,66 @@ def frozen_network(key: tuple, build: Callable[[], nn.Module], weights: str, fam
             p.requires_grad_(False)
         _NETS[key] = net.eval()
     return _NETS[key]
+
+
+class CNNLayer(Extractor):
+    """The base of every CNN family (a new family's home): one layer's output of a frozen network on
+    the image resized to ``input_size``, with ImageNet normalisation. A family gives its layout
+    (``build``), where its weights live by default (``default_weights``), its input size, the side of
+    its layer's grid (``grid_side``; 0 for vectors) and how to run a network up to the layer (``run``).
+    Frozen dataclass fields (layer, weights, ...) are the family's own."""
+
+    is_cnn = True
+    fine_tunable = True
+
+    @property
+    def input_size(self) -> int:
+        return int(getattr(self, "size", 224))
+
+    def grid_side(self) -> int:
+        raise NotImplementedError
+
+    def build(self) -> nn.Module:
+        """A fresh network of this family's layout (random weights)."""
+        raise NotImplementedError
+
+    def default_weights(self) -> Path | None:
+        """The weights file used when none is given (None: the user must always give one)."""
+        return None
+
+    def run(self, net: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """This layer's output of ``net`` (this family's layout; e.g. a fine-tuned copy)."""
+        raise NotImplementedError
+
+    def network_key(self) -> tuple:
+        return (self.family, self.weights)
+
+    def network(self) -> nn.Module:
+        return frozen_network(self.network_key(), self.build, self.weights, self.family, self.family,
+                              self.default_weights())
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        return imagenet_input(images, self.input_size)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """images (N, 3, H, W) in [0, 1] -> (N, C, S, S) for maps, (N, D) for vectors."""
+        return self.run(self.network().to(images.device), images)
+
+    @property
+    def is_vector(self) -> bool:
+        return self.grid_side() == 0
+
+    @property
+    def stride(self) -> int:  # input pixels per output cell (approximate for the odd sizes)
+        side = self.grid_side()
+        return self.input_size // side if side else self.input_size
+
+    def grid_size(self, height: int, width: int) -> tuple[int, int]:
+        side = self.grid_side()
+        return side, side
+
+    def image_size_from_grid(self, hc: int, wc: int) -> tuple[int, int]:
+        return self.input_size, self.input_size
+
+    def min_size(self) -> int:
+        return 16

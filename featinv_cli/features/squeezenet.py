@@ -19,8 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import FeatinvError
-from .alexnet import AlexNetLayer
-from .cnn import check_input_size, cnn_spec, imagenet_input
+from .cnn import CNNLayer, check_input_size, cnn_spec
 
 WEIGHTS_FILE = Path(__file__).resolve().parent.parent / "assets" / "squeezenet1_0-imagenet.safetensors"
 
@@ -74,7 +73,7 @@ def grid_side(size: int, layer: str) -> int:
 
 
 @dataclass(frozen=True)
-class SqueezeNetLayer(AlexNetLayer):
+class SqueezeNetLayer(CNNLayer):
     """One layer's output of SqueezeNet v1.0 (ImageNet weights shipped) on the image resized to
     size x size: (N, C, S, S), or (N, 1000) for pool10."""
 
@@ -94,33 +93,21 @@ class SqueezeNetLayer(AlexNetLayer):
         return cnn_spec(self.name, [self.layer], self.weights, self.size)
 
     @property
+    def shipped_name(self) -> str:
+        return f"{self.name}-{self.layer}"
+
+    @property
     def channels(self) -> int:
         return CHANNELS[self.layer]
 
-    @property
-    def is_vector(self) -> bool:
-        return self.layer == "pool10"
-
-    @property
-    def stride(self) -> int:
-        side = grid_side(self.size, self.layer)
-        return self.size // side if side else self.size
-
-    def grid_size(self, height: int, width: int) -> tuple[int, int]:
-        side = grid_side(self.size, self.layer)
-        return side, side
-
-    def image_size_from_grid(self, hc: int, wc: int) -> tuple[int, int]:
-        return self.size, self.size
+    def grid_side(self) -> int:
+        return grid_side(self.size, self.layer)
 
     def build(self) -> nn.Module:
         return squeezenet1_0()
 
     def default_weights(self) -> Path:
         return WEIGHTS_FILE
-
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        return imagenet_input(images, self.size)
 
     def run(self, net: nn.Module, images: torch.Tensor) -> torch.Tensor:
         """This layer's output of ``net`` (the squeezenet1_0 layout; e.g. a fine-tuned copy)."""

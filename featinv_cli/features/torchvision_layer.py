@@ -17,8 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import FeatinvError
-from .cnn import cache_dir, check_input_size, cnn_spec, frozen_network, imagenet_input
-from .base import Extractor
+from .cnn import CNNLayer, cache_dir, check_input_size, cnn_spec, frozen_network
 
 
 
@@ -46,7 +45,7 @@ def _classifiers() -> list[str]:
 
 
 @dataclass(frozen=True)
-class TorchvisionLayer(Extractor):
+class TorchvisionLayer(CNNLayer):
     """The output of module ``module`` of torchvision model ``model`` (N, C, S, S) or (N, D)."""
 
     model: str = "alexnet"
@@ -55,7 +54,7 @@ class TorchvisionLayer(Extractor):
     size: int = 224
     name = "torchvision"
     family = "torchvision"
-    is_cnn = True
+    fine_tunable = False  # any model's layout: run() cannot take a trainable copy of it
     positional = ("model", "module")  # torchvision:MODEL:MODULE
     guess_by_channels = False  # its channel count needs the network: never guessed for a bare .npy
 
@@ -87,16 +86,6 @@ class TorchvisionLayer(Extractor):
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
         return tuple(self._shape[1:]) if not self.is_vector else (0, 0)
 
-    def image_size_from_grid(self, hc: int, wc: int) -> tuple[int, int]:
-        return self.size, self.size
-
-    def min_size(self) -> int:
-        return 16
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """images (N, 3, H, W) in [0, 1] -> the module's output, (N, C, S, S) or (N, D)."""
-        return self.run(self.network().to(images.device), images)
-
     def network(self) -> nn.Module:
         models = _torchvision()
         if self.model not in _classifiers():
@@ -112,9 +101,6 @@ class TorchvisionLayer(Extractor):
         except Exception:  # models without published weights
             return None
         return cache_dir() / url.rsplit("/", 1)[-1]
-
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        return imagenet_input(images, self.size)
 
     def run(self, net: nn.Module, images: torch.Tensor) -> torch.Tensor:
         def stop(_module, _inputs, output):
