@@ -1,0 +1,43 @@
+"""Copy a model over the shipped one for its feature only when its stored validation error is lower.
+
+    python examples/ship_if_better.py MODEL.safetensors
+
+Both files must carry an ``evaluation`` in their metadata (`featinv train --val` stores it; the shipped
+ones carry theirs) made with the same protocol on the same photos; the new file must be under 20 MB.
+Prints the two errors and what it did; exit status 0 either way, 2 when the files cannot be compared.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> None:
+    from featinv_cli.features import from_metadata
+    from featinv_cli.inverter import shipped_model
+    from featinv_cli.safetensors_codec import json_field, read_metadata
+
+    new = Path(sys.argv[1])
+    meta = read_metadata(new)
+    shipped = shipped_model(from_metadata(meta["feature"], json_field(meta, "params", str(new), {})))
+    mine, theirs = (json_field(read_metadata(p), "evaluation", str(p)) for p in (new, shipped))
+    if not mine or not theirs or (mine["on"], mine["images"], mine["protocol"]) != \
+            (theirs["on"], theirs["images"], theirs["protocol"]):
+        print(f"{new}: no evaluation comparable with {shipped.name}'s; train with --val on the same photos")
+        sys.exit(2)
+    if new.stat().st_size > 20 * 2 ** 20:
+        print(f"{new}: {new.stat().st_size / 2**20:.1f} MB, over the 20 MB a shipped model may take")
+        sys.exit(2)
+    a, b = mine["normalized_error"], theirs["normalized_error"]
+    if a < b:
+        shutil.copyfile(new, shipped)
+        print(f"shipped {new} as {shipped.name}: validation error {a:.4f} (was {b:.4f})")
+    else:
+        print(f"kept {shipped.name}: {new} scores {a:.4f}, the shipped model {b:.4f}")
+
+
+if __name__ == "__main__":
+    main()
