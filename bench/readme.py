@@ -98,6 +98,8 @@ def _v(results: dict, section: str, key: str) -> float:
 
 
 def speed_block() -> str:
+    if not RESULTS.exists():
+        return "No measurements yet: `python bench/run.py` and `python bench/grid_bin.py` write them.\n"
     r = json.loads(RESULTS.read_text())
     ex, tr = r["extraction"], r["training"]
     lines = [
