@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from .data import EpochBatches, worker_init
+from .data import EpochBatches, epoch_order, worker_init
 from .errors import FeatinvError
 from .views import ViewSet
 
@@ -26,11 +26,6 @@ def resize8(x: torch.Tensor, size: int) -> torch.Tensor:
         return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     y = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return y.round_().clamp_(0, 255).to(torch.uint8)
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The seeded permutation of ``n`` items in ``epoch`` (EpochBatches' order)."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
 
 
 class ViewBatches:

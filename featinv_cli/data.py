@@ -1,14 +1,13 @@
-"""Training and evaluation data: images from a folder, crops, flips, features made in workers."""
+"""Images as training and evaluation see them: views (resize, centre crop, 8 bits), the epoch order,
+and the rows of stored feature files (train --features)."""
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .features.base import Extractor
 from .images import read_image
 
 
@@ -66,55 +65,9 @@ def fingerprint(files: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-class CropDataset(torch.utils.data.Dataset):
-    """Random ``crop`` x ``crop`` crops at a random scale with random horizontal flips, and their features.
-
-    Scale: the image is first resized so its shorter side is uniform in
-    [crop, min(original shorter side, max_zoom * crop)], so the network sees objects at the scale of
-    whole images resized to the crop size (the evaluation protocol) as well as magnified;
-    ``max_zoom = 1`` trains on exactly that scale, 0 turns resizing off (crops at full resolution).
-    The crop, scale and flip of sample ``i`` in epoch ``e`` depend only on ``(seed, e, i)``, so a
-    run gives the same batches whatever the number of workers and after ``--resume``.
-    Returns (image (3, crop, crop) in [0, 1], features (C, Hc, Wc)).
-    """
-
-    def __init__(self, files: list[Path], extractor: Extractor, crop: int, seed: int, max_zoom: float = 2.0):
-        self.files, self.extractor, self.crop, self.seed = files, extractor, crop, seed
-        self.max_zoom = max_zoom
-        self._cache: dict[int, torch.Tensor] = {}
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def _image(self, i: int) -> torch.Tensor:
-        img = self._cache.get(i)
-        if img is None:
-            img = read_image(self.files[i])
-            if min(img.shape[-2:]) < self.crop:
-                img = resize_shorter(img, self.crop)
-            img = (img * 255).round().to(torch.uint8)  # 4x less memory per cached image
-            self._cache[i] = img
-        return img
-
-    def __getitem__(self, key: tuple[int, int]):
-        epoch, i = key  # the sampler passes the epoch along, so persistent workers stay in step
-        img = self._image(i)
-        rng = np.random.default_rng([self.seed, epoch, i])
-        if self.max_zoom > 0:
-            top = max(self.crop, min(min(img.shape[-2:]), int(self.max_zoom * self.crop)))
-            shorter = int(rng.integers(self.crop, top + 1))
-            img = (resize_shorter(img.float() / 255.0, shorter) * 255.0).round().to(torch.uint8)
-        h, w = img.shape[-2:]
-        top = int(rng.integers(0, h - self.crop + 1))
-        left = int(rng.integers(0, w - self.crop + 1))
-        x = img[:, top:top + self.crop, left:left + self.crop].float() / 255.0
-        if rng.random() < 0.5:
-            x = x.flip(-1)
-        if self.extractor is None:  # features made later, in the training step (--finetune-encoder)
-            return x, torch.zeros(0)
-        with torch.no_grad():
-            feats = self.extractor(x[None])[0]
-        return x, feats
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The seeded permutation of ``n`` items in ``epoch``: the order of every training data source."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
 
 
 class EpochBatches(torch.utils.data.Sampler):
@@ -144,7 +97,7 @@ class EpochBatches(torch.utils.data.Sampler):
         step = self.start
         while step < self.total:
             epoch, k = divmod(step, self.per_epoch)
-            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
+            order = epoch_order(self.n, self.seed, epoch)
             while k < self.per_epoch and step < self.total:
                 yield [(epoch, int(i)) for i in order[k * self.batch:(k + 1) * self.batch][self.slice]]
                 k += 1
