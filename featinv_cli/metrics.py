@@ -38,6 +38,11 @@ def thumbnail_errors(recon: torch.Tensor, ref: torch.Tensor, side: int = 16) -> 
     return normalized_errors(shrink(recon), shrink(ref))
 
 
+def mae(recon: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Mean absolute pixel error per image, pixels in [0, 1] (0 = identical, 1 = black for white)."""
+    return (recon.double() - ref.double()).abs().flatten(1).mean(1)
+
+
 def psnr(recon: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     mse = ((recon.double() - ref.double()) ** 2).flatten(1).mean(1)
     return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
@@ -60,9 +65,10 @@ def score(recon: torch.Tensor, ref: torch.Tensor) -> dict:
     """All metrics for same-size batches; recon is resized to ref's size first."""
     recon = match_size(recon.float(), tuple(ref.shape[-2:])).clamp(0, 1)
     errors = normalized_errors(recon, ref)
-    p, s = psnr(recon, ref), ssim(recon, ref)
-    out = {"normalized_error": errors.tolist(), "psnr": p.tolist(), "ssim": s.tolist(),
-           "mean": {"normalized_error": float(errors.mean()), "psnr": float(p.mean()), "ssim": float(s.mean())}}
+    p, s, m = psnr(recon, ref), ssim(recon, ref), mae(recon, ref)
+    out = {"normalized_error": errors.tolist(), "psnr": p.tolist(), "ssim": s.tolist(), "mae": m.tolist(),
+           "mean": {"normalized_error": float(errors.mean()), "psnr": float(p.mean()), "ssim": float(s.mean()),
+                    "mae": float(m.mean())}}
     if min(ref.shape[-2:]) >= 16 and ref.shape[0] >= 2:
         thumb = thumbnail_errors(recon, ref)
         out["thumbnail_error"] = thumb.tolist()
@@ -82,5 +88,7 @@ def score_pairs(recons: list[torch.Tensor], refs: list[torch.Tensor]) -> dict:
     pairs = [(match_size(x[None].float(), tuple(r.shape[-2:])).clamp(0, 1), r[None]) for x, r in zip(recons, refs)]
     p = [float(psnr(x, r)[0]) for x, r in pairs]
     s = [float(ssim(x, r)[0]) for x, r in pairs]
-    return {"normalized_error": [None] * len(pairs), "psnr": p, "ssim": s, "normalizer": None,
-            "mean": {"normalized_error": None, "psnr": sum(p) / len(p), "ssim": sum(s) / len(s)}}
+    m = [float(mae(x, r)[0]) for x, r in pairs]
+    return {"normalized_error": [None] * len(pairs), "psnr": p, "ssim": s, "mae": m, "normalizer": None,
+            "mean": {"normalized_error": None, "psnr": sum(p) / len(p), "ssim": sum(s) / len(s),
+                     "mae": sum(m) / len(m)}}

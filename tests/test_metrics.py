@@ -41,3 +41,12 @@ def test_reconstruction_is_upsampled_to_reference():
     s = metrics.score(small, ref)
     assert s["normalized_error"] and len(s["normalized_error"]) == 3
     assert 0 < s["mean"]["normalized_error"] < 0.2
+
+
+def test_mae_is_the_mean_absolute_pixel_error_in_0_1():
+    from featinv_cli.metrics import mae, score
+
+    black, white = torch.zeros(2, 3, 16, 16), torch.ones(2, 3, 16, 16)
+    assert mae(black, white).tolist() == [1.0, 1.0] and mae(white, white).tolist() == [0.0, 0.0]
+    half = torch.full((2, 3, 16, 16), 0.25)
+    assert score(half, black)["mean"]["mae"] == pytest.approx(0.25)

@@ -32,7 +32,7 @@ def score(
     as_json: bool = JSON,
     quiet: bool = QUIET,
 ):
-    """Score reconstructions: the paper's normalized error, PSNR (dB) and SSIM.
+    """Score reconstructions: the paper's normalized error, PSNR (dB), SSIM and MAE.
 
     Normalized error = mean over images of ||x - recon||_2 / N, where N is the mean distance between
     pairs of distinct reference images; reconstructions are bilinearly resized to the reference size
@@ -60,30 +60,33 @@ def score(
     say_if_resized(recons, refs, recon_files, quiet)
     scores = metrics.score_pairs(recons, refs)
     norm = scores["normalizer"]
-    rows = [{"image": str(f), "normalized_error": e, "psnr": p, "ssim": s}
-            for f, e, p, s in zip(recon_files, scores["normalized_error"], scores["psnr"], scores["ssim"])]
-    mean = {k: scores["mean"][k] for k in ("normalized_error", "psnr", "ssim")}
+    rows = [{"image": str(f), "normalized_error": e, "psnr": p, "ssim": s, "mae": m}
+            for f, e, p, s, m in zip(recon_files, scores["normalized_error"], scores["psnr"], scores["ssim"],
+                                     scores["mae"])]
+    mean = {k: scores["mean"][k] for k in ("normalized_error", "psnr", "ssim", "mae")}
     result = {"images": rows, "mean": mean, "normalizer": norm}
     if baseline_mean:
         if norm is None:
             raise FeatinvError("--baseline-mean needs references of one size; add --resize/--crop")
         m = mean_image(expand_image_args([baseline_mean]), tuple(refs[0].shape[-2:]), prepare)
         baseline = metrics.score_pairs([m] * len(refs), refs)["mean"]
-        result["baseline_mean"] = {k: baseline[k] for k in ("normalized_error", "psnr")}
+        result["baseline_mean"] = {k: baseline[k] for k in ("normalized_error", "psnr", "mae")}
     if norm is None and not quiet:
         err.print("featinv: note: normalized error needs two or more references of one size; "
                   "showing PSNR and SSIM only")
     if as_json:
         out.print_json(json.dumps(result))
         return
-    table = Table("image", "normalized error", "PSNR (dB)", "SSIM")
+    table = Table("image", "normalized error", "PSNR (dB)", "SSIM", "MAE")
     fmt = lambda v, p: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
     for r in rows:
-        table.add_row(r["image"], fmt(r["normalized_error"], 3), fmt(r["psnr"], 2), fmt(r["ssim"], 3))
+        table.add_row(r["image"], fmt(r["normalized_error"], 3), fmt(r["psnr"], 2), fmt(r["ssim"], 3),
+                      fmt(r["mae"], 4))
     table.add_section()
     table.add_row(f"mean of {len(rows)}", fmt(mean["normalized_error"], 3), fmt(mean["psnr"], 2),
-                  fmt(mean["ssim"], 3), style="bold")
+                  fmt(mean["ssim"], 3), fmt(mean["mae"], 4), style="bold")
     if baseline_mean:
         b = result["baseline_mean"]
-        table.add_row("predict the mean image", fmt(b["normalized_error"], 3), fmt(b["psnr"], 2), "")
+        table.add_row("predict the mean image", fmt(b["normalized_error"], 3), fmt(b["psnr"], 2), "",
+                      fmt(b["mae"], 4))
     out.print(table)
