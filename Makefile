@@ -6,7 +6,7 @@ FEATINV := $(VENV)/bin/featinv
 # (Space-separated requirements, unquoted: test-torchvision adds torchvision.)
 TORCH   ?= torch==2.13.0
 
-.PHONY: demo test test-all test-torchvision setup clean
+.PHONY: demo test test-all test-torchvision test-colmap setup clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,12 @@ test-all: setup
 test-torchvision:
 	$(MAKE) VENV=.venv-tv TORCH="torch==2.14.1 torchvision==0.29.1" setup
 	.venv-tv/bin/python -m pytest -q tests/test_torchvision.py tests/test_alexnet.py tests/test_squeezenet.py
+
+# The tests that need pycolmap (colmap-sift from images against the fixture database), in .venv with
+# the colmap extra added (about 135 MB). `make test` reads the database without it and says so.
+test-colmap: setup
+	$(PY) -m pip install -q -e ".[colmap]"
+	$(PY) -m pytest -q tests/test_colmap.py
 
 clean:
 	rm -rf $(VENV) .venv-tv demo.png .pytest_cache

@@ -94,3 +94,20 @@ class FeatureSink:
             name, self.part = str(p.with_name(f"{p.stem}-{self.part:05d}{p.suffix}")), self.part + 1
         save_features(name, self._file(cat(self.rows), self.size, list(self.sources), extra))
         self.rows, self.extras, self.sources = [], [], []
+
+
+def database_rows(extractor, database) -> list[tuple[str, tuple[int, int], torch.Tensor, dict]]:
+    """`extract colmap-sift DATABASE.db`: (image name, (H, W), features (1, 133, Hc, Wc), raw arrays)
+    per image of a COLMAP database, in its image_id order; the whole database is read and checked before
+    anything is returned, so a damaged one writes nothing. An image without keypoints gives zeros."""
+    import numpy as np
+
+    from .features.colmap import read_database
+
+    rows = []
+    for image in read_database(database):
+        raw = {"keypoints": torch.from_numpy(image.keypoints.copy()),
+               "descriptors": torch.from_numpy(image.descriptors.astype(np.float32)),
+               "counts": torch.tensor([len(image.keypoints)], dtype=torch.long)}
+        rows.append((image.name, (image.height, image.width), extractor.grid_of([image], image.height, image.width), raw))
+    return rows

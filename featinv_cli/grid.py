@@ -133,14 +133,21 @@ def save_reconstructions(output: str, rows: list, captions: list[list[str]], row
                          columns: int = 0) -> None:
     """Write reconstructions where `featinv invert -o` says: rows[i] holds feature file i's images
     ((N, 3, H, W) in [0, 1]). Several files make one grid PNG, a row per file (``row_names``) with a
-    caption per tile; one file's batch a grid of ``columns`` per row (all up to 8), one PNG per
-    row when ``output`` is a directory, or a plain PNG for a single image."""
+    caption per tile; one file's batch a grid of ``columns`` per row (all up to 8); a plain PNG for a
+    single image; one PNG per row of every file when ``output`` is a directory."""
     from .files import is_dir_target
     from .images import image_to_uint8, write_image
 
+    if is_dir_target(output):  # one PNG per row of every file, named after its label (source image)
+        Path(output).mkdir(parents=True, exist_ok=True)
+        images = [img for batch in rows for img in batch]
+        for img, name in zip(images, unique_file_names([c for caps in captions for c in caps])):
+            write_image(Path(output) / f"{name}.png", img)
+        return
     if len(rows) > 1:
-        if is_dir_target(output) or not (output == "-" or output.lower().endswith(".png")):
-            raise FeatinvError(f"{output}: several feature files make one grid PNG; name it *.png")
+        if not (output == "-" or output.lower().endswith(".png")):
+            raise FeatinvError(f"{output}: several feature files make one grid PNG (name it *.png) or one PNG "
+                               f"per row (give a directory ending in /)")
         tiles = [[image_to_uint8(i) for i in images] for images in rows]
         # A caption that only repeats its row's label says nothing: "binarize" left of the row is enough.
         captions = [["" if c == name else c for c in caps] for caps, name in zip(captions, row_names)]
@@ -148,11 +155,7 @@ def save_reconstructions(output: str, rows: list, captions: list[list[str]], row
                                           captions=captions if any(any(c) for c in captions) else None))
         return
     images, labels = rows[0], captions[0]
-    if is_dir_target(output):
-        Path(output).mkdir(parents=True, exist_ok=True)
-        for img, name in zip(images, unique_file_names(labels)):
-            write_image(Path(output) / f"{name}.png", img)
-    elif len(images) == 1:
+    if len(images) == 1:
         write_image(output, images[0])
     else:
         if output != "-" and not output.lower().endswith(".png"):

@@ -51,6 +51,8 @@ def extract(
 
     Features: hog (VLFeat UoCTTI HOG, 31 channels, cell 8), lbp (VLFeat uniform LBP, 58 channels,
     cell 16), sift (OpenCV SIFT on the paper's grid, 133 channels, cell 4; keypoints kept raw too),
+    colmap-sift (COLMAP's SIFT on the same grid, read from a COLMAP database.db with no extra
+    package, or from images with pycolmap: pip install 'featinv[colmap]'),
     squeezenet:LAYER (conv1, fire2..fire9, conv10, pool10; ImageNet weights built in),
     alexnet:LAYER and caffenet:LAYER (conv1..conv5, fc6..fc8), torchvision:MODEL:MODULE (any named
     module of a torchvision classifier; needs torchvision). CNN features take --weights.
@@ -66,16 +68,38 @@ def extract(
       featinv extract hog photo.jpg -o - | featinv invert - -o recon.png
       featinv extract torchvision:resnet18:layer3 --weights resnet18.pth photo.jpg -o r.safetensors
       featinv extract hog big/ --resize 128 --crop 128 --shard 2/8 --rows-per-file 1000 --workers 3 -o s2.safetensors
+      featinv extract colmap-sift reconstruction/database.db -o feats/    # COLMAP's stored SIFT, per image
     """
     import torch
     from .. import ops
     from ..data import worker_init
     from ..features.registry import parse_spec, with_weights
-    from ..extraction import ExtractDataset, FeatureSink
-    from ..files import check_not_input
+    from ..extraction import ExtractDataset, FeatureSink, database_rows
+    from ..features.colmap import is_database
+    from ..files import check_not_input, is_dir_target
     from ..images import expand_image_args, source_names
 
     extractor = parse_spec(with_weights(feature, weights))
+    if any(is_database(i) for i in images):
+        if extractor.name != "colmap-sift" or len(images) != 1:
+            raise UsageError("a COLMAP database holds COLMAP's SIFT: featinv extract colmap-sift DATABASE.db -o OUT "
+                             "(one database, nothing else)")
+        if resize or crop or shard:
+            raise UsageError("--resize, --crop and --shard prepare images; a database holds features of its photos "
+                             "as they were")
+        check_not_input(output, images)
+        sink = FeatureSink(output, extractor, {"resize": None, "crop": None}, rows_per_file)
+        rows = database_rows(extractor, images[0])  # the whole database is read and checked first
+        sizes = sorted({f"{h}x{w}" for _, (h, w), _, _ in rows})
+        if len(sizes) > 1 and not is_dir_target(output):
+            raise UsageError(f"{images[0]}: its images have {len(sizes)} sizes ({', '.join(sizes[:4])}); write one "
+                             f"file per image with -o DIR/")
+        with progress(len(rows), "extract", quiet) as bar:
+            for name, size, feats, extra in rows:
+                sink.add(f"{images[0]} ({name})", name, size, feats, extra if raw else {})
+                bar.advance()
+        sink.close()
+        return
     files = expand_image_args(images)
     sources = source_names(files, images)
     block = parse_shard(shard, len(files))

@@ -7,6 +7,7 @@ from ..errors import FeatinvError, UsageError
 from .base import Extractor
 from .hog import HOG
 from .alexnet import AlexNetLayer, CaffeNetLayer
+from .colmap import ColmapSIFT
 from .lbp import LBP
 from .sift import SIFT
 from .squeezenet import SqueezeNetLayer
@@ -14,7 +15,7 @@ from .torchvision_layer import TorchvisionLayer
 
 EXTRACTORS: dict[str, type[Extractor]] = {"hog": HOG, "lbp": LBP, "sift": SIFT, "alexnet": AlexNetLayer,
                                           "caffenet": CaffeNetLayer, "squeezenet": SqueezeNetLayer,
-                                          "torchvision": TorchvisionLayer}
+                                          "torchvision": TorchvisionLayer, "colmap-sift": ColmapSIFT}
 
 
 def names() -> list[str]:

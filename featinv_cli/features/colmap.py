@@ -1,0 +1,181 @@
+"""COLMAP's SIFT (``colmap-sift``): the keypoints and descriptors a COLMAP reconstruction keeps, on the
+paper's grid. The question it answers: does a stored SfM database leak the photos it was built from?
+
+Two sources, one grid: a COLMAP ``database.db`` read with the standard library's sqlite3 (no pycolmap
+needed), or images through pycolmap's own SIFT with COLMAP's defaults (the ``colmap`` extra).
+
+The grid is ``sift``'s (cell 4, one keypoint per cell by ``featinv::grid_bin``'s seeded hash): per
+cell ``(d / 512, x mod 4, y mod 4, sin a, cos a, log s)`` where ``d`` is the stored uint8 descriptor
+(COLMAP's L1-root normalisation, x512, clipped to 255), (x, y) the keypoint in OpenCV's pixel
+convention (COLMAP puts the centre of the top-left pixel at (0.5, 0.5); featinv at (0, 0)), ``a`` its
+orientation and ``s`` its scale, both from the affine shape: s = sqrt(a11² + a21²), a = atan2(a21, a11).
+"""
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import FeatinvError
+from .base import Extractor
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+TABLES = ("cameras", "images", "keypoints", "descriptors")
+
+
+@dataclass
+class DatabaseImage:
+    """One image of a COLMAP database: its name, size, keypoints (K, 4) float32 x, y, scale, angle
+    (radians, OpenCV's pixel convention) and descriptors (K, 128) uint8."""
+
+    name: str
+    height: int
+    width: int
+    keypoints: np.ndarray
+    descriptors: np.ndarray
+
+
+def is_database(path: str | Path) -> bool:
+    p = Path(path)
+    if not p.is_file():
+        return False
+    with p.open("rb") as f:
+        return f.read(16) == SQLITE_MAGIC
+
+
+def _blob(data: bytes | None, rows: int, cols: int, dtype, what: str, name: str, db: str) -> np.ndarray:
+    if rows == 0 or data is None:
+        return np.zeros((0, cols), dtype)
+    need = rows * cols * np.dtype(dtype).itemsize
+    if len(data) != need:
+        raise FeatinvError(f"{db}: {what} of image {name!r} hold {len(data)} bytes, not {rows} x {cols} "
+                           f"({need}): the database is damaged")
+    return np.frombuffer(data, dtype).reshape(rows, cols)
+
+
+def keypoint_geometry(kp: np.ndarray) -> np.ndarray:
+    """COLMAP's keypoint rows (2, 4 or 6 columns) -> (K, 4) x, y, scale, angle in OpenCV's convention."""
+    x, y = kp[:, 0] - 0.5, kp[:, 1] - 0.5
+    if kp.shape[1] == 2:
+        scale, angle = np.ones_like(x), np.zeros_like(x)
+    elif kp.shape[1] == 4:
+        scale, angle = kp[:, 2], kp[:, 3]
+    else:  # affine shape (a11, a12, a21, a22)
+        scale, angle = np.hypot(kp[:, 2], kp[:, 4]), np.arctan2(kp[:, 4], kp[:, 2])
+    return np.stack([x, y, scale, angle], axis=1).astype(np.float32)
+
+
+def read_database(path: str | Path) -> list[DatabaseImage]:
+    """Every image of a COLMAP database in image_id order, with its size from its camera."""
+    db = str(path)
+    if not is_database(path):
+        raise FeatinvError(f"{db}: not a SQLite file (a COLMAP database.db is one)")
+    try:
+        con = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+        try:
+            have = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            missing = [t for t in TABLES if t not in have]
+            if missing:
+                raise FeatinvError(f"{db}: not a COLMAP database (no {', '.join(missing)} table)")
+            cameras = {cid: (int(h), int(w)) for cid, w, h in con.execute("SELECT camera_id, width, height FROM cameras")}
+            kps = {i: (r, c, d) for i, r, c, d in con.execute("SELECT image_id, rows, cols, data FROM keypoints")}
+            descs = {i: (r, c, d) for i, r, c, d in con.execute("SELECT image_id, rows, cols, data FROM descriptors")}
+            images = list(con.execute("SELECT image_id, name, camera_id FROM images ORDER BY image_id"))
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        raise FeatinvError(f"{db}: cannot read the database ({e})") from None
+    out = []
+    for image_id, name, camera_id in images:
+        if camera_id not in cameras:
+            raise FeatinvError(f"{db}: image {name!r} names camera {camera_id}, which the database lacks")
+        rows, cols, data = kps.get(image_id, (0, 6, None))
+        if cols not in (2, 4, 6):
+            raise FeatinvError(f"{db}: keypoints of image {name!r} have {cols} columns (COLMAP writes 2, 4 or 6)")
+        kp = keypoint_geometry(_blob(data, rows, cols, np.float32, "keypoints", name, db))
+        drows, dcols, ddata = descs.get(image_id, (0, 128, None))
+        if dcols != 128:
+            raise FeatinvError(f"{db}: descriptors of image {name!r} are {dcols} wide; SIFT's are 128")
+        desc = _blob(ddata, drows, dcols, np.uint8, "descriptors", name, db)
+        if len(desc) != len(kp):
+            raise FeatinvError(f"{db}: image {name!r} has {len(kp)} keypoints but {len(desc)} descriptors")
+        out.append(DatabaseImage(name, *cameras[camera_id], kp, desc))
+    return out
+
+
+@dataclass(frozen=True)
+class ColmapSIFT(Extractor):
+    """COLMAP's SIFT keypoints and descriptors on the paper's grid (cell x cell cells, 133 channels).
+    The settings after ``seed`` are COLMAP's extraction options (its defaults): they change the
+    descriptors, so a model trained on one setting refuses another's features."""
+
+    cell: int = 4
+    seed: int = 0
+    normalization: str = "l1_root"  # COLMAP's default; "l2" the other choice
+    upright: bool = False
+    max_num_features: int = 8192
+    max_image_size: int = 3200
+    name = "colmap-sift"
+    uses_operators = True
+    differentiable = False
+    guess_by_channels = False  # 133 channels is `sift` too: a bare .npy is taken for OpenCV's
+
+    @property
+    def channels(self) -> int:
+        return 128 + 5
+
+    @property
+    def stride(self) -> int:
+        return self.cell
+
+    def grid_size(self, height: int, width: int) -> tuple[int, int]:
+        return -(-height // self.cell), -(-width // self.cell)
+
+    def min_size(self) -> int:
+        return max(8, self.cell)
+
+    def grid_of(self, images: list[DatabaseImage], height: int, width: int) -> torch.Tensor:
+        """(N, 133, ceil(H / cell), ceil(W / cell)) of database images of one size."""
+        from ..ops import grid_bin
+
+        kp = torch.from_numpy(np.concatenate([i.keypoints for i in images]))
+        desc = torch.from_numpy(np.concatenate([i.descriptors for i in images]).astype(np.float32)) / 512.0
+        counts = torch.tensor([len(i.keypoints) for i in images], dtype=torch.long)
+        return grid_bin(kp, desc, counts, height, width, self.cell, self.seed)
+
+    def detect(self, images: torch.Tensor) -> list[DatabaseImage]:
+        """pycolmap's SIFT of (N, 3, H, W) images in [0, 1], through a database as COLMAP writes it
+        (so both routes read the same bytes)."""
+        import tempfile
+
+        from ..images import write_image
+
+        try:
+            import pycolmap
+        except ImportError:
+            raise FeatinvError("colmap-sift from images needs pycolmap: pip install 'featinv[colmap]' "
+                               "(a COLMAP database.db needs nothing more)") from None
+        with tempfile.TemporaryDirectory() as d:
+            for i, image in enumerate(images):
+                write_image(Path(d) / f"{i:06d}.png", image)
+            options = pycolmap.FeatureExtractionOptions()
+            sift = options.sift
+            sift.max_num_features, sift.upright = self.max_num_features, self.upright
+            sift.normalization = getattr(pycolmap.Normalization, self.normalization.upper())
+            options.max_image_size = self.max_image_size
+            pycolmap.extract_features(f"{d}/database.db", d, extraction_options=options,
+                                      device=pycolmap.Device.cpu)
+            return read_database(f"{d}/database.db")
+
+    def extract(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        found = self.detect(images)
+        raw = {"keypoints": torch.from_numpy(np.concatenate([i.keypoints for i in found])),
+               "descriptors": torch.from_numpy(np.concatenate([i.descriptors for i in found])),
+               "counts": torch.tensor([len(i.keypoints) for i in found], dtype=torch.long)}
+        return self.grid_of(found, *images.shape[-2:]), raw
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.extract(images)[0]

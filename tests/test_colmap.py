@@ -1,0 +1,138 @@
+"""COLMAP's SIFT (colmap-sift): a real database written by pycolmap (tests/fixtures/colmap, with the
+script that made it) is read with sqlite3 alone, gridded, inverted; damaged databases give one line."""
+import shutil
+import sqlite3
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, one_line_error
+from featinv_cli.errors import FeatinvError
+from featinv_cli.features import parse_spec
+from featinv_cli.features.colmap import keypoint_geometry, read_database
+from featinv_cli.formats import load_features
+
+FIXTURE = ROOT / "tests" / "fixtures" / "colmap"
+DB = FIXTURE / "database.db"
+
+
+def test_database_is_read_without_pycolmap():
+    images = read_database(DB)
+    assert [i.name for i in images] == ["astronaut.png", "chelsea.png", "rocket.png", "coffee.png"]
+    assert [(i.height, i.width) for i in images] == [(128, 128), (128, 128), (96, 128), (96, 128)]
+    for i in images:
+        photo = iio.imread(FIXTURE / "photos" / i.name)
+        assert photo.shape[:2] == (i.height, i.width)  # sizes come from the cameras table
+        assert i.keypoints.shape == (len(i.descriptors), 4) and i.descriptors.dtype == np.uint8
+        assert len(i.keypoints) > 50 and i.descriptors.shape[1] == 128
+        x, y = i.keypoints[:, 0], i.keypoints[:, 1]
+        assert x.min() >= -0.5 and x.max() < i.width and y.min() >= -0.5 and y.max() < i.height
+
+
+def test_keypoint_forms_and_conventions():
+    """COLMAP's pixel centres are at +0.5; the affine shape gives scale and orientation."""
+    a = 2.0
+    affine = np.array([[10.5, 20.5, a * np.cos(0.3), -a * np.sin(0.3), a * np.sin(0.3), a * np.cos(0.3)]], np.float32)
+    x, y, s, o = keypoint_geometry(affine)[0]
+    assert (x, y) == (10.0, 20.0) and s == pytest.approx(2.0) and o == pytest.approx(0.3)
+    four = keypoint_geometry(np.array([[1.5, 2.5, 3.0, -1.0]], np.float32))[0]
+    assert four.tolist() == [1.0, 2.0, 3.0, -1.0]
+    two = keypoint_geometry(np.array([[1.5, 2.5]], np.float32))[0]
+    assert two.tolist() == [1.0, 2.0, 1.0, 0.0]
+
+
+def test_extract_a_database_to_one_file_per_image(cli, tmp_path):
+    out = tmp_path / "feats"
+    r = cli("extract", "colmap-sift", DB, "-o", f"{out}/")
+    assert r.code == 0, r.err
+    colmap = parse_spec("colmap-sift")
+    for image in read_database(DB):
+        ff = load_features(out / image.name.replace(".png", ".safetensors"))
+        assert ff.feature == "colmap-sift" and ff.image_size == (image.height, image.width)
+        assert ff.sources == [image.name] and ff.features.shape == (1, 133, image.height // 4, image.width // 4)
+        assert torch.equal(ff.features, colmap.grid_of([image], image.height, image.width))
+        occupied = int((ff.features[0, :128].abs().sum(0) > 0).sum())
+        cells = {(int(y // 4), int(x // 4)) for x, y in np.clip(image.keypoints[:, :2], 0, None)}
+        assert occupied == len(cells)  # one keypoint in every cell that has one, zeros elsewhere
+    msg = one_line_error(cli("extract", "colmap-sift", DB, "-o", tmp_path / "one.safetensors"))
+    assert "2 sizes" in msg and "-o DIR/" in msg and not (tmp_path / "one.safetensors").exists()
+    assert "colmap-sift" in one_line_error(cli("extract", "sift", DB, "-o", tmp_path / "s.safetensors"))
+
+
+def _damaged(tmp_path, sql: str, *args) -> str:
+    db = tmp_path / "damaged.db"
+    shutil.copyfile(DB, db)
+    con = sqlite3.connect(db)
+    con.execute(sql, args)
+    con.commit()
+    con.close()
+    return str(db)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("DROP TABLE descriptors", "no descriptors table"),
+    ("UPDATE keypoints SET data = substr(data, 1, 100) WHERE image_id = 2", "the database is damaged"),
+    ("UPDATE descriptors SET cols = 64 WHERE image_id = 1", "64 wide"),
+    ("UPDATE keypoints SET cols = 5 WHERE image_id = 1", "5 columns"),
+    ("UPDATE images SET camera_id = 99 WHERE image_id = 3", "camera 99"),
+])
+def test_damaged_databases_give_one_line_and_write_nothing(cli, tmp_path, damage, message):
+    db = _damaged(tmp_path, damage)
+    out = tmp_path / "out"
+    msg = one_line_error(cli("extract", "colmap-sift", db, "-o", f"{out}/"))
+    assert message in msg
+    assert not out.exists() or not list(out.iterdir())
+
+
+def test_not_a_database(cli, tmp_path):
+    fake = tmp_path / "fake.db"
+    fake.write_bytes(b"not sqlite at all")
+    with pytest.raises(FeatinvError, match="not a SQLite file"):
+        read_database(fake)
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).execute("CREATE TABLE other (x)").connection.close()
+    assert "not a COLMAP database" in one_line_error(cli("extract", "colmap-sift", empty, "-o", tmp_path / "f/"))
+
+
+def test_an_image_without_keypoints_is_an_all_zero_grid(cli, tmp_path):
+    db = _damaged(tmp_path, "UPDATE keypoints SET rows = 0, data = NULL WHERE image_id = 1")
+    con = sqlite3.connect(db)
+    con.execute("UPDATE descriptors SET rows = 0, data = NULL WHERE image_id = 1")
+    con.commit()
+    con.close()
+    assert cli("extract", "colmap-sift", db, "-o", f"{tmp_path}/f/").code == 0
+    ff = load_features(tmp_path / "f" / "astronaut.safetensors")
+    assert ff.features.abs().sum() == 0 and ff.features.shape == (1, 133, 32, 32)
+
+
+def test_train_on_a_database_and_invert_every_image_at_its_size(cli, tmp_path):
+    """The privacy-audit pipeline on the fixture: extract the database, invert every image to a PNG of
+    its own size (a model trained for a few steps on the database's own photos stands in for one
+    trained on many)."""
+    feats = tmp_path / "feats"
+    assert cli("extract", "colmap-sift", DB, "-o", f"{feats}/").code == 0
+    model = tmp_path / "m.safetensors"
+    r = cli("train", "colmap-sift", "-d", FIXTURE / "photos", "--features", feats / "astronaut.safetensors",
+            "--features", feats / "chelsea.safetensors", "-o", model, "--width", "0.125", "--batch", "2",
+            "--steps", "2", "-q")
+    assert r.code == 0, r.err
+    leaked = tmp_path / "leaked"
+    files = sorted(feats.glob("*.safetensors"))
+    r = cli("invert", *files, "-m", model, "-o", f"{leaked}/")
+    assert r.code == 0, r.err
+    for image in read_database(DB):
+        assert iio.imread(leaked / image.name).shape == (image.height, image.width, 3)
+    assert "no shipped model for colmap-sift" in one_line_error(cli("invert", files[0], "-o", tmp_path / "x.png"))
+
+
+def test_images_give_the_database_grids(tmp_path):
+    """Both routes, one grid: pycolmap on the photos themselves equals reading the database it made."""
+    pytest.importorskip("pycolmap", reason="pycolmap is not installed (pip install 'featinv[colmap]')")
+    from featinv_cli.images import read_image
+
+    colmap = parse_spec("colmap-sift")
+    for image in read_database(DB):
+        photo = read_image(FIXTURE / "photos" / image.name)[None]
+        assert torch.equal(colmap(photo), colmap.grid_of([image], image.height, image.width))
