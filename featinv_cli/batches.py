@@ -50,7 +50,7 @@ class ViewBatches:
         self.max_zoom, self.device = max_zoom, device
         share = batch // world
         self.slice = slice(rank * share, (rank + 1) * share)
-        self.sift = extractor is not None and extractor.name == "sift"
+        self.sift = extractor is not None and extractor.keypoint_grid
         if self.sift:
             if not views.sift:
                 raise FeatinvError("training sift from views needs their keypoints: pack them with --sift")

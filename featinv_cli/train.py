@@ -114,7 +114,7 @@ def training_data(cfg: TrainConfig, extractor, device: torch.device, rank: int, 
         if len(files) < cfg.batch:
             raise FeatinvError(f"{', '.join(cfg.data)}: {len(files)} images cannot fill a batch of {cfg.batch}; "
                                f"lower --batch")
-        sift = extractor if extractor.name == "sift" else None
+        sift = extractor if extractor.keypoint_grid else None
         vs = pack(files, [f.name for f in files], view_side(cfg), sift, cfg.workers, on_decode)
     feats = None if cfg.finetune_encoder else extractor
     batches = ViewBatches(vs, feats, cfg.crop, cfg.batch, cfg.seed, cfg.max_zoom, device, rank, world)

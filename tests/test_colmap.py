@@ -136,3 +136,15 @@ def test_images_give_the_database_grids(tmp_path):
     for image in read_database(DB):
         photo = read_image(FIXTURE / "photos" / image.name)[None]
         assert torch.equal(colmap(photo), colmap.grid_of([image], image.height, image.width))
+
+
+def test_a_colmap_sift_model_trains_from_packed_views(cli, tmp_path):
+    """`pack --sift colmap-sift` detects COLMAP's SIFT once per view and mirror image, and `train
+    colmap-sift` cuts its crops' grids from them, as for OpenCV's SIFT."""
+    pytest.importorskip("pycolmap", reason="pycolmap is not installed (pip install 'featinv[colmap]')")
+    views = tmp_path / "v.safetensors"
+    r = cli("pack", FIXTURE / "photos", "-o", views, "--side", "96", "--sift", "colmap-sift")
+    assert r.code == 0, r.err
+    r = cli("train", "colmap-sift", "-d", views, "-o", tmp_path / "m.safetensors", "--width", "0.125", "--crop", "64",
+            "--batch", "2", "--steps", "2", "-q")
+    assert r.code == 0, r.err

@@ -52,8 +52,9 @@ def pack(
     if output.suffix != ".safetensors":
         raise UsageError(f"{output}: a views file name ends in .safetensors")
     extractor = parse_spec(sift) if sift else None
-    if extractor is not None and extractor.name != "sift":
-        raise UsageError(f"--sift {sift}: give a sift spec (HOG, LBP and CNN features are made on each batch)")
+    if extractor is not None and not extractor.keypoint_grid:
+        raise UsageError(f"--sift {sift}: give a sift or colmap-sift spec (HOG, LBP and CNN features are made on "
+                         f"each batch)")
     files = expand_image_args(images)
     check_not_input(output, files)
     with progress(len(files) * (2 if extractor else 1), "pack", quiet) as bar:

@@ -81,6 +81,9 @@ class Extractor:
     positional: tuple[str, ...] = ()  # parameters a spec gives by position ("alexnet:fc6"); default: the first
     is_vector: bool = False  # (N, D) features (fc layers) rather than (N, C, Hc, Wc) maps
     uses_operators: bool = False  # runs featinv's compiled operators (ops.py): built before workers fork
+    # A grid of sparse keypoints, too slow to detect on every training batch: `detect(images)` gives the
+    # raw keypoints, detected once per view and mirror image (`pack --sift`), gridded per crop by grid_bin.
+    keypoint_grid: bool = False
     # Channel order of the features of the left-right mirrored image: features(flip(x)) equals
     # flip(features(x))[:, mirror_channels] up to border cells; None where no such permutation exists.
     mirror_channels: tuple[int, ...] | None = None

@@ -121,6 +121,7 @@ class ColmapSIFT(Extractor):
     name = "colmap-sift"
     uses_operators = True
     differentiable = False
+    keypoint_grid = True
     guess_by_channels = False  # 133 channels is `sift` too: a bare .npy is taken for OpenCV's
 
     @property
@@ -146,7 +147,7 @@ class ColmapSIFT(Extractor):
         counts = torch.tensor([len(i.keypoints) for i in images], dtype=torch.long)
         return grid_bin(kp, desc, counts, height, width, self.cell, self.seed)
 
-    def detect(self, images: torch.Tensor) -> list[DatabaseImage]:
+    def read_images(self, images: torch.Tensor) -> list[DatabaseImage]:
         """pycolmap's SIFT of (N, 3, H, W) images in [0, 1], through a database as COLMAP writes it
         (so both routes read the same bytes)."""
         import tempfile
@@ -170,8 +171,16 @@ class ColmapSIFT(Extractor):
                                       device=pycolmap.Device.cpu)
             return read_database(f"{d}/database.db")
 
+    def detect(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Raw keypoints of (N, 3, H, W) images, as SIFT.detect gives them: ``keypoints`` (K, 4),
+        ``descriptors`` (K, 128) float (whole numbers 0..255), ``counts`` (N,)."""
+        found = self.read_images(images)
+        return {"keypoints": torch.from_numpy(np.concatenate([i.keypoints for i in found])),
+                "descriptors": torch.from_numpy(np.concatenate([i.descriptors for i in found]).astype(np.float32)),
+                "counts": torch.tensor([len(i.keypoints) for i in found], dtype=torch.long)}
+
     def extract(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        found = self.detect(images)
+        found = self.read_images(images)
         raw = {"keypoints": torch.from_numpy(np.concatenate([i.keypoints for i in found])),
                "descriptors": torch.from_numpy(np.concatenate([i.descriptors for i in found])),
                "counts": torch.tensor([len(i.keypoints) for i in found], dtype=torch.long)}

@@ -65,6 +65,7 @@ class SIFT(Extractor):
     name = "sift"
     uses_operators = True
     differentiable = False
+    keypoint_grid = True
 
     @property
     def channels(self) -> int:
