@@ -139,13 +139,14 @@ class FeatureRowsDataset(torch.utils.data.Dataset):
         return len(self.index)
 
     def __getitem__(self, key: tuple[int, int]):
-        from safetensors import safe_open
+        from .files import map_file
+        from .safetensors_codec import parse_safetensors
 
         _, i = key
         fi, r, name = self.index[i]
-        if fi not in self._open:
-            self._open[fi] = safe_open(str(self.files[fi]), "pt")
-        feats = self._open[fi].get_slice("features")[r:r + 1][0]
+        if fi not in self._open:  # mapped once per process: a row read touches only its own pages
+            self._open[fi] = parse_safetensors(map_file(self.files[fi]), str(self.files[fi]))[0]["features"]
+        feats = self._open[fi][r].clone()
         img = prepare_view(read_image(self.data / name), self.view.get("resize"), self.view.get("crop"), name)
         return img, feats.float()
 
