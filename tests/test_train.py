@@ -291,3 +291,22 @@ def test_full_resolution_starts_with_a_fresh_optimizer(image_dir, tmp_path):
     train(cfg(image_dir, tmp_path / "n.safetensors", steps=10, low_res=0.5),
           on_step=lambda s, t, loss, r: seen.append(loss))
     assert all(loss == loss and loss < 1.0 for loss in seen)  # finite, no blow-up at the switch
+
+
+def test_only_rank_0_writes_checkpoints(image_dir, tmp_path):
+    """Under torchrun every rank runs the loop; with --keep-checkpoint only rank 0 may write OUTPUT.ckpt
+    (all ranks once wrote the final one). The loop of a rank-1 process writes nothing."""
+    from featinv_cli.features import parse_spec
+    from featinv_cli.train import _loop, _network, training_data
+
+    out = tmp_path / "m.safetensors"
+    c = cfg(image_dir, out, steps=3, checkpoint_every=1, keep_checkpoint=True)
+    extractor = parse_spec("hog")
+    data = training_data(c, extractor, torch.device("cpu"), 0, 1)
+    model, _, _ = _network(c, extractor, 1.0)
+    opt = torch.optim.Adam(model.parameters())
+    extra = {"mean": data.mean()}
+    _loop(c, model, model, None, opt, data, extra, 0, torch.device("cpu"), 1, 1, False, None)
+    assert not checkpoint_path(out).exists()
+    _loop(c, model, model, None, opt, data, extra, 0, torch.device("cpu"), 0, 1, False, None)
+    assert checkpoint_path(out).exists()
