@@ -46,23 +46,21 @@ def _device(name: str | None) -> str:
     return "2 CPU cores" if name in (None, "cpu") else name.replace("NVIDIA ", "")
 
 
-def _seconds(t: dict) -> float | None:
-    if "seconds" in t:
-        return t["seconds"]
-    batch = (t.get("config") or {}).get("batch")  # files from before `seconds` was recorded
-    return t["steps_done"] * batch / t["images_per_second"] if batch and t.get("images_per_second") else None
-
-
-def _trained_on(t: dict) -> str:
-    photos = t.get("data_images", 0)
+def _run(t: dict) -> str:
+    photos = t.get("data_images") or 0
     data = "15k photos" if photos >= 14000 else f"{photos:,} photos"
-    device = _device(t.get("device") or ("NVIDIA H200" if t.get("recipe") else "cpu"))
-    this = f"{device}, {t['steps_done']:,} steps, {_duration(_seconds(t))}"
-    if "init" in t:
-        before = t["init"]
-        return (f"{data}: {_device(before.get('device'))}, {before.get('steps_done', 0):,} steps, "
-                f"{_duration(before.get('seconds'))}, then {this}")
-    return f"{data}, {this}"
+    return f"{data}, {_device(t.get('device'))}, {t['steps_done']:,} steps, {_duration(t.get('seconds'))}"
+
+
+def _trained_on(train: dict) -> str:
+    """Every run a model file went through, oldest first (--init chains them)."""
+    from featinv_cli.train import training_summary
+
+    runs, t = [], training_summary(train)
+    while t:
+        runs.append(_run(t))
+        t = t.get("before") or t.get("init")
+    return "; then ".join(reversed(runs))
 
 
 def models_block() -> str:

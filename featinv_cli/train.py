@@ -86,6 +86,7 @@ class Data:
     fingerprint: str
     mean: Callable[[], list[float]]  # mean RGB of the set
     crop: int  # training image size (the model file's image_size)
+    resizable: bool = True  # batches can be made at half resolution (--low-res)
 
 
 def view_side(cfg: TrainConfig) -> int:
@@ -118,14 +119,12 @@ def training_data(cfg: TrainConfig, extractor, device: torch.device, rank: int, 
         vs = pack(files, [f.name for f in files], view_side(cfg), sift, cfg.workers, on_decode)
     feats = None if cfg.finetune_encoder else extractor
     batches = ViewBatches(vs, feats, cfg.crop, cfg.batch, cfg.seed, cfg.max_zoom, device, rank, world)
-    return Data(batches, len(vs), vs.fingerprint, vs.mean_color, cfg.crop)
+    return Data(batches, len(vs), vs.fingerprint, vs.mean_color, cfg.crop, resizable=not batches.sift)
 
 
 def _stored_features(cfg: TrainConfig, extractor, device, rank: int, world: int) -> Data:
     if len(cfg.data) != 1:
         raise FeatinvError("training from --features reads their images from one --data folder")
-    if cfg.low_res:
-        raise FeatinvError("--low-res cuts crops from images; stored features have one fixed size")
     dataset = FeatureRowsDataset([Path(f) for f in cfg.features], Path(cfg.data[0]))
     stored = from_metadata(dataset.meta["feature"], dataset.meta["params"])
     if stored.spec != extractor.spec:
@@ -139,7 +138,7 @@ def _stored_features(cfg: TrainConfig, extractor, device, rank: int, world: int)
     if len(files) < cfg.batch:
         raise FeatinvError(f"the feature files' {len(files)} rows cannot fill a batch of {cfg.batch}; lower --batch")
     batches = FeatureRowBatches(dataset, cfg.batch, cfg.seed, cfg.workers, device, rank, world)
-    return Data(batches, len(files), fingerprint(files), lambda: mean_color(files), size[0])
+    return Data(batches, len(files), fingerprint(files), lambda: mean_color(files), size[0], resizable=False)
 
 
 def feature_scale(data: Data, extractor, finetune: bool) -> float:
@@ -149,6 +148,23 @@ def feature_scale(data: Data, extractor, finetune: bool) -> float:
         return 1.0
     feats = data.batches(0, False)[1]
     return float(1.0 / feats.float().std().clamp_min(1e-6)) if feats.numel() else 1.0
+
+
+def training_summary(train: dict) -> dict:
+    """What a model file's ``train`` record says about how much training it had, in one form for every
+    file (older ones lack seconds and images seen, the old GPU recipe's its device): steps, images seen,
+    photos, device, seconds. A model continued with --init adds its source's summary as ``before``."""
+    batch = train.get("batch") or (train.get("config") or {}).get("batch") or 64
+    steps = int(train.get("steps_done", 0))
+    seconds = train.get("seconds")
+    if seconds is None and train.get("images_per_second"):
+        seconds = round(steps * batch / train["images_per_second"], 1)
+    out = {"steps_done": steps, "images_seen": train.get("images_seen", steps * batch),
+           "data_images": train.get("data_images"), "seconds": seconds,
+           "device": train.get("device") or ("NVIDIA H200" if train.get("recipe") else "cpu")}
+    if "init" in train:
+        out["before"] = train["init"]
+    return out
 
 
 def init_model(cfg: TrainConfig, extractor):
@@ -172,7 +188,7 @@ def init_model(cfg: TrainConfig, extractor):
         raise FeatinvError("--init and --finetune-encoder do not go together (yet)")
     model = build(arch)
     model.load_state_dict(mf.state)
-    summary = {k: mf.train.get(k) for k in ("steps_done", "images_seen", "device", "seconds") if k in mf.train}
+    summary = training_summary(mf.train)
     extra = {"mean": mf.normalization["mean"], "input_scale": float(arch.get("input_scale", 1.0)),
              "init": {"file": Path(cfg.init).name, **summary}}
     return model, arch, extra
@@ -247,6 +263,8 @@ def train(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int, int, f
     if extractor.uses_operators:
         ops.build()  # compile or load the operators now, not inside the first (timed) step
     data = training_data(cfg, extractor, device, rank, world, on_decode)
+    if cfg.low_res and not data.resizable:  # stored keypoints or features have one resolution
+        cfg = dataclasses.replace(cfg, low_res=0.0)
     extra = peek(ckpt)["extra"] if resume else {}
     if cfg.init and not resume:
         model, arch, extra = init_model(cfg, extractor)

@@ -23,8 +23,10 @@ def test_shipped_model_is_small_fp16_and_described(cli, name):
     assert d["kind"] == "model" and d["feature"].replace(":", "-") == name
     train = d["train"]
     assert train["data_fingerprint"] and train["steps_done"] > 0
-    # Trained by `featinv train` (every step it was asked for) or by the GPU recipe (a time budget).
-    assert train.get("recipe") == "examples/gpu_models.py" or train["steps_done"] == train["config"]["steps"]
+    # Trained by `featinv train` (every step it was asked for, or until its --minutes budget ran out) or
+    # by the old GPU recipe (a time budget).
+    assert train.get("recipe") == "examples/gpu_models.py" or train["steps_done"] == train["config"]["steps"] \
+        or train["config"].get("minutes", 0) > 0 and train["seconds"] >= 60 * train["config"]["minutes"] - 1
 
 
 def test_all_assets_fit_a_package_index():
