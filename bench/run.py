@@ -241,7 +241,7 @@ def end_to_end(feature: str, width: float, batch: int, steps: int, data: str, ou
 
     times = []
     train(TrainConfig(feature=feature, data=data, output=str(out), arch="skip", width=width, batch=batch,
-                      steps=steps, workers=1, checkpoint_every=10 ** 6),
+                      steps=steps, workers=1, checkpoint_every=10 ** 6, low_res=0.0),  # the step's own resolution
           on_step=lambda *a: times.append(time.perf_counter()))
     skip = max(1, steps // 5)
     return batch * (len(times) - 1 - skip) / (times[-1] - times[skip])
