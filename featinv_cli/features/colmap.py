@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import FeatinvError
-from .base import Extractor
+from .sift import KeypointGrid
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 TABLES = ("cameras", "images", "keypoints", "descriptors")
@@ -107,7 +107,7 @@ def read_database(path: str | Path) -> list[DatabaseImage]:
 
 
 @dataclass(frozen=True)
-class ColmapSIFT(Extractor):
+class ColmapSIFT(KeypointGrid):
     """COLMAP's SIFT keypoints and descriptors on the paper's grid (cell x cell cells, 133 channels).
     The settings after ``seed`` are COLMAP's extraction options (its defaults): they change the
     descriptors, so a model trained on one setting refuses another's features."""
@@ -119,24 +119,7 @@ class ColmapSIFT(Extractor):
     max_num_features: int = 8192
     max_image_size: int = 3200
     name = "colmap-sift"
-    uses_operators = True
-    differentiable = False
-    keypoint_grid = True
     guess_by_channels = False  # 133 channels is `sift` too: a bare .npy is taken for OpenCV's
-
-    @property
-    def channels(self) -> int:
-        return 128 + 5
-
-    @property
-    def stride(self) -> int:
-        return self.cell
-
-    def grid_size(self, height: int, width: int) -> tuple[int, int]:
-        return -(-height // self.cell), -(-width // self.cell)
-
-    def min_size(self) -> int:
-        return max(8, self.cell)
 
     def grid_of(self, images: list[DatabaseImage], height: int, width: int) -> torch.Tensor:
         """(N, 133, ceil(H / cell), ceil(W / cell)) of database images of one size."""

@@ -52,17 +52,10 @@ def detect_tiled(sift, gray: np.ndarray) -> list:
 
 
 @dataclass(frozen=True)
-class SIFT(Extractor):
-    """OpenCV SIFT keypoints + descriptors of the grayscale image, gridded into cell x cell cells."""
+class KeypointGrid(Extractor):
+    """What every sparse-keypoint feature shares (``sift``, ``colmap-sift``): the paper's grid of
+    ``cell`` x ``cell`` cells holding one keypoint's 128-D descriptor and 5 geometric values each."""
 
-    cell: int = 4
-    seed: int = 0
-    n_features: int = 0  # 0: keep every keypoint the detector finds
-    octave_layers: int = 3
-    contrast_threshold: float = 0.04
-    edge_threshold: float = 10.0
-    sigma: float = 1.6
-    name = "sift"
     uses_operators = True
     differentiable = False
     keypoint_grid = True
@@ -80,6 +73,20 @@ class SIFT(Extractor):
 
     def min_size(self) -> int:
         return max(8, self.cell)
+
+
+@dataclass(frozen=True)
+class SIFT(KeypointGrid):
+    """OpenCV SIFT keypoints + descriptors of the grayscale image, gridded into cell x cell cells."""
+
+    cell: int = 4
+    seed: int = 0
+    n_features: int = 0  # 0: keep every keypoint the detector finds
+    octave_layers: int = 3
+    contrast_threshold: float = 0.04
+    edge_threshold: float = 10.0
+    sigma: float = 1.6
+    name = "sift"
 
     def detect(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Raw SIFT of (N, 3, H, W) images in [0, 1]: ``keypoints`` (K, 4) x, y, scale, angle (radians),
