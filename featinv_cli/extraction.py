@@ -100,14 +100,7 @@ def database_rows(extractor, database) -> list[tuple[str, tuple[int, int], torch
     """`extract colmap-sift DATABASE.db`: (image name, (H, W), features (1, 133, Hc, Wc), raw arrays)
     per image of a COLMAP database, in its image_id order; the whole database is read and checked before
     anything is returned, so a damaged one writes nothing. An image without keypoints gives zeros."""
-    import numpy as np
+    from .features.colmap import raw_arrays, read_database
 
-    from .features.colmap import read_database
-
-    rows = []
-    for image in read_database(database):
-        raw = {"keypoints": torch.from_numpy(image.keypoints.copy()),
-               "descriptors": torch.from_numpy(image.descriptors.astype(np.float32)),
-               "counts": torch.tensor([len(image.keypoints)], dtype=torch.long)}
-        rows.append((image.name, (image.height, image.width), extractor.grid_of([image], image.height, image.width), raw))
-    return rows
+    return [(image.name, (image.height, image.width), extractor.grid_of([image], image.height, image.width),
+             raw_arrays([image])) for image in read_database(database)]

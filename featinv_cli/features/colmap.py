@@ -106,6 +106,14 @@ def read_database(path: str | Path) -> list[DatabaseImage]:
     return out
 
 
+def raw_arrays(images: list[DatabaseImage]) -> dict[str, torch.Tensor]:
+    """The raw arrays a feature file keeps beside the grid, as for ``sift``: keypoints (K, 4),
+    descriptors (K, 128) float32 (COLMAP's whole numbers 0..255), counts (N,)."""
+    return {"keypoints": torch.from_numpy(np.concatenate([i.keypoints for i in images])),
+            "descriptors": torch.from_numpy(np.concatenate([i.descriptors for i in images]).astype(np.float32)),
+            "counts": torch.tensor([len(i.keypoints) for i in images], dtype=torch.long)}
+
+
 @dataclass(frozen=True)
 class ColmapSIFT(KeypointGrid):
     """COLMAP's SIFT keypoints and descriptors on the paper's grid (cell x cell cells, 133 channels).
@@ -157,17 +165,11 @@ class ColmapSIFT(KeypointGrid):
     def detect(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Raw keypoints of (N, 3, H, W) images, as SIFT.detect gives them: ``keypoints`` (K, 4),
         ``descriptors`` (K, 128) float (whole numbers 0..255), ``counts`` (N,)."""
-        found = self.read_images(images)
-        return {"keypoints": torch.from_numpy(np.concatenate([i.keypoints for i in found])),
-                "descriptors": torch.from_numpy(np.concatenate([i.descriptors for i in found]).astype(np.float32)),
-                "counts": torch.tensor([len(i.keypoints) for i in found], dtype=torch.long)}
+        return raw_arrays(self.read_images(images))
 
     def extract(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         found = self.read_images(images)
-        raw = {"keypoints": torch.from_numpy(np.concatenate([i.keypoints for i in found])),
-               "descriptors": torch.from_numpy(np.concatenate([i.descriptors for i in found])),
-               "counts": torch.tensor([len(i.keypoints) for i in found], dtype=torch.long)}
-        return self.grid_of(found, *images.shape[-2:]), raw
+        return self.grid_of(found, *images.shape[-2:]), raw_arrays(found)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return self.extract(images)[0]
