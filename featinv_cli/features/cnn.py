@@ -127,7 +127,9 @@ def frozen_network(key: tuple, build: Callable[[], nn.Module], weights: str, fam
                 raise FeatinvError(f"{weights}: not {model} weights ({first})") from None
         for p in net.parameters():
             p.requires_grad_(False)
-        _NETS[key] = net.eval()
+        # channels-last: oneDNN's convolutions and (ceil-mode) max pools run 1.6x faster on the CPU
+        # in this layout (SqueezeNet to fire5, 64 images, one thread: 5.0 s -> 3.1 s)
+        _NETS[key] = net.eval().to(memory_format=torch.channels_last)
     return _NETS[key]
 
 
@@ -168,11 +170,11 @@ class CNNLayer(Extractor):
                               self.default_weights())
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        return imagenet_input(images, self.input_size)
+        return imagenet_input(images, self.input_size).contiguous(memory_format=torch.channels_last)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """images (N, 3, H, W) in [0, 1] -> (N, C, S, S) for maps, (N, D) for vectors."""
-        return self.run(self.network().to(images.device), images)
+        return self.run(self.network().to(images.device), images).contiguous()
 
     @property
     def is_vector(self) -> bool:
