@@ -203,9 +203,6 @@ def _network(cfg: TrainConfig, extractor, input_scale: float):
     model, arch = for_extractor(cfg.arch, extractor, width=cfg.width, **hyper)
     if not cfg.finetune_encoder:
         return model, arch, None
-    if not extractor.fine_tunable or cfg.features:
-        raise FeatinvError("--finetune-encoder trains a CNN encoder (alexnet, caffenet, squeezenet) from images, "
-                           f"not {extractor.spec}" + (" from stored features" if cfg.features else ""))
     encoder = copy.deepcopy(extractor.network()).train()
     for p in encoder.parameters():
         p.requires_grad_(True)
@@ -254,6 +251,9 @@ def train(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int, int, f
     rank, world = distributed()
     torch.manual_seed(cfg.seed)
     extractor = parse_spec(cfg.feature)
+    if cfg.finetune_encoder and (not extractor.fine_tunable or cfg.features):  # before any slow set-up
+        raise FeatinvError("--finetune-encoder trains a CNN encoder (alexnet, caffenet, squeezenet) from images, "
+                           f"not {extractor.spec}" + (" from stored features" if cfg.features else ""))
     device = _device(cfg, world)
     ckpt = checkpoint_path(cfg.output)
     if resume and not ckpt.exists():

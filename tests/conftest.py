@@ -27,6 +27,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def operators_built():
+    """Compile (or load) the operators before any test: on a fresh machine the first command that
+    needs them prints a build notice, which would otherwise land in whichever test comes first."""
+    from featinv_cli import ops
+
+    ops.build()
+
+
 def photo(name: str, size: int | None = None) -> np.ndarray:
     from skimage import data
 
