@@ -175,10 +175,18 @@ def init_model(cfg: TrainConfig, extractor):
 
     mf = load_model(cfg.init)
     source = from_metadata(mf.feature, mf.params)
-    if source.spec != extractor.spec or not same_settings(mf.params, extractor.params):
-        raise FeatinvError(f"--init {cfg.init}: inverts {source.spec} {mf.params}, not {extractor.spec} "
-                           f"{extractor.params}")
     arch = canonical(mf.arch)
+    if source.spec != extractor.spec or not same_settings(mf.params, extractor.params):
+        # Another feature's model is a starting point only when its network reads this feature's
+        # grid as it is (e.g. sift -> colmap-sift: the same 133 channels at stride 4).
+        hyper = {k: arch[k] for k in ("width", "upsample", "input_scale") if k in arch}
+        try:
+            _, wanted = for_extractor(arch["name"], extractor, **hyper)
+        except FeatinvError:
+            wanted = {}
+        if wanted != arch:
+            raise FeatinvError(f"--init {cfg.init}: inverts {source.spec} {mf.params}, not {extractor.spec} "
+                               f"{extractor.params}, and its network takes another input")
     mine = {"name": cfg.arch, "width": cfg.width, "upsample": cfg.upsample}
     theirs = {"name": arch["name"], "width": float(arch.get("width", 1.0)), "upsample": arch.get("upsample", "zeros")}
     if mine != theirs:
@@ -190,7 +198,8 @@ def init_model(cfg: TrainConfig, extractor):
     model.load_state_dict(mf.state)
     summary = training_summary(mf.train)
     extra = {"mean": mf.normalization["mean"], "input_scale": float(arch.get("input_scale", 1.0)),
-             "init": {"file": Path(cfg.init).name, **summary}}
+             "init": {"file": Path(cfg.init).name, **({"feature": source.spec} if source.spec != extractor.spec else {}),
+                      **summary}}
     return model, arch, extra
 
 

@@ -12,7 +12,7 @@ from conftest import ROOT, one_line_error
 from featinv_cli.errors import FeatinvError
 from featinv_cli.features import parse_spec
 from featinv_cli.features.colmap import keypoint_geometry, read_database
-from featinv_cli.formats import load_features
+from featinv_cli.formats import load_features, load_model
 
 FIXTURE = ROOT / "tests" / "fixtures" / "colmap"
 DB = FIXTURE / "database.db"
@@ -125,6 +125,23 @@ def test_train_on_a_database_and_invert_every_image_at_its_size(cli, tmp_path):
     for image in read_database(DB):
         assert iio.imread(leaked / image.name).shape == (image.height, image.width, 3)
     assert "no shipped model for colmap-sift" in one_line_error(cli("invert", files[0], "-o", tmp_path / "x.png"))
+
+
+def test_a_sift_model_starts_a_colmap_sift_model(cli, tmp_path):
+    """--init takes another feature's model when its network reads this feature's grid as it is: an
+    OpenCV-SIFT model (133 channels at stride 4) starts a colmap-sift one, and the file says so."""
+    sift, model = tmp_path / "sift.safetensors", tmp_path / "m.safetensors"
+    r = cli("train", "sift", "-d", FIXTURE / "photos", "-o", sift, "--width", "0.125", "--crop", "64", "--batch", "2",
+            "--steps", "1", "--workers", "0", "-q")
+    assert r.code == 0, r.err
+    feats = tmp_path / "feats"
+    assert cli("extract", "colmap-sift", DB, "-o", f"{feats}/").code == 0
+    r = cli("train", "colmap-sift", "-d", FIXTURE / "photos", "--features", feats / "astronaut.safetensors",
+            "-o", model, "--batch", "1", "--steps", "1", "--init", sift, "-q")
+    assert r.code == 0, r.err
+    m = load_model(model)
+    assert m.feature == "colmap-sift" and m.train["init"]["feature"] == "sift"
+    assert m.arch == load_model(sift).arch
 
 
 def test_images_give_the_database_grids(tmp_path):

@@ -75,7 +75,9 @@ def train(
                                   "optimizer. 0: off. Ignored for sift and --features (one resolution)."),
     init: Optional[Path] = typer.Option(None, "--init", metavar="MODEL", help="Start from this model file's "
                                         "weights (or 'shipped': the model featinv ships for this feature) with "
-                                        "a fresh optimizer and warm-up; its architecture and width too."),
+                                        "a fresh optimizer and warm-up; its architecture and width too. Another "
+                                        "feature's model will do where its network reads this grid as it is "
+                                        "(sift for colmap-sift)."),
     warmup: int = typer.Option(D.warmup, "--warmup", metavar="STEPS", help="Raise the learning rate linearly "
                                "from 0 over the first STEPS steps (at most a tenth of --steps)."),
     ema: float = typer.Option(D.ema, "--ema", metavar="DECAY", help="Save an exponential moving average of "

@@ -151,15 +151,22 @@ class ColmapSIFT(KeypointGrid):
             raise FeatinvError("colmap-sift from images needs pycolmap: pip install 'featinv[colmap]' "
                                "(a COLMAP database.db needs nothing more)") from None
         with tempfile.TemporaryDirectory() as d:
+            photos = Path(d) / "images"  # apart from the database, which COLMAP would try to read as a photo
+            photos.mkdir()
             for i, image in enumerate(images):
-                write_image(Path(d) / f"{i:06d}.png", image)
+                write_image(photos / f"{i:06d}.png", image)
             options = pycolmap.FeatureExtractionOptions()
             sift = options.sift
             sift.max_num_features, sift.upright = self.max_num_features, self.upright
             sift.normalization = getattr(pycolmap.Normalization, self.normalization.upper())
             options.max_image_size = self.max_image_size
-            pycolmap.extract_features(f"{d}/database.db", d, extraction_options=options,
-                                      device=pycolmap.Device.cpu)
+            level = pycolmap.logging.minloglevel
+            pycolmap.logging.minloglevel = 2  # COLMAP logs a dozen lines a photo; errors only
+            try:
+                pycolmap.extract_features(f"{d}/database.db", photos, extraction_options=options,
+                                          device=pycolmap.Device.cpu)
+            finally:
+                pycolmap.logging.minloglevel = level
             return read_database(f"{d}/database.db")
 
     def detect(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
