@@ -7,7 +7,9 @@
 
 A block sits between ``<!-- generated: NAME -->`` and ``<!-- end generated -->``:
 - ``models``: the shipped models' table, from each model file's metadata (``train`` and ``evaluation``);
-- ``speed``: the speed figures, from bench/results.json (what bench/run.py and bench/grid_bin.py measured).
+- ``speed``: the speed figures, from bench/results.json (what bench/run.py and bench/grid_bin.py measured);
+- ``fig7``: the paper's Figure 7 on SqueezeNet, from docs/figures/squeezenet-fig7.json (what
+  examples/layer_sweep.py measured), its learned column checked against the shipped files' evaluation.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 README = ROOT / "README.md"
 RESULTS = ROOT / "bench" / "results.json"
+SWEEP = ROOT / "docs" / "figures" / "squeezenet-fig7.json"
 BLOCK = re.compile(r"(<!-- generated: (\w+) -->\n)(.*?)(<!-- end generated -->)", re.S)
 ORDER = ["hog", "sift", "lbp", "squeezenet-conv1", "squeezenet-fire5", "squeezenet-fire9", "squeezenet-pool10"]
 PAPER = {"hog": "0.24", "sift": "0.28", "lbp": "0.38"}  # Table 2 of the paper (AlexNet era, 1.2 M photos)
@@ -125,7 +128,27 @@ def speed_block() -> str:
     return "\n".join(lines) + "\n"
 
 
-BLOCKS = {"models": models_block, "speed": speed_block}
+def fig7_block() -> str:
+    from featinv_cli.inverter import ASSETS
+
+    sweep = json.loads(SWEEP.read_text())
+    fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["| layer | learned, 100 images | learned, the same 2 images | optimisation, 2 images |",
+             "|---|---|---|---|"]
+    for r in sweep["rows"]:
+        path = ASSETS / f"squeezenet-{r['layer']}.safetensors"
+        stored = _metadata(path)["evaluation"].get("normalized_error") if path.exists() else None
+        if (stored is None) != (r["learned"] is None) or stored is not None and abs(stored - r["learned"]) > 5e-4:
+            raise SystemExit(f"{SWEEP}: {r['layer']} learned {r['learned']} but the shipped file says {stored}; "
+                             f"rerun `make -C examples fig-sweep-squeezenet` and copy its sweep.json and sweep.png")
+        same, opt = r.get("learned_same_images"), r["optimize"]
+        best = min(v for v in (same, opt) if v is not None) if (same, opt) != (None, None) else None
+        cell = lambda v: f"**{v:.3f}**" if v is not None and v == best and same is not None else fmt(v)  # noqa: E731
+        lines.append(f"| {r['layer']} | {fmt(stored)} | {cell(same)} | {cell(opt)} |")
+    return "\n".join(lines) + "\n"
+
+
+BLOCKS = {"models": models_block, "speed": speed_block, "fig7": fig7_block}
 
 
 def render(text: str) -> str:

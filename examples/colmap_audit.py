@@ -1,0 +1,121 @@
+"""A privacy audit of a COLMAP database, end to end, on photos featinv never saw.
+
+    python examples/colmap_audit.py --photos ../shared/data/imagenet-sample/val --out out/audit
+
+1. Each photo's evaluation view (shorter side 128, centre crop 128, as the README's table) is written
+   as a PNG under OUT/photos/, and pycolmap makes OUT/database.db from them with COLMAP's defaults
+   (needs the extra: pip install 'featinv[colmap]').
+2. The audit itself is the README's three commands, run as a user would:
+       featinv extract colmap-sift OUT/database.db -o OUT/feats/
+       featinv invert OUT/feats/*.safetensors -o OUT/leaked/ [-m MODEL]
+       featinv score OUT/leaked/ -r OUT/photos/ --json
+   and, for comparison, the same features read by OpenCV's SIFT model (--sift-model): what converting
+   the database by hand gives.
+3. OUT/audit.json (the scores) and OUT/audit.png (photos over their reconstructions, labelled).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+FEATINV = [sys.executable, "-m", "featinv_cli"]
+
+
+def featinv(*args) -> str:
+    r = subprocess.run([*FEATINV, *map(str, args)], capture_output=True, text=True, cwd=ROOT)
+    if r.returncode:
+        raise SystemExit(f"featinv {' '.join(map(str, args))}: {r.stderr.strip()}")
+    return r.stdout
+
+
+def make_database(photos: Path, out: Path) -> None:
+    import pycolmap
+
+    from featinv_cli.evaluate import load_views
+    from featinv_cli.images import list_images, write_image
+
+    files = list_images(photos)
+    views = load_views(files, 128)
+    shutil.rmtree(out / "photos", ignore_errors=True)
+    (out / "photos").mkdir(parents=True)
+    for f, v in zip(files, views):
+        write_image(out / "photos" / f"{f.stem}.png", v)
+    (out / "database.db").unlink(missing_ok=True)
+    pycolmap.logging.minloglevel = 2
+    pycolmap.extract_features(out / "database.db", out / "photos", device=pycolmap.Device.cpu)  # COLMAP's defaults
+
+
+def hand_conversion(feats: list[Path], model: Path, out: Path) -> None:
+    """The same grids through OpenCV's SIFT model, which `featinv invert` refuses (another feature):
+    what a user converting the database by hand would get."""
+    import torch
+
+    from featinv_cli.formats import load_features
+    from featinv_cli.images import write_image
+    from featinv_cli.inverter import Inverter
+
+    inverter = Inverter(model)
+    out.mkdir(parents=True)
+    for f in feats:
+        ff = load_features(f)
+        with torch.no_grad():
+            write_image(out / f"{f.stem}.png", inverter(ff.features, tuple(ff.image_size))[0])
+
+
+def figure(out: Path, names: list[str], rows: dict[str, Path], scores: dict[str, dict], n: int) -> None:
+    import imageio.v3 as iio
+
+    from featinv_cli.grid import labelled_grid
+    from featinv_cli.images import write_image
+
+    tiles, labels = [], []
+    for label, folder in rows.items():
+        tiles.append([np.asarray(iio.imread(folder / name))[..., :3] for name in names[:n]])
+        e = scores.get(label)
+        labels.append(label if e is None else f"{label}: error {e['normalized_error']:.2f}")
+    write_image(out / "audit.png", labelled_grid(tiles, row_labels=labels, col_labels=names[:n]))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--photos", default=str(ROOT.parent / "shared" / "data" / "imagenet-sample" / "val"))
+    p.add_argument("--out", default="out/audit")
+    p.add_argument("-m", "--model", default=None, help="colmap-sift model (default: the shipped one)")
+    p.add_argument("--sift-model", default=str(ROOT / "featinv_cli" / "assets" / "sift.safetensors"),
+                   help="OpenCV-SIFT model to read the same grids with (the hand conversion); '' to skip")
+    p.add_argument("--figure-images", type=int, default=6)
+    args = p.parse_args()
+    out = Path(args.out).resolve()
+    make_database(Path(args.photos), out)
+    for d in ("feats", "leaked", "leaked-sift"):
+        shutil.rmtree(out / d, ignore_errors=True)
+    featinv("extract", "colmap-sift", out / "database.db", "-o", f"{out / 'feats'}/", "-q")
+    feats = sorted((out / "feats").glob("*.safetensors"))
+    model = ["-m", args.model] if args.model else []
+    featinv("invert", *feats, *model, "-o", f"{out / 'leaked'}/", "-q")
+    scores = {"colmap-sift model": json.loads(featinv("score", f"{out / 'leaked'}/", "-r", f"{out / 'photos'}/",
+                                                      "--json", "-q"))}
+    rows = {"photo": out / "photos", "colmap-sift model": out / "leaked"}
+    if args.sift_model:
+        hand_conversion(feats, Path(args.sift_model), out / "leaked-sift")
+        scores["OpenCV-SIFT model"] = json.loads(featinv("score", f"{out / 'leaked-sift'}/", "-r",
+                                                         f"{out / 'photos'}/", "--json", "-q"))
+        rows["OpenCV-SIFT model"] = out / "leaked-sift"
+    (out / "audit.json").write_text(json.dumps({"photos": str(args.photos), "images": len(feats),
+                                                "scores": scores}, indent=1))
+    names = sorted(p.name for p in (out / "leaked").glob("*.png"))
+    figure(out, names, rows, scores, args.figure_images)
+    for label, s in scores.items():
+        print(f"{label}: {json.dumps(s)}")
+    print(f"wrote {out / 'audit.json'} and {out / 'audit.png'}")
+
+
+if __name__ == "__main__":
+    main()
