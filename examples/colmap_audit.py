@@ -42,7 +42,7 @@ def make_database(photos: Path, out: Path) -> None:
     from featinv_cli.images import list_images, write_image
 
     files = list_images(photos)
-    views = load_views(files, 128)
+    views = load_views(photos, 128)
     shutil.rmtree(out / "photos", ignore_errors=True)
     (out / "photos").mkdir(parents=True)
     for f, v in zip(files, views):
@@ -79,7 +79,7 @@ def figure(out: Path, names: list[str], rows: dict[str, Path], scores: dict[str,
     for label, folder in rows.items():
         tiles.append([np.asarray(iio.imread(folder / name))[..., :3] for name in names[:n]])
         e = scores.get(label)
-        labels.append(label if e is None else f"{label}: error {e['normalized_error']:.2f}")
+        labels.append(label if e is None else f"{label}: {e['mean']['normalized_error']:.2f}")
     write_image(out / "audit.png", labelled_grid(tiles, row_labels=labels, col_labels=names[:n]))
 
 
@@ -113,7 +113,7 @@ def main() -> None:
     names = sorted(p.name for p in (out / "leaked").glob("*.png"))
     figure(out, names, rows, scores, args.figure_images)
     for label, s in scores.items():
-        print(f"{label}: {json.dumps(s)}")
+        print(f"{label}: {json.dumps(s['mean'])}")
     print(f"wrote {out / 'audit.json'} and {out / 'audit.png'}")
 
 
