@@ -155,6 +155,24 @@ def test_images_give_the_database_grids(tmp_path):
         assert torch.equal(colmap(photo), colmap.grid_of([image], image.height, image.width))
 
 
+def test_a_batch_of_images_gives_each_its_own_grid():
+    """COLMAP numbers images as its threads finish them; each image of a batch still gets its own
+    keypoints (the same as alone), never its neighbour's."""
+    pytest.importorskip("pycolmap", reason="pycolmap is not installed (pip install 'featinv[colmap]')")
+    from featinv_cli.images import read_image
+
+    colmap = parse_spec("colmap-sift")
+    batch = torch.stack([read_image(p)[:, :96, :96] for p in sorted((FIXTURE / "photos").iterdir())] * 2)
+    batch[4:] = batch[4:].flip(-1)
+    together = colmap.detect(batch)
+    first = torch.cumsum(together["counts"], 0) - together["counts"]
+    for i in range(len(batch)):
+        alone = colmap.detect(batch[i:i + 1])
+        rows = slice(int(first[i]), int(first[i] + together["counts"][i]))
+        assert torch.equal(together["keypoints"][rows], alone["keypoints"]), i
+        assert torch.equal(together["descriptors"][rows], alone["descriptors"]), i
+
+
 def test_a_colmap_sift_model_trains_from_packed_views(cli, tmp_path):
     """`pack --sift colmap-sift` detects COLMAP's SIFT once per view and mirror image, and `train
     colmap-sift` cuts its crops' grids from them, as for OpenCV's SIFT."""

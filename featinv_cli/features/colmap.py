@@ -167,7 +167,9 @@ class ColmapSIFT(KeypointGrid):
                                           device=pycolmap.Device.cpu)
             finally:
                 pycolmap.logging.minloglevel = level
-            return read_database(f"{d}/database.db")
+            # COLMAP numbers the images as its reader threads finish them, not in the order given:
+            # back to the batch's order by name.
+            return sorted(read_database(f"{d}/database.db"), key=lambda image: image.name)
 
     def detect(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Raw keypoints of (N, 3, H, W) images, as SIFT.detect gives them: ``keypoints`` (K, 4),
