@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from conftest import ROOT, one_line_error
+from featinv_cli.batches import ViewBatches
 from featinv_cli.errors import FeatinvError
 from featinv_cli.features import parse_spec
 from featinv_cli.features.colmap import keypoint_geometry, read_database
 from featinv_cli.formats import load_features, load_model
+from featinv_cli.views import load_views
 
 FIXTURE = ROOT / "tests" / "fixtures" / "colmap"
 DB = FIXTURE / "database.db"
@@ -180,6 +182,10 @@ def test_a_colmap_sift_model_trains_from_packed_views(cli, tmp_path):
     views = tmp_path / "v.safetensors"
     r = cli("pack", FIXTURE / "photos", "-o", views, "--side", "96", "--sift", "colmap-sift")
     assert r.code == 0, r.err
+    colmap = parse_spec("colmap-sift")
+    for step in range(3):  # crops as big as the views: each is COLMAP's SIFT of the image the batch holds
+        x, grid = ViewBatches(load_views(views), colmap, 96, 4, 0, 1.0, torch.device("cpu"))(step)
+        assert torch.equal(grid, colmap(x))
     r = cli("train", "colmap-sift", "-d", views, "-o", tmp_path / "m.safetensors", "--width", "0.125", "--crop", "64",
             "--batch", "2", "--steps", "2", "-q")
     assert r.code == 0, r.err
