@@ -8,6 +8,7 @@
 A block sits between ``<!-- generated: NAME -->`` and ``<!-- end generated -->``:
 - ``models``: the shipped models' table, from each model file's metadata (``train`` and ``evaluation``);
 - ``speed``: the speed figures, from bench/results.json (what bench/run.py and bench/grid_bin.py measured);
+- ``audit``: the privacy audit's table, from docs/figures/colmap-audit.json (examples/colmap_audit.py);
 - ``fig7``: the paper's Figure 7 on SqueezeNet, from docs/figures/squeezenet-fig7.json (what
   examples/layer_sweep.py measured), its learned column checked against the shipped files' evaluation.
 """
@@ -24,8 +25,9 @@ sys.path.insert(0, str(ROOT))
 README = ROOT / "README.md"
 RESULTS = ROOT / "bench" / "results.json"
 SWEEP = ROOT / "docs" / "figures" / "squeezenet-fig7.json"
+AUDIT = ROOT / "docs" / "figures" / "colmap-audit.json"
 BLOCK = re.compile(r"(<!-- generated: (\w+) -->\n)(.*?)(<!-- end generated -->)", re.S)
-ORDER = ["hog", "sift", "lbp", "squeezenet-conv1", "squeezenet-fire5", "squeezenet-fire9", "squeezenet-pool10"]
+ORDER = ["hog", "sift", "colmap-sift", "lbp", "squeezenet-conv1", "squeezenet-fire5", "squeezenet-fire9", "squeezenet-pool10"]
 PAPER = {"hog": "0.24", "sift": "0.28", "lbp": "0.38"}  # Table 2 of the paper (AlexNet era, 1.2 M photos)
 
 
@@ -148,7 +150,19 @@ def fig7_block() -> str:
     return "\n".join(lines) + "\n"
 
 
-BLOCKS = {"models": models_block, "speed": speed_block, "fig7": fig7_block}
+def audit_block() -> str:
+    a = json.loads(AUDIT.read_text())
+    lines = [f"| {a['images']} photos, database by pycolmap, read with | normalized error | PSNR | SSIM | MAE |",
+             "|---|---|---|---|---|"]
+    for label, s in a["scores"].items():
+        m = s["mean"]
+        lines.append(f"| {label} | **{m['normalized_error']:.3f}** | {m['psnr']:.2f} | {m['ssim']:.3f} | {m['mae']:.3f} |")
+    if "baseline_mean_error" in a:
+        lines.append(f"| (predicting the mean training image) | {a['baseline_mean_error']:.3f} | | | |")
+    return "\n".join(lines) + "\n"
+
+
+BLOCKS = {"models": models_block, "speed": speed_block, "fig7": fig7_block, "audit": audit_block}
 
 
 def render(text: str) -> str:

@@ -11,7 +11,8 @@
        featinv score OUT/leaked/ -r OUT/photos/ --json
    and, for comparison, the same features read by OpenCV's SIFT model (--sift-model): what converting
    the database by hand gives.
-3. OUT/audit.json (the scores) and OUT/audit.png (photos over their reconstructions, labelled).
+3. OUT/audit.json (the mean scores; README's table is made from it: copy it to
+   docs/figures/colmap-audit.json and run bench/readme.py) and OUT/audit.png (photos over their reconstructions, labelled).
 """
 from __future__ import annotations
 
@@ -90,9 +91,13 @@ def main() -> None:
     p.add_argument("-m", "--model", default=None, help="colmap-sift model (default: the shipped one)")
     p.add_argument("--sift-model", default=str(ROOT / "featinv_cli" / "assets" / "sift.safetensors"),
                    help="OpenCV-SIFT model to read the same grids with (the hand conversion); '' to skip")
+    p.add_argument("--baseline-mean", default=None, help="also score predicting the mean image of this folder "
+                   "(default: train/ beside the photos' folder, when there is one)")
     p.add_argument("--figure-images", type=int, default=6)
     args = p.parse_args()
     out = Path(args.out).resolve()
+    if args.baseline_mean is None and (Path(args.photos).parent / "train").is_dir():
+        args.baseline_mean = str(Path(args.photos).parent / "train")
     make_database(Path(args.photos), out)
     for d in ("feats", "leaked", "leaked-sift"):
         shutil.rmtree(out / d, ignore_errors=True)
@@ -100,16 +105,20 @@ def main() -> None:
     feats = sorted((out / "feats").glob("*.safetensors"))
     model = ["-m", args.model] if args.model else []
     featinv("invert", *feats, *model, "-o", f"{out / 'leaked'}/", "-q")
-    scores = {"colmap-sift model": json.loads(featinv("score", f"{out / 'leaked'}/", "-r", f"{out / 'photos'}/",
-                                                      "--json", "-q"))}
+    baseline = ["--baseline-mean", args.baseline_mean] if args.baseline_mean else []
+    first = json.loads(featinv("score", f"{out / 'leaked'}/", "-r", f"{out / 'photos'}/", *baseline, "--json", "-q"))
+    scores = {"colmap-sift model": first}
     rows = {"photo": out / "photos", "colmap-sift model": out / "leaked"}
     if args.sift_model:
         hand_conversion(feats, Path(args.sift_model), out / "leaked-sift")
         scores["OpenCV-SIFT model"] = json.loads(featinv("score", f"{out / 'leaked-sift'}/", "-r",
                                                          f"{out / 'photos'}/", "--json", "-q"))
         rows["OpenCV-SIFT model"] = out / "leaked-sift"
-    (out / "audit.json").write_text(json.dumps({"photos": str(args.photos), "images": len(feats),
-                                                "scores": scores}, indent=1))
+    record = {"photos": Path(args.photos).name, "images": len(feats),
+              "scores": {label: {"mean": s["mean"]} for label, s in scores.items()}}
+    if "baseline_mean" in first:
+        record["baseline_mean_error"] = first["baseline_mean"]["normalized_error"]
+    (out / "audit.json").write_text(json.dumps(record, indent=1))
     names = sorted(p.name for p in (out / "leaked").glob("*.png"))
     figure(out, names, rows, scores, args.figure_images)
     for label, s in scores.items():
