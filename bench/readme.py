@@ -61,9 +61,10 @@ def _trained_on(train: dict) -> str:
     """Every run a model file went through, oldest first (--init chains them)."""
     from featinv_cli.train import training_summary
 
-    runs, t = [], training_summary(train)
+    runs, t, feature = [], training_summary(train), None
     while t:
-        runs.append(_run(t))
+        feature = t.get("feature", feature)  # runs under an --init of another feature's model
+        runs.append(_run(t) + (f" (as `{feature}`)" if feature else ""))
         t = t.get("before") or t.get("init")
     return "; then ".join(reversed(runs))
 
@@ -154,9 +155,11 @@ def audit_block() -> str:
     a = json.loads(AUDIT.read_text())
     lines = [f"| {a['images']} photos, database by pycolmap, read with | normalized error | PSNR | SSIM | MAE |",
              "|---|---|---|---|---|"]
+    best = min(s["mean"]["normalized_error"] for s in a["scores"].values())
     for label, s in a["scores"].items():
         m = s["mean"]
-        lines.append(f"| {label} | **{m['normalized_error']:.3f}** | {m['psnr']:.2f} | {m['ssim']:.3f} | {m['mae']:.3f} |")
+        error = f"**{m['normalized_error']:.3f}**" if m["normalized_error"] == best else f"{m['normalized_error']:.3f}"
+        lines.append(f"| {label} | {error} | {m['psnr']:.2f} | {m['ssim']:.3f} | {m['mae']:.3f} |")
     if "baseline_mean_error" in a:
         lines.append(f"| (predicting the mean training image) | {a['baseline_mean_error']:.3f} | | | |")
     return "\n".join(lines) + "\n"
