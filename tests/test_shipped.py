@@ -12,7 +12,7 @@ SHIPPED = sorted(p.stem for p in ASSETS.glob("*.safetensors") if p.stem != WEIGH
 
 
 def test_hog_and_squeezenet_models_ship():
-    assert {"hog", "lbp", "sift", "colmap-sift", "squeezenet-conv1", "squeezenet-fire9",
+    assert {"hog", "lbp", "sift", "colmap-sift", "squeezenet-conv1", "squeezenet-fire5", "squeezenet-fire9",
             "squeezenet-pool10"} <= set(SHIPPED)
 
 
