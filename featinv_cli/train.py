@@ -272,7 +272,9 @@ def train(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int, int, f
     if extractor.uses_operators:
         ops.build()  # compile or load the operators now, not inside the first (timed) step
     data = training_data(cfg, extractor, device, rank, world, on_decode)
-    if cfg.low_res and not data.resizable:  # stored keypoints or features have one resolution
+    # Stored keypoints or features have one resolution; a CNN resizes every crop to its input size, so
+    # half-resolution crops cost it as much and only blur the targets.
+    if cfg.low_res and (not data.resizable or extractor.is_cnn):
         cfg = dataclasses.replace(cfg, low_res=0.0)
     extra = peek(ckpt)["extra"] if resume else {}
     if cfg.init and not resume:

@@ -310,3 +310,12 @@ def test_only_rank_0_writes_checkpoints(image_dir, tmp_path):
     assert not checkpoint_path(out).exists()
     _loop(c, model, model, None, opt, data, extra, 0, torch.device("cpu"), 0, 1, False, None)
     assert checkpoint_path(out).exists()
+
+
+def test_cnn_layers_ignore_low_res(image_dir, tmp_path):
+    """A CNN resizes every crop to its input size: half-resolution crops would cost as much and blur the
+    targets, so --low-res is off for CNN layers (as for sift) and the file says so."""
+    out = tmp_path / "f.safetensors"
+    train(cfg(image_dir, out, feature="squeezenet:conv1", steps=2, width=0.0625, low_res=0.5))
+    m = load_model(out)
+    assert m.train["config"]["low_res"] == 0.0 and "full_res_from" not in m.train

@@ -72,7 +72,8 @@ def train(
     low_res: float = typer.Option(D.low_res, "--low-res", metavar="FRACTION", help="Train the first FRACTION of "
                                   "the run on the same crops at half resolution (a quarter of the cost; "
                                   "colour and layout first), then the rest at full resolution with a fresh "
-                                  "optimizer. 0: off. Ignored for sift and --features (one resolution)."),
+                                  "optimizer. 0: off. Ignored for sift and --features (one resolution) and "
+                                  "CNN layers (their input size is fixed)."),
     init: Optional[Path] = typer.Option(None, "--init", metavar="MODEL", help="Start from this model file's "
                                         "weights (or 'shipped': the model featinv ships for this feature) with "
                                         "a fresh optimizer and warm-up; its architecture and width too. Another "
