@@ -8,6 +8,7 @@
 A block sits between ``<!-- generated: NAME -->`` and ``<!-- end generated -->``:
 - ``models``: the shipped models' table, from each model file's metadata (``train`` and ``evaluation``);
 - ``speed``: the speed figures, from bench/results.json (what bench/run.py and bench/grid_bin.py measured);
+- ``memory``: peak memory of a 6000x6000 photo, from bench/results.json (bench/run.py --only memory);
 - ``audit``: the privacy audit's table, from docs/figures/colmap-audit.json (examples/colmap_audit.py);
 - ``fig7``: the paper's Figure 7 on SqueezeNet, from docs/figures/squeezenet-fig7.json (what
   examples/layer_sweep.py measured), its learned column checked against the shipped files' evaluation.
@@ -131,6 +132,22 @@ def speed_block() -> str:
     return "\n".join(lines) + "\n"
 
 
+def memory_block() -> str:
+    if not RESULTS.exists():
+        return "No measurements yet: `python bench/run.py --only memory` writes them.\n"
+    r = json.loads(RESULTS.read_text())
+    m = r["memory"]
+    features = (("hog", "HOG"), ("lbp", "LBP"), ("sift", "SIFT"), ("squeezenet:fire9", "SqueezeNet fire9"))
+    pairs = [(name, _v(r, "memory", f"{spec} 6000 px extract GB"), _v(r, "memory", f"{spec} 6000 px invert GB"))
+             for spec, name in features]
+    largest = max(max(e, i) for _, e, i in pairs)
+    return (f"A 6000x6000 photo extracts and inverts in at most {largest:.2f} GB of memory here, every feature "
+            f"(peak resident memory, extract / invert: "
+            + ", ".join(f"{name} {e:.2f} / {i:.2f} GB" for name, e, i in pairs)
+            + f"; `python bench/run.py --only memory` on {m['machine']}, {m['date']}; smaller sizes in "
+            f"[BENCHMARKS.md](BENCHMARKS.md)). What makes that possible:\n")
+
+
 def fig7_block() -> str:
     from featinv_cli.inverter import ASSETS
 
@@ -165,7 +182,7 @@ def audit_block() -> str:
     return "\n".join(lines) + "\n"
 
 
-BLOCKS = {"models": models_block, "speed": speed_block, "fig7": fig7_block, "audit": audit_block}
+BLOCKS = {"models": models_block, "speed": speed_block, "memory": memory_block, "fig7": fig7_block, "audit": audit_block}
 
 
 def render(text: str) -> str:
