@@ -4,6 +4,7 @@
     python bench/readme.py --check     # exit 1 if a block differs from what its sources give (a test runs this)
     python bench/readme.py --evaluate DIR   # first score every shipped model on DIR (the validation
                                             # photos) and store the result in the model file's metadata
+    python bench/readme.py --evaluate DIR --only sift   # just these models
 
 A block sits between ``<!-- generated: NAME -->`` and ``<!-- end generated -->``:
 - ``models``: the shipped models' table, from each model file's metadata (``train`` and ``evaluation``);
@@ -189,14 +190,15 @@ def render(text: str) -> str:
     return BLOCK.sub(lambda m: m.group(1) + BLOCKS[m.group(2)]() + m.group(4), text)
 
 
-def evaluate_shipped(val: str) -> None:
-    """Score every shipped model on ``val`` and store the scores in its metadata (weights untouched)."""
+def evaluate_shipped(val: str, only: list[str] | None = None) -> None:
+    """Score every shipped model (or those named in ``only``) on ``val`` and store the scores in its
+    metadata (weights untouched)."""
     from featinv_cli.evaluate import baseline_mean, evaluation_record
     from featinv_cli.formats import store_evaluation
     from featinv_cli.inverter import ASSETS
 
     mean = baseline_mean(str(Path(val).parent / "train"), 128)  # the sample's training photos
-    for name in ORDER:
+    for name in only or ORDER:
         path = ASSETS / f"{name}.safetensors"
         if path.exists():
             e = evaluation_record(path, val, mean)
@@ -208,9 +210,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--evaluate", metavar="VAL_DIR")
+    ap.add_argument("--only", nargs="+", choices=ORDER, help="with --evaluate: just these models")
     args = ap.parse_args()
     if args.evaluate:
-        evaluate_shipped(args.evaluate)
+        evaluate_shipped(args.evaluate, args.only)
     text = README.read_text()
     new = render(text)
     if args.check:

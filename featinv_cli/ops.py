@@ -71,9 +71,11 @@ def _fmix32(h: torch.Tensor) -> torch.Tensor:
     return h ^ (h >> 16)
 
 
-def priority_keys(seed: int, image: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """The per-keypoint comparison key of kernels/grid_bin.h: priority << 31 | index (int64, >= 0)."""
-    h = _fmix32((seed & M32) ^ _fmix32((image & M32) ^ _fmix32((index + 0x9E3779B9) & M32)))
+def priority_keys(seed: int, index: torch.Tensor) -> torch.Tensor:
+    """The per-keypoint comparison key of kernels/grid_bin.h: priority << 31 | index (int64, >= 0).
+    ``index`` is the keypoint's rank within its own image, so an image's grid does not depend on the
+    batch it is binned in."""
+    h = _fmix32((seed & M32) ^ _fmix32((index + 0x9E3779B9) & M32))
     return (h << 31) | (index & 0x7FFFFFFF)
 
 
@@ -110,7 +112,7 @@ def grid_bin_torch(keypoints: torch.Tensor, descriptors: torch.Tensor, counts: t
     cx = torch.clamp(torch.trunc(x / cell), 0, wc - 1).long()
     cy = torch.clamp(torch.trunc(y / cell), 0, hc - 1).long()
     cid = (image * hc + cy) * wc + cx
-    key = priority_keys(seed, image, index)
+    key = priority_keys(seed, index)
     best = torch.full((n * hc * wc,), -1, dtype=torch.long, device=dev)
     best = best.scatter_reduce(0, cid[valid], key[valid], reduce="amax", include_self=True)
     win = valid & (key == best[cid.clamp(0, n * hc * wc - 1)])
@@ -136,7 +138,7 @@ def grid_bin_loop(keypoints, descriptors, counts, height: int, width: int, cell:
             x, y, scale, angle = keypoints[start + i].tolist()
             if not (0 <= x < width and 0 <= y < height):
                 continue
-            key = int(priority_keys(seed, torch.tensor(img), torch.tensor(i)))
+            key = int(priority_keys(seed, torch.tensor(i)))
             # float32 division, as in the kernels, then clamp (a quotient may round up to the edge)
             cy = min(int(torch.tensor(y, dtype=torch.float32) / cell), hc - 1)
             cx = min(int(torch.tensor(x, dtype=torch.float32) / cell), wc - 1)
@@ -255,6 +257,7 @@ def grid_bin(keypoints: torch.Tensor, descriptors: torch.Tensor, counts: torch.T
     descriptors: (K, D) float32; counts: (N,) int64 keypoints of each image, in order.
     Returns (N, D + 5, ceil(height / cell), ceil(width / cell)) float32: per cell with a keypoint
     ``(descriptor, x mod cell, y mod cell, sin a, cos a, log scale)``, zeros elsewhere. When several
-    keypoints share a cell the one with the highest ``hash(seed, image, index)`` wins.
+    keypoints share a cell the one with the highest ``hash(seed, index)`` wins, ``index`` being the
+    keypoint's rank within its image: an image's grid is the same alone or anywhere in a batch.
     """
     return torch.ops.featinv.grid_bin(keypoints, descriptors, counts, int(height), int(width), int(cell), int(seed))

@@ -32,7 +32,7 @@ __device__ Claim claim_of(const float* kp, const int64_t* offsets, int64_t n, in
   Claim c;
   c.img = image_of(offsets, n, k);
   c.cid = featinv_cell(kp[k * 4], kp[k * 4 + 1], height, width, cell);
-  c.key = (unsigned long long)featinv_key(seed, (uint32_t)c.img, (uint32_t)(k - offsets[c.img])) + 1ull;
+  c.key = (unsigned long long)featinv_key(seed, (uint32_t)(k - offsets[c.img])) + 1ull;
   return c;
 }
 

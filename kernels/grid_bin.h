@@ -21,16 +21,17 @@ FEATINV_HD uint32_t featinv_fmix32(uint32_t h) {
   return h;
 }
 
-// Priority of keypoint `index` of image `image`: depends on nothing else, so the winner of a cell
-// is the same whatever order threads visit keypoints in.
-FEATINV_HD uint32_t featinv_priority(uint32_t seed, uint32_t image, uint32_t index) {
-  return featinv_fmix32(seed ^ featinv_fmix32(image ^ featinv_fmix32(index + 0x9e3779b9u)));
+// Priority of keypoint `index` (its rank within its own image): depends on nothing else, so the
+// winner of a cell is the same whatever order threads visit keypoints in, and an image's grid is the
+// same alone or anywhere in a batch (the image's place in the batch is deliberately not hashed).
+FEATINV_HD uint32_t featinv_priority(uint32_t seed, uint32_t index) {
+  return featinv_fmix32(seed ^ featinv_fmix32(index + 0x9e3779b9u));
 }
 
 // The value compared per cell: priority in the high bits, the keypoint's index in the low 31, so
 // keys are unique within an image and always positive as a signed 64-bit number (torch's int64).
-FEATINV_HD int64_t featinv_key(uint32_t seed, uint32_t image, uint32_t index) {
-  return (int64_t)(((uint64_t)featinv_priority(seed, image, index) << 31) | (uint64_t)(index & 0x7fffffffu));
+FEATINV_HD int64_t featinv_key(uint32_t seed, uint32_t index) {
+  return (int64_t)(((uint64_t)featinv_priority(seed, index) << 31) | (uint64_t)(index & 0x7fffffffu));
 }
 
 // Cell of a keypoint, or -1 when it lies outside the image (or is not finite).

@@ -38,7 +38,7 @@ at::Tensor grid_bin_cpu(const at::Tensor& keypoints, const at::Tensor& descripto
         const float* k = kpp + (offsets[img] + i) * 4;
         int64_t cid = featinv_cell(k[0], k[1], height, width, cell);
         if (cid < 0) continue;
-        int64_t key = featinv_key(s, (uint32_t)img, (uint32_t)i);
+        int64_t key = featinv_key(s, (uint32_t)i);
         if (key > best[cid]) { best[cid] = key; winner[cid] = offsets[img] + i; }
       }
       won_cell.clear();

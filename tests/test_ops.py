@@ -62,6 +62,25 @@ def test_many_keypoints_per_cell_one_winner_and_seed_matters():
     assert out[0, 1, 0, 0] == kp[w, 0]  # x mod 4 of the winner itself
 
 
+def test_an_images_grid_does_not_depend_on_its_batch():
+    """The winner of a shared cell is drawn from the keypoint's rank in its own image, so a photo binned
+    alone, first or last of a batch gets the same grid (extract a.jpg == row 0 of extract a.jpg b.jpg)."""
+    g = torch.Generator().manual_seed(7)
+    counts, h, w = torch.tensor([200, 150, 250]), 23, 31  # about one keypoint in three shares its cell
+    k = int(counts.sum())
+    kp = torch.rand(k, 4, generator=g) * torch.tensor([w, h, 8.0, 6.28]) + torch.tensor([0, 0, 0.1, 0])
+    desc = torch.rand(k, 8, generator=g)
+    together = ops.grid_bin(kp, desc, counts, h, w, 4, 0)
+    start = 0
+    for i, c in enumerate(counts.tolist()):
+        alone = ops.grid_bin(kp[start:start + c], desc[start:start + c], torch.tensor([c]), h, w, 4, 0)
+        assert torch.equal(alone[0], together[i]), i
+        reordered = torch.cat([counts[i:i + 1], counts[:i], counts[i + 1:]])
+        order = torch.cat([torch.arange(start, start + c), torch.arange(0, start), torch.arange(start + c, k)])
+        assert torch.equal(ops.grid_bin(kp[order], desc[order], reordered, h, w, 4, 0)[0], together[i]), i
+        start += c
+
+
 def test_cell_vector_and_empty_cells():
     kp = torch.tensor([[5.5, 2.25, 2.0, 0.5]])
     out = ops.grid_bin(kp, torch.ones(1, 3), torch.tensor([1]), 8, 12, 4, 0)
