@@ -64,6 +64,23 @@ class FeatureFile:
 
 
 FEATURE_SUFFIXES = (".safetensors", ".npy")
+
+
+def expand_feature_args(args) -> list[str]:
+    """Command-line feature arguments: files (and -) as given, a directory expanded to the feature
+    files below it in sorted path order (what ``extract -o DIR/`` wrote, sub-folders included)."""
+    out: list[str] = []
+    for a in args:
+        p = Path(a)
+        if a == "-" or not p.is_dir():
+            out.append(a)
+            continue
+        found = sorted(f for f in p.rglob("*") if f.suffix.lower() in FEATURE_SUFFIXES and f.is_file())
+        if not found:
+            raise FeatinvError(f"{a}: no feature files found (looked for {', '.join(FEATURE_SUFFIXES)}, "
+                               f"sub-directories included)")
+        out.extend(str(f) for f in found)
+    return out
 # Leading bytes of the image formats users hand to commands that want feature files.
 IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
 

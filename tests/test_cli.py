@@ -67,6 +67,20 @@ def test_batch_to_grid_and_directory(cli, photos, tiny_model, tmp_path):
     assert sorted(p.name for p in (tmp_path / "each").iterdir()) == ["astronaut.png", "chelsea.png"]
 
 
+def test_invert_takes_a_directory_of_feature_files(cli, photos, tiny_model, tmp_path):
+    """extract -o feats/ then invert feats/ -o recon/: one PNG per source image, named after it; a
+    folder with no feature files is one clear line."""
+    r = cli("extract", "hog", photos["chelsea"], photos["astronaut"], photos["coffee"], "-o", f"{tmp_path}/feats/")
+    assert r.code == 0, r.err
+    r = cli("invert", tmp_path / "feats", "-m", tiny_model, "-o", f"{tmp_path}/recon/")
+    assert r.code == 0, r.err
+    assert sorted(p.name for p in (tmp_path / "recon").iterdir()) == ["astronaut.png", "chelsea.png", "coffee.png"]
+    assert iio.imread(tmp_path / "recon" / "coffee.png").shape == iio.imread(photos["coffee"]).shape
+    (tmp_path / "empty").mkdir()
+    r = cli("invert", tmp_path / "empty", "-m", tiny_model, "-o", f"{tmp_path}/none/")
+    assert r.code == 1 and "no feature files found" in r.err and not (tmp_path / "none").exists()
+
+
 def test_score_json(cli, photos, tmp_path):
     from featinv_cli.data import prepare_view as prepare
     from featinv_cli.images import read_image, write_image

@@ -21,8 +21,8 @@ def optimize_rows(extractor, features, size, steps, lambda_a, lambda_tv, device,
 
 
 def invert(
-    features: List[str] = typer.Argument(..., help="Feature file(s) (.safetensors or .npy), or - for stdin. "
-                                         "Several files make one grid, a row per file."),
+    features: List[str] = typer.Argument(..., help="Feature file(s) (.safetensors or .npy), directories of "
+                                         "them, or - for stdin. Several files make one grid, a row per file."),
     output: str = typer.Option(..., "--output", "-o", help="PNG for one image or a labelled grid of a "
                                "batch; a directory for one PNG per row; - for PNG on stdout."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Inverter model file; default: "
@@ -57,6 +57,7 @@ def invert(
       featinv invert hog.npy -o recon.png                 # bare array: 31 channels means HOG
       featinv invert batch.safetensors -o grid.png        # labelled grid, one tile per row
       featinv invert batch.safetensors -o recon/          # one PNG per row
+      featinv invert feats/ -o recon/                     # every feature file below feats/
       featinv invert orig.safetensors drop.safetensors bin.safetensors -o compare.png
       featinv invert conv3.safetensors --method optimize --optimize-steps 300 -o pre-image.png
       featinv invert hog.safetensors --mirror-average -o recon.png
@@ -68,8 +69,9 @@ def invert(
     from ..grid import row_labels, row_title, save_reconstructions
     from ..inverter import Inverter, shipped_model
     from ..files import check_not_input
-    from ..formats import load_features
+    from ..formats import expand_feature_args, load_features
 
+    features = expand_feature_args(features)
     device = resolve_device(device)
     check_not_input(output, list(features) + ([str(model)] if model else []))
     if features.count("-") > 1:
