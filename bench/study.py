@@ -27,6 +27,7 @@ VARIANTS = {
     "low-res+ema": ["--low-res", "0.7", "--ema", "0.999"],
     "width-0.5": ["--width", "0.5"],
     "width-0.5+ema": ["--width", "0.5", "--ema", "0.999"],
+    "paper-net": ["--arch", "paper"],  # the paper's network, no skip connections (README: why skip is the default)
 }
 
 

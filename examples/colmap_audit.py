@@ -98,6 +98,9 @@ def main() -> None:
     out = Path(args.out).resolve()
     if args.baseline_mean is None and (Path(args.photos).parent / "train").is_dir():
         args.baseline_mean = str(Path(args.photos).parent / "train")
+    for name in ("photos", "model", "sift_model", "baseline_mean"):  # featinv runs from the repository root
+        if getattr(args, name):
+            setattr(args, name, str(Path(getattr(args, name)).resolve()))
     make_database(Path(args.photos), out)
     for d in ("feats", "leaked", "leaked-sift"):
         shutil.rmtree(out / d, ignore_errors=True)
