@@ -10,6 +10,7 @@ A block sits between ``<!-- generated: NAME -->`` and ``<!-- end generated -->``
 - ``models``: the shipped models' table, from each model file's metadata (``train`` and ``evaluation``);
 - ``speed``: the speed figures, from bench/results.json (what bench/run.py and bench/grid_bin.py measured);
 - ``memory``: peak memory of a 6000x6000 photo, from bench/results.json (bench/run.py --only memory);
+- ``arch``: the paper's network against the skip network, from docs/figures/hog-arch-study.json (bench/study.py);
 - ``audit``: the privacy audit's table, from docs/figures/colmap-audit.json (examples/colmap_audit.py);
 - ``fig7``: the paper's Figure 7 on SqueezeNet, from docs/figures/squeezenet-fig7.json (what
   examples/layer_sweep.py measured), its learned column checked against the shipped files' evaluation.
@@ -28,6 +29,7 @@ README = ROOT / "README.md"
 RESULTS = ROOT / "bench" / "results.json"
 SWEEP = ROOT / "docs" / "figures" / "squeezenet-fig7.json"
 AUDIT = ROOT / "docs" / "figures" / "colmap-audit.json"
+ARCH = ROOT / "docs" / "figures" / "hog-arch-study.json"
 BLOCK = re.compile(r"(<!-- generated: (\w+) -->\n)(.*?)(<!-- end generated -->)", re.S)
 ORDER = ["hog", "sift", "colmap-sift", "lbp", "squeezenet-conv1", "squeezenet-fire5", "squeezenet-fire9", "squeezenet-pool10"]
 PAPER = {"hog": "0.24", "sift": "0.28", "lbp": "0.38"}  # Table 2 of the paper (AlexNet era, 1.2 M photos)
@@ -149,6 +151,17 @@ def memory_block() -> str:
             f"[BENCHMARKS.md](BENCHMARKS.md)). What makes that possible:\n")
 
 
+def arch_block() -> str:
+    study = json.loads(ARCH.read_text())
+    rows = {r["variant"]: r for r in study["rows"]}
+    skip, paper = rows["plain"], rows["paper-net"]
+    return (f"With the same {study['minutes']:g} minutes of training (HOG, width 0.3, `train`'s other defaults, "
+            f"one thread each, {study['date']}) the paper's network scores {paper['normalized_error']:.3f} and the "
+            f"skip network {skip['normalized_error']:.3f}, though the paper's network, cheaper per image, saw "
+            f"{paper['images_seen'] / skip['images_seen']:.1f}x the images (`python bench/study.py ... plain "
+            f"paper-net`; docs/figures/hog-arch-study.json).\n")
+
+
 def fig7_block() -> str:
     from featinv_cli.inverter import ASSETS
 
@@ -183,7 +196,7 @@ def audit_block() -> str:
     return "\n".join(lines) + "\n"
 
 
-BLOCKS = {"models": models_block, "speed": speed_block, "memory": memory_block, "fig7": fig7_block, "audit": audit_block}
+BLOCKS = {"models": models_block, "speed": speed_block, "memory": memory_block, "arch": arch_block, "fig7": fig7_block, "audit": audit_block}
 
 
 def render(text: str) -> str:
