@@ -139,6 +139,8 @@ def memory_block() -> str:
     if not RESULTS.exists():
         return "No measurements yet: `python bench/run.py --only memory` writes them.\n"
     r = json.loads(RESULTS.read_text())
+    if "memory" not in r:
+        return "No measurements yet: `python bench/run.py --only memory` writes them.\n"
     m = r["memory"]
     features = (("hog", "HOG"), ("lbp", "LBP"), ("sift", "SIFT"), ("squeezenet:fire9", "SqueezeNet fire9"))
     pairs = [(name, _v(r, "memory", f"{spec} 6000 px extract GB"), _v(r, "memory", f"{spec} 6000 px invert GB"))
@@ -213,6 +215,8 @@ def evaluate_shipped(val: str, only: list[str] | None = None) -> None:
     mean = baseline_mean(str(Path(val).parent / "train"), 128)  # the sample's training photos
     for name in only or ORDER:
         path = ASSETS / f"{name}.safetensors"
+        if only and not path.exists():
+            raise SystemExit(f"--only {name}: no {path}")
         if path.exists():
             e = evaluation_record(path, val, mean)
             store_evaluation(path, e)
@@ -225,6 +229,8 @@ def main() -> None:
     ap.add_argument("--evaluate", metavar="VAL_DIR")
     ap.add_argument("--only", nargs="+", choices=ORDER, help="with --evaluate: just these models")
     args = ap.parse_args()
+    if args.only and not args.evaluate:
+        ap.error("--only goes with --evaluate")
     if args.evaluate:
         evaluate_shipped(args.evaluate, args.only)
     text = README.read_text()

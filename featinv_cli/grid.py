@@ -105,19 +105,47 @@ def row_labels(ff) -> list[str]:
     return [f"#{i}" for i in range(n)]
 
 
-def unique_file_names(labels: list[str]) -> list[str]:
-    """A file name per row: its label made safe for a path, numbered where labels repeat (three rows
-    perturbed alike must not overwrite each other: ``dropout 0.5-1``, ``dropout 0.5-2``, ...)."""
-    safe = [("".join(c if c.isalnum() or c in " ._-+=" else "_" for c in label).strip(" .") or "row")
-            for label in labels]
-    seen: dict[str, int] = {}
-    out = []
-    for name in safe:
-        if safe.count(name) > 1:
-            seen[name] = seen.get(name, 0) + 1
-            name = f"{name}-{seen[name]}"
-        out.append(name)
-    return out
+def row_file_names(ff) -> list[str]:
+    """A relative PNG name (no suffix) per row for ``invert -o DIR/``: what was done to it where the
+    file says (labels), else its source's path below the folder it was extracted from, class folders
+    kept as ``extract -o DIR/`` keeps them (``n01440764/a``), else its row number."""
+    n = len(ff)
+    if len(ff.labels) == n:
+        return ff.labels
+    if len(ff.sources) == n:
+        return [Path(s).with_suffix("").as_posix() for s in ff.sources]
+    return [f"#{i}" for i in range(n)]
+
+
+class DirectoryOutput:
+    """``invert -o DIR/``: one PNG per row, written as soon as its feature file is inverted (a folder
+    of 12-megapixel photos never sits in memory at once; a file that fails later keeps the PNGs before
+    it). Names are made safe for a path, each part
+    on its own (no ``..``); a name already written is numbered (``dropout 0.5``, ``dropout 0.5-2``)."""
+
+    def __init__(self, output: str):
+        self.root = Path(output)  # made at the first write: a run that fails first leaves nothing
+        self.taken: set[str] = set()
+
+    @staticmethod
+    def _safe(name: str) -> str:
+        parts = [("".join(c if c.isalnum() or c in " ._-+=" else "_" for c in part).strip(" .") or "row")
+                 for part in name.replace("\\", "/").split("/") if part not in ("", ".", "..")]
+        return "/".join(parts) or "row"
+
+    def write(self, images, names: list[str]) -> None:
+        from .images import write_image
+
+        for image, name in zip(images, names):
+            base = self._safe(name)
+            name, k = base, 1
+            while name.lower() in self.taken:
+                k += 1
+                name = f"{base}-{k}"
+            self.taken.add(name.lower())
+            path = self.root / f"{name}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_image(path, image)
 
 
 def row_title(captions: list[str], history: list[str], name: str) -> str:
@@ -131,19 +159,12 @@ def row_title(captions: list[str], history: list[str], name: str) -> str:
 
 def save_reconstructions(output: str, rows: list, captions: list[list[str]], row_names: list[str],
                          columns: int = 0) -> None:
-    """Write reconstructions where `featinv invert -o` says: rows[i] holds feature file i's images
+    """Write reconstructions where `featinv invert -o FILE` says: rows[i] holds feature file i's images
     ((N, 3, H, W) in [0, 1]). Several files make one grid PNG, a row per file (``row_names``) with a
     caption per tile; one file's batch a grid of ``columns`` per row (all up to 8); a plain PNG for a
-    single image; one PNG per row of every file when ``output`` is a directory."""
-    from .files import is_dir_target
+    single image. (A directory is DirectoryOutput's, row by row.)"""
     from .images import image_to_uint8, write_image
 
-    if is_dir_target(output):  # one PNG per row of every file, named after its label (source image)
-        Path(output).mkdir(parents=True, exist_ok=True)
-        images = [img for batch in rows for img in batch]
-        for img, name in zip(images, unique_file_names([c for caps in captions for c in caps])):
-            write_image(Path(output) / f"{name}.png", img)
-        return
     if len(rows) > 1:
         if not (output == "-" or output.lower().endswith(".png")):
             raise FeatinvError(f"{output}: several feature files make one grid PNG (name it *.png) or one PNG "

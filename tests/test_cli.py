@@ -68,17 +68,34 @@ def test_batch_to_grid_and_directory(cli, photos, tiny_model, tmp_path):
 
 
 def test_invert_takes_a_directory_of_feature_files(cli, photos, tiny_model, tmp_path):
-    """extract -o feats/ then invert feats/ -o recon/: one PNG per source image, named after it; a
-    folder with no feature files is one clear line."""
-    r = cli("extract", "hog", photos["chelsea"], photos["astronaut"], photos["coffee"], "-o", f"{tmp_path}/feats/")
+    """extract photos/ -o feats/ then invert feats/ -o recon/: one PNG per source image, at its size,
+    in the class folders extract kept (two cat.png in two folders stay apart); a folder with no
+    feature files is one clear line and leaves nothing."""
+    import shutil
+
+    for cls, name in (("tabby", "chelsea"), ("siamese", "chelsea"), ("cups", "coffee")):
+        (tmp_path / "photos" / cls).mkdir(parents=True, exist_ok=True)
+        shutil.copy(photos[name], tmp_path / "photos" / cls / f"cat{photos[name].suffix}")
+    r = cli("extract", "hog", tmp_path / "photos", "-o", f"{tmp_path}/feats/")
     assert r.code == 0, r.err
     r = cli("invert", tmp_path / "feats", "-m", tiny_model, "-o", f"{tmp_path}/recon/")
     assert r.code == 0, r.err
-    assert sorted(p.name for p in (tmp_path / "recon").iterdir()) == ["astronaut.png", "chelsea.png", "coffee.png"]
-    assert iio.imread(tmp_path / "recon" / "coffee.png").shape == iio.imread(photos["coffee"]).shape
+    written = sorted(p.relative_to(tmp_path / "recon").as_posix() for p in (tmp_path / "recon").rglob("*.png"))
+    assert written == ["cups/cat.png", "siamese/cat.png", "tabby/cat.png"]
+    assert iio.imread(tmp_path / "recon" / "cups" / "cat.png").shape == iio.imread(photos["coffee"]).shape
     (tmp_path / "empty").mkdir()
     r = cli("invert", tmp_path / "empty", "-m", tiny_model, "-o", f"{tmp_path}/none/")
     assert r.code == 1 and "no feature files found" in r.err and not (tmp_path / "none").exists()
+
+
+def test_directory_output_numbers_repeated_names_and_keeps_paths_inside(tmp_path):
+    from featinv_cli.grid import DirectoryOutput
+
+    out = DirectoryOutput(f"{tmp_path}/out/")
+    image = torch.zeros(3, 4, 4)
+    out.write([image] * 4, ["dropout 0.5", "dropout 0.5", "../../escape", "a/b:c"])
+    written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png"))
+    assert written == ["a/b_c.png", "dropout 0.5-2.png", "dropout 0.5.png", "escape.png"]
 
 
 def test_score_json(cli, photos, tmp_path):

@@ -66,7 +66,7 @@ def test_an_images_grid_does_not_depend_on_its_batch():
     """The winner of a shared cell is drawn from the keypoint's rank in its own image, so a photo binned
     alone, first or last of a batch gets the same grid (extract a.jpg == row 0 of extract a.jpg b.jpg)."""
     g = torch.Generator().manual_seed(7)
-    counts, h, w = torch.tensor([200, 150, 250]), 23, 31  # about one keypoint in three shares its cell
+    counts, h, w = torch.tensor([200, 150, 250]), 23, 31  # 48 cells: nearly every cell is shared
     k = int(counts.sum())
     kp = torch.rand(k, 4, generator=g) * torch.tensor([w, h, 8.0, 6.28]) + torch.tensor([0, 0, 0.1, 0])
     desc = torch.rand(k, 8, generator=g)

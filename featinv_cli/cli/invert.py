@@ -24,7 +24,8 @@ def invert(
     features: List[str] = typer.Argument(..., help="Feature file(s) (.safetensors or .npy), directories of "
                                          "them, or - for stdin. Several files make one grid, a row per file."),
     output: str = typer.Option(..., "--output", "-o", help="PNG for one image or a labelled grid of a "
-                               "batch; a directory for one PNG per row; - for PNG on stdout."),
+                               "batch; a directory (ending in /) for one PNG per row, in the sources' "
+                               "sub-folders; - for PNG on stdout."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Inverter model file; default: "
                                          "the model shipped for the file's feature kind."),
     feature: Optional[str] = typer.Option(None, help="Feature spec of a bare .npy (guessed from its "
@@ -66,10 +67,10 @@ def invert(
     the extractor (CNN layers, HOG through its magnitudes), and refuses LBP and SIFT.
     """
     from ..features import resolve
-    from ..grid import row_labels, row_title, save_reconstructions
-    from ..inverter import Inverter, shipped_model
-    from ..files import check_not_input
+    from ..files import check_not_input, is_dir_target
     from ..formats import expand_feature_args, load_features
+    from ..grid import DirectoryOutput, row_file_names, row_labels, row_title, save_reconstructions
+    from ..inverter import Inverter, shipped_model
 
     features = expand_feature_args(features)
     device = resolve_device(device)
@@ -80,6 +81,8 @@ def invert(
         raise UsageError(f"--method {method!r}: choose learned or optimize")
     if steps < 1:
         raise UsageError(f"--optimize-steps {steps}: must be at least 1")
+    # -o DIR/: each file's PNGs are written as soon as it is inverted; otherwise one PNG or grid at the end.
+    directory = DirectoryOutput(output) if is_dir_target(output) else None
     inverters: dict[Path, Inverter] = {}
     rows, captions, row_names = [], [], []
     for path in features:
@@ -87,18 +90,21 @@ def invert(
         ff = load_features(path)
         extractor, size = resolve(ff, name, feature, parse_size(image_size))
         if method == "optimize":
-            rows.append(optimize_rows(extractor, ff.features, size, steps, lambda_a, lambda_tv, device, quiet))
-            captions.append(row_labels(ff))
-            row_names.append(row_title(captions[-1], ff.history, name))
+            images = optimize_rows(extractor, ff.features, size, steps, lambda_a, lambda_tv, device, quiet)
+        else:
+            model_path = Path(model) if model else shipped_model(extractor)
+            if model_path not in inverters:
+                inverters[model_path] = Inverter(model_path, device)
+            inverter = inverters[model_path]
+            inverter.check(extractor, ff.features.shape[1], name)
+            if mirror_average and not inverter.can_mirror:
+                raise UsageError(f"--mirror-average: {extractor.name} features have no mirrored form (HOG and LBP do)")
+            images = inverter(ff.features, None if grid_size else size, mirror_average=mirror_average)
+        if directory:
+            directory.write(images, row_file_names(ff))
             continue
-        model_path = Path(model) if model else shipped_model(extractor)
-        if model_path not in inverters:
-            inverters[model_path] = Inverter(model_path, device)
-        inverter = inverters[model_path]
-        inverter.check(extractor, ff.features.shape[1], name)
-        if mirror_average and not inverter.can_mirror:
-            raise UsageError(f"--mirror-average: {extractor.name} features have no mirrored form (HOG and LBP do)")
-        rows.append(inverter(ff.features, None if grid_size else size, mirror_average=mirror_average))
+        rows.append(images)
         captions.append(row_labels(ff))
         row_names.append(row_title(captions[-1], ff.history, name))
-    save_reconstructions(output, rows, captions, row_names, columns)
+    if not directory:
+        save_reconstructions(output, rows, captions, row_names, columns)
