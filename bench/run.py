@@ -4,6 +4,7 @@
     python bench/run.py --quick    # fewer repetitions and steps (well under 5 minutes)
     python bench/run.py --only inversion,optimisation   # some sections
     python bench/run.py --only memory   # peak memory by image size, up to a 6000x6000 photo
+    python bench/run.py --only cnn      # SqueezeNet layers on a batch, images/s
 
 Extraction is timed as ms per grayscale float32 image (extraction only, median of 3 rounds) at 1 and
 2 torch threads, next to scikit-image's own `hog` and `local_binary_pattern` on the same images, then
@@ -137,6 +138,22 @@ def extraction(repeat: int) -> None:
                 fn(x)
                 torch.cuda.synchronize()
             print(f"  {name} on {torch.cuda.get_device_name()}: batch of 64 {64 * 1000 / median_ms(run, [gpu]):8.1f}")
+
+
+def cnn(repeat: int) -> None:
+    """CNN features: the shipped SqueezeNet (channels-last, frozen) to each layer an inverter ships for,
+    a batch of 64 RGB 128x128 photos (resized to the network's 224 input), images/s, median of rounds."""
+    batch = torch.stack(photos(128) * 11)[:64]
+    threads = torch.get_num_threads()
+    print("\nCNN extraction, SqueezeNet, a batch of 64 RGB 128x128 images, images/s")
+    for n in sorted({1, min(2, threads)}):
+        torch.set_num_threads(n)
+        for layer in ("conv1", "fire5", "fire9", "pool10"):
+            extractor = parse_spec(f"squeezenet:{layer}")  # median_ms's warm-up call loads the weights
+            rate = 64 * 1000 / median_ms(extractor, [batch], rounds=repeat)
+            print(f"  {layer:<7} {n} thread(s): {rate:8.1f}")
+            record("cnn", f"squeezenet:{layer} images/s batch of 64 128 px {n} thread(s)", rate)
+    torch.set_num_threads(threads)
 
 
 def inversion(repeat: int) -> None:
@@ -387,7 +404,7 @@ def startup(rounds: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
-    sections = ("extraction", "inversion", "optimisation", "precision", "training", "memory", "startup")
+    sections = ("extraction", "cnn", "inversion", "optimisation", "precision", "training", "memory", "startup")
     p.add_argument("--only", default=",".join(sections), help=f"comma-separated subset of {', '.join(sections)}")
     args = p.parse_args()
     only = set(args.only.split(","))
@@ -397,6 +414,8 @@ def main() -> None:
           f"torch {torch.__version__}")
     if "extraction" in only:
         extraction(1 if args.quick else 3)
+    if "cnn" in only:
+        cnn(1 if args.quick else 3)
     if "inversion" in only:
         inversion(2 if args.quick else 10)
     if "optimisation" in only:
