@@ -51,14 +51,17 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds:.0f} s" if seconds < 600 else f"{seconds / 60:.0f} min"
 
 
-def _device(name: str | None) -> str:
-    return "2 CPU cores" if name in (None, "cpu") else name.replace("NVIDIA ", "")
+def _device(name: str | None, threads: int | None = None) -> str:
+    if name not in (None, "cpu"):
+        return name.replace("NVIDIA ", "")
+    return f"CPU, {threads} thread{'s' if threads > 1 else ''}" if threads else "CPU"  # older files: threads unknown
 
 
 def _run(t: dict) -> str:
     photos = t.get("data_images") or 0
     data = "15k photos" if photos >= 14000 else f"{photos:,} photos"
-    return f"{data}, {_device(t.get('device'))}, {t['steps_done']:,} steps, {_duration(t.get('seconds'))}"
+    return (f"{data}, {_device(t.get('device'), t.get('threads'))}, {t['steps_done']:,} steps, "
+            f"{_duration(t.get('seconds'))}")
 
 
 def _trained_on(train: dict) -> str:

@@ -161,7 +161,8 @@ def training_summary(train: dict) -> dict:
         seconds = round(steps * batch / train["images_per_second"], 1)
     out = {"steps_done": steps, "images_seen": train.get("images_seen", steps * batch),
            "data_images": train.get("data_images"), "seconds": seconds,
-           "device": train.get("device") or ("NVIDIA H200" if train.get("recipe") else "cpu")}
+           "device": train.get("device") or ("NVIDIA H200" if train.get("recipe") else "cpu"),
+           **({"threads": train["threads"]} if train.get("threads") else {})}
     if "init" in train:
         out["before"] = train["init"]
     return out
@@ -305,7 +306,8 @@ def train(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int, int, f
             "processes": world, "images_seen": stats["step"] * cfg.batch,
             "epochs": round(stats["step"] * cfg.batch / data.images, 2), "seconds": stats["seconds"],
             "device": _device_name(device), "data_images": data.images, "data_fingerprint": data.fingerprint,
-            "images_per_second": stats["rate"], "weights": f"moving average, decay {cfg.ema}" if averaged else "last"}
+            "images_per_second": stats["rate"], "weights": f"moving average, decay {cfg.ema}" if averaged else "last",
+            "threads": torch.get_num_threads() if device.type == "cpu" else None}  # per process, on a CPU
     if "init" in extra:
         meta["init"] = extra["init"]
     if rank == 0:

@@ -89,6 +89,7 @@ def test_metadata_records_training(image_dir, tmp_path):
     m = load_model(out)
     assert m.feature == "hog" and m.params == {"cell": 8, "orientations": 9}
     assert m.train["steps_done"] == 2 and m.train["data_images"] == 8
+    assert m.train["device"] == "cpu" and m.train["threads"] == torch.get_num_threads()  # README's "CPU, N threads"
     assert len(m.normalization["mean"]) == 3
 
 
