@@ -7,6 +7,7 @@ Two steps, because the GPU machine sees only what travels with the repository:
       (.gpu/train.safetensors, ~50 MB for 15,000 photos) and the validation photos as the README's
       evaluation views, raw (.gpu/val.safetensors).
   python examples/gpu_models.py train --pack .gpu/ --out DIR [--budget 420] [--quick] [--only NAME...]
+                                [--width NAME=W...]
       (on the GPU machine) one `featinv train` process per model of MODELS, all at once, each for
       ``--budget`` seconds of wall time (`--minutes`), continuing the shipped model where one exists
       (`--init shipped`), with --val on the validation views. SIFT models are left out unless the pack
@@ -55,11 +56,15 @@ def pack(dirs: list[str], val: str, out: Path, quality: int, workers: int) -> No
     run([*FEATINV, "pack", val, "--side", "128", "-o", str(out / "val.safetensors")])
 
 
-def train_command(name: str, pack_dir: Path, out: Path, budget: float, device: str, batch: int) -> list[str]:
+def train_command(name: str, pack_dir: Path, out: Path, budget: float, device: str, batch: int,
+                  width: float | None = None) -> list[str]:
+    """The `featinv train` command of one model: the shipped model continued where the network is the
+    same (MODELS' width, or ``width`` to try another: then it starts from scratch)."""
     from featinv_cli.features import parse_spec
     from featinv_cli.inverter import ASSETS
 
-    spec, arch, width = MODELS[name]
+    spec, arch, default_width = MODELS[name]
+    width = width or default_width
     shipped = ASSETS / f"{parse_spec(spec).shipped_name}.safetensors"
     start = ["--init", "shipped"] if shipped.exists() and _same_network(shipped, arch, width) else \
         ["--arch", arch, "--width", str(width)]
@@ -76,7 +81,8 @@ def _same_network(model: Path, arch: str, width: float) -> bool:
     return theirs.get("name") == arch and float(theirs.get("width", 1.0)) == width
 
 
-def train_all(pack_dir: Path, out: Path, budget: float, quick: bool, only: list[str] | None) -> None:
+def train_all(pack_dir: Path, out: Path, budget: float, quick: bool, only: list[str] | None,
+              widths: dict[str, float] | None = None) -> None:
     import torch
 
     from featinv_cli.evaluate import evaluate
@@ -91,7 +97,7 @@ def train_all(pack_dir: Path, out: Path, budget: float, quick: bool, only: list[
     env = dict(os.environ, OMP_NUM_THREADS=str(max(1, cores // len(names))), PYTHONPATH=str(ROOT))
     t0, procs = time.perf_counter(), {}
     for name in names:
-        cmd = train_command(name, pack_dir, out, budget, device, 4 if quick else 64)
+        cmd = train_command(name, pack_dir, out, budget, device, 4 if quick else 64, (widths or {}).get(name))
         print("$", " ".join(cmd), flush=True)
         procs[name] = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                        text=True)
@@ -132,11 +138,19 @@ def main() -> None:
     t.add_argument("--budget", type=float, default=420.0, help="seconds of training per model (wall time)")
     t.add_argument("--quick", action="store_true", help="CPU, a few seconds per model: a test of the driver")
     t.add_argument("--only", nargs="+", choices=list(MODELS))
+    t.add_argument("--width", nargs="+", default=[], metavar="NAME=W",
+                   help="another width for these models (from scratch), e.g. hog=0.75 lbp=1.0")
     args = ap.parse_args()
     if args.cmd == "pack":
         pack(args.data, args.val, args.output, args.quality, args.workers)
     else:
-        train_all(args.pack, args.out, 3.0 if args.quick else args.budget, args.quick, args.only)
+        widths = {}
+        for item in getattr(args, "width", []):
+            name, _, value = item.partition("=")
+            if name not in MODELS or not value:
+                ap.error(f"--width {item}: give NAME=W with NAME one of {', '.join(MODELS)}")
+            widths[name] = float(value)
+        train_all(args.pack, args.out, 3.0 if args.quick else args.budget, args.quick, args.only, widths)
 
 
 if __name__ == "__main__":

@@ -24,3 +24,16 @@ def test_gpu_recipe_quick_form_runs_end_to_end(image_dir, tmp_path):
         model = load_model(out / f"{name}.safetensors")  # featinv's own format: `featinv invert -m` reads it
         assert model.feature == feature and model.train["data_fingerprint"]
     assert load_model(out / "hog.safetensors").train["init"]["file"] == "hog.safetensors"  # continued the shipped
+
+
+def test_gpu_recipe_width_override_starts_from_scratch_at_that_width(tmp_path):
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import gpu_models
+    finally:
+        sys.path.pop(0)
+    same = gpu_models.train_command("hog", tmp_path, tmp_path, 60, "cpu", 64)
+    wide = gpu_models.train_command("hog", tmp_path, tmp_path, 60, "cpu", 64, width=0.75)
+    assert "--init" in same and "--width" not in same
+    assert "--init" not in wide and wide[wide.index("--width") + 1] == "0.75"
+
