@@ -1,9 +1,13 @@
 """Copy a model over the shipped one for its feature only when its stored validation error is lower.
 
     python examples/ship_if_better.py MODEL.safetensors
+    python examples/ship_if_better.py MODEL.safetensors --val VAL_DIR   # score both again first
 
 Both files must carry an ``evaluation`` in their metadata (`featinv train --val` stores it; the shipped
 ones carry theirs) made with the same protocol on the same photos; the new file must be under 20 MB.
+With ``--val`` both are scored again on VAL_DIR by this checkout's code and their stored evaluations
+replaced first: for a model trained by an older checkout (a background run from a worktree) when the
+features have changed since (the evaluation is what the file scores today).
 Prints the two errors and what it did; exit status 0 either way, 2 when the files cannot be compared.
 """
 from __future__ import annotations
@@ -20,9 +24,19 @@ def main() -> None:
     from featinv_cli.inverter import shipped_model
     from featinv_cli.safetensors_codec import json_field, read_metadata
 
-    new = Path(sys.argv[1])
+    args = sys.argv[1:]
+    val = args[args.index("--val") + 1] if "--val" in args else None
+    new = Path(args[0])
     meta = read_metadata(new)
     shipped = shipped_model(from_metadata(meta["feature"], json_field(meta, "params", str(new), {})))
+    if val:
+        from featinv_cli.evaluate import baseline_mean, evaluation_record
+        from featinv_cli.formats import store_evaluation
+
+        train_dir = Path(val).parent / "train"
+        mean = baseline_mean(str(train_dir), 128) if train_dir.is_dir() else None
+        for path in (new, shipped):
+            store_evaluation(path, evaluation_record(path, val, mean))
     mine, theirs = (json_field(read_metadata(p), "evaluation", str(p)) for p in (new, shipped))
     if not mine or not theirs or (mine["on"], mine["images"], mine["protocol"]) != \
             (theirs["on"], theirs["images"], theirs["protocol"]):
