@@ -10,9 +10,11 @@ Two steps, because the GPU machine sees only what travels with the repository:
                                 [--width NAME=W...]
       (on the GPU machine) one `featinv train` process per model of MODELS, all at once, each for
       ``--budget`` seconds of wall time (`--minutes`), continuing the shipped model where one exists
-      (`--init shipped`), with --val on the validation views. SIFT models are left out unless the pack
-      holds SIFT keypoints (`featinv pack --sift`, a larger file). DIR/summary.json holds each model's
-      validation scores as `featinv train --val` printed them, read back from the model files.
+      (`--init shipped`), with --val on the validation views. SIFT needs keypoints, which would make
+      the pack too big to carry: when it has none, they are detected there first on every core
+      (`featinv pack train.safetensors --sift sift --workers N`, ~25 ms a view and its mirror per
+      core). DIR/summary.json holds each model's validation scores as `featinv train --val` printed
+      them, read back from the model files.
 
 ``--quick`` runs the same commands on the CPU with a few seconds per model (a test of the driver
 before GPU time is spent on it). Everything that trains is `featinv train`: this file only chooses
@@ -57,7 +59,7 @@ def pack(dirs: list[str], val: str, out: Path, quality: int, workers: int) -> No
 
 
 def train_command(name: str, pack_dir: Path, out: Path, budget: float, device: str, batch: int,
-                  width: float | None = None) -> list[str]:
+                  width: float | None = None, data: Path | None = None) -> list[str]:
     """The `featinv train` command of one model: the shipped model continued where the network is the
     same (MODELS' width, or ``width`` to try another: then it starts from scratch)."""
     from featinv_cli.features import parse_spec
@@ -68,7 +70,7 @@ def train_command(name: str, pack_dir: Path, out: Path, budget: float, device: s
     shipped = ASSETS / f"{parse_spec(spec).shipped_name}.safetensors"
     start = ["--init", "shipped"] if shipped.exists() and _same_network(shipped, arch, width) else \
         ["--arch", arch, "--width", str(width)]
-    return [*FEATINV, "train", spec, "-d", str(pack_dir / "train.safetensors"), "-o", str(out / f"{name}.safetensors"),
+    return [*FEATINV, "train", spec, "-d", str(data or pack_dir / "train.safetensors"), "-o", str(out / f"{name}.safetensors"),
             *start, "--steps", str(10 ** 9), "--minutes", str(budget / 60), "--batch", str(batch),
             "--device", device, "--val", str(pack_dir / "val.safetensors"), "--log-every", "200"]
 
@@ -91,13 +93,18 @@ def train_all(pack_dir: Path, out: Path, budget: float, quick: bool, only: list[
     out.mkdir(parents=True, exist_ok=True)
     device = "cuda" if torch.cuda.is_available() and not quick else "cpu"
     names = only or list(MODELS)
-    if not only and not load_views(pack_dir / "train.safetensors").sift:
-        names = [n for n in names if MODELS[n][0] != "sift"]  # no keypoints in the pack
     cores = os.cpu_count() or 2
+    sift_pack = pack_dir / "train.safetensors"
+    if any(MODELS[n][0] == "sift" for n in names) and not load_views(sift_pack).sift:
+        sift_pack = pack_dir / "train-sift.safetensors"  # detected here, once, before any training starts
+        if not sift_pack.exists():
+            run([*FEATINV, "pack", str(pack_dir / "train.safetensors"), "--sift", "sift", "--workers", str(cores),
+                 "-o", str(sift_pack), "-q"])
     env = dict(os.environ, OMP_NUM_THREADS=str(max(1, cores // len(names))), PYTHONPATH=str(ROOT))
     t0, procs = time.perf_counter(), {}
     for name in names:
-        cmd = train_command(name, pack_dir, out, budget, device, 4 if quick else 64, (widths or {}).get(name))
+        cmd = train_command(name, pack_dir, out, budget, device, 4 if quick else 64, (widths or {}).get(name),
+                            sift_pack if MODELS[name][0] == "sift" else None)
         print("$", " ".join(cmd), flush=True)
         procs[name] = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                        text=True)

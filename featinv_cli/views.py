@@ -77,19 +77,55 @@ def decode_views(files: list[Path], side: int, workers: int = 0, on_image=None) 
     return out
 
 
-def detect_sift(views: torch.Tensor, extractor, on_image=None) -> dict[str, torch.Tensor]:
-    """Raw SIFT of each view and of its mirror image (rows 2i, 2i+1), descriptors as uint8 (OpenCV's
-    are whole numbers 0..255): ~20 kB per view, where a dense 133-channel grid would take 0.8 MB."""
+_DETECTING: tuple = ()  # (views, extractor) of detect_sift, inherited by its forked workers
+
+
+def _detect_chunk(start: int) -> dict[str, np.ndarray]:
+    """SIFT of views start..start+63 and their mirrors, as numpy arrays (plain pickles from a worker)."""
+    views, extractor = _DETECTING
     kps, descs, counts = [], [], []
-    for i in range(len(views)):
+    for i in range(start, min(start + 64, len(views))):
         x = views[i:i + 1].float() / 255.0
         raw = extractor.detect(torch.cat([x, x.flip(-1)]))
         kps.append(raw["keypoints"])
         descs.append(raw["descriptors"].round().clamp(0, 255).to(torch.uint8))
         counts.append(raw["counts"])
-        if on_image:
-            on_image(1)
-    return {"keypoints": torch.cat(kps), "descriptors": torch.cat(descs), "counts": torch.cat(counts)}
+    return {"keypoints": torch.cat(kps).numpy(), "descriptors": torch.cat(descs).numpy(),
+            "counts": torch.cat(counts).numpy()}
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)  # a forked child must not enter the parent's OpenMP pool (it would hang)
+
+
+def detect_sift(views: torch.Tensor, extractor, on_image=None, workers: int = 0) -> dict[str, torch.Tensor]:
+    """Raw SIFT of each view and of its mirror image (rows 2i, 2i+1), descriptors as uint8 (OpenCV's
+    are whole numbers 0..255): ~20 kB per view, where a dense 133-channel grid would take 0.8 MB.
+    ``workers`` forked processes detect chunks of 64 views in parallel (the same result as one process)."""
+    global _DETECTING
+    starts = list(range(0, len(views), 64))
+    _DETECTING = (views, extractor)
+    parts = []
+    try:
+        if workers <= 1:
+            for start, part in zip(starts, map(_detect_chunk, starts)):
+                parts.append(part)
+                if on_image:
+                    on_image(min(64, len(views) - start))
+        else:
+            from multiprocessing import get_context
+
+            with get_context("fork").Pool(workers, initializer=_one_thread) as pool:
+                for start, part in zip(starts, pool.imap(_detect_chunk, starts)):
+                    parts.append(part)
+                    if on_image:
+                        on_image(min(64, len(views) - start))
+    finally:
+        _DETECTING = ()
+    if not parts:
+        return {"keypoints": torch.zeros(0, 4), "descriptors": torch.zeros(0, 128, dtype=torch.uint8),
+                "counts": torch.zeros(0, dtype=torch.long)}
+    return {k: torch.from_numpy(np.concatenate([p[k] for p in parts])) for k in parts[0]}
 
 
 def _webp(view: np.ndarray, quality: int) -> bytes:
@@ -190,5 +226,5 @@ def pack(files: list[Path], sources: list[str], side: int, sift_extractor=None, 
     views = decode_views(files, side, workers, on_image)
     vs = ViewSet(views, sources, fingerprint(files))
     if sift_extractor is not None:
-        vs.sift, vs.sift_params = detect_sift(views, sift_extractor, on_image), sift_extractor.params
+        vs.sift, vs.sift_params = detect_sift(views, sift_extractor, on_image, workers), sift_extractor.params
     return vs

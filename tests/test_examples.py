@@ -16,10 +16,11 @@ def test_gpu_recipe_quick_form_runs_end_to_end(image_dir, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     out = tmp_path / "models"
     r = subprocess.run([sys.executable, str(SCRIPT), "train", "--pack", str(pack), "--out", str(out), "--quick",
-                        "--only", "hog", "squeezenet-pool10"], capture_output=True, text=True, timeout=300)
+                        "--only", "hog", "squeezenet-pool10", "sift"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, (r.stdout + r.stderr)[-2000:]
     summary = json.loads((out / "summary.json").read_text())
-    for name, feature in (("hog", "hog"), ("squeezenet-pool10", "squeezenet:pool10")):
+    assert (pack / "train-sift.safetensors").exists()  # the carried pack has no keypoints: detected there
+    for name, feature in (("hog", "hog"), ("squeezenet-pool10", "squeezenet:pool10"), ("sift", "sift")):
         assert summary[name]["steps"] > 0 and 0 < summary[name]["normalized_error"] < 2
         model = load_model(out / f"{name}.safetensors")  # featinv's own format: `featinv invert -m` reads it
         assert model.feature == feature and model.train["data_fingerprint"]

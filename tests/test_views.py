@@ -96,6 +96,20 @@ def test_pack_command(cli, image_dir, tmp_path):
     assert "sift spec" in one_line_error(cli("pack", image_dir, "-o", out, "--sift", "hog"))
 
 
+def test_sift_added_to_a_views_file_later_in_parallel_is_the_same(cli, packed, image_dir, tmp_path):
+    """pack photos/ then pack views.safetensors --sift sift --workers 2 (what a GPU machine does with a
+    carried WebP pack) gives the keypoints pack photos/ --sift sift gives in one process."""
+    plain, again = tmp_path / "plain.safetensors", tmp_path / "again.safetensors"
+    assert cli("pack", image_dir, "-o", plain, "--side", "80").code == 0
+    r = cli("pack", plain, "--sift", "sift", "--workers", "2", "-o", again)
+    assert r.code == 0, r.err
+    a, b = load_views(again), load_views(packed)
+    assert torch.equal(a.views, b.views) and a.sift_params == b.sift_params
+    for k in ("keypoints", "descriptors", "counts"):
+        assert torch.equal(a.sift[k], b.sift[k]), k
+    assert "--side 64" in one_line_error(cli("pack", plain, "--side", "64", "-o", tmp_path / "x.safetensors"))
+
+
 def test_train_from_views_file(cli, image_dir, tmp_path):
     views = tmp_path / "v.safetensors"
     assert cli("pack", image_dir, "-o", views, "--side", "64").code == 0

@@ -11,17 +11,20 @@ from .common import QUIET, err, progress
 
 
 def pack(
-    images: List[str] = typer.Argument(..., help="Image files or directories (walked recursively, in sorted order)."),
+    images: List[str] = typer.Argument(..., help="Image files or directories (walked recursively, in sorted order), "
+                                       "or one views file to pack again (add --sift, change --webp)."),
     output: Path = typer.Option(..., "--output", "-o", help="Views file to write (.safetensors)."),
-    side: int = typer.Option(160, help="Each photo is resized so its shorter side is this many pixels, "
-                             "then cut to the centre square. Train's crops are at most this big."),
+    side: Optional[int] = typer.Option(None, help="Each photo is resized so its shorter side is this many "
+                                       "pixels (default 160), then cut to the centre square. Train's crops are "
+                                       "at most this big."),
     sift: Optional[str] = typer.Option(None, "--sift", metavar="SPEC", help="Also detect SIFT (e.g. sift, "
                                        "sift:cell=4) on every view and its mirror image, once, for "
                                        "`featinv train sift`: about 25 ms a photo."),
     webp: int = typer.Option(0, "--webp", metavar="QUALITY", help="Store the views as WebP of this quality "
                              "(1-100; 75: ~3 kB a 128-px view) instead of raw pixels: a small file to carry to "
                              "another machine, decoded into memory when train loads it. 0: raw, memory-mapped."),
-    workers: int = typer.Option(0, "--workers", help="Processes decoding images (and encoding WebP) in parallel."),
+    workers: int = typer.Option(0, "--workers", help="Processes decoding images, detecting SIFT and encoding "
+                                "WebP in parallel."),
     quiet: bool = QUIET,
 ):
     """Decode training photos once into a memory-mapped file of 8-bit views.
@@ -37,13 +40,18 @@ def pack(
       featinv pack photos/ -o views.safetensors
       featinv pack photos/ more/ -o views.safetensors --sift sift --workers 1
       featinv train hog -d views.safetensors -o hog.safetensors
+      featinv pack small.safetensors --sift sift --workers 16 -o views-sift.safetensors   # SIFT added later
+
+    A views file as the only input is packed again: its views as they are (its own side), with SIFT
+    detected when --sift is given (a WebP pack carried to a GPU machine can get its keypoints there,
+    where many cores make it quick, instead of carrying them).
     """
     from ..features.registry import parse_spec
     from ..files import check_not_input
     from ..images import expand_image_args, source_names
-    from ..views import pack as pack_views, save_views
+    from ..views import detect_sift, is_views_file, load_views, pack as pack_views, save_views
 
-    if side < 64:
+    if side is not None and side < 64:
         raise UsageError(f"--side {side}: views must be at least 64 pixels")
     if workers < 0:
         raise UsageError("--workers must be >= 0")
@@ -55,10 +63,21 @@ def pack(
     if extractor is not None and not extractor.keypoint_grid:
         raise UsageError(f"--sift {sift}: give a sift or colmap-sift spec (HOG, LBP and CNN features are made on "
                          f"each batch)")
-    files = expand_image_args(images)
-    check_not_input(output, files)
-    with progress(len(files) * (2 if extractor else 1), "pack", quiet) as bar:
-        vs = pack_views(files, source_names(files, images), side, extractor, workers, bar.advance)
+    if len(images) == 1 and is_views_file(images[0]):
+        check_not_input(output, images)
+        vs = load_views(images[0], workers)
+        if side not in (None, vs.side):
+            raise UsageError(f"--side {side}: {images[0]} holds {vs.side}-px views; pack the photos again to change it")
+        if extractor is not None:
+            with progress(len(vs), "sift", quiet) as bar:
+                vs.sift, vs.sift_params = detect_sift(vs.views, extractor, bar.advance, workers), extractor.params
+        side = vs.side
+    else:
+        side = side or 160
+        files = expand_image_args(images)
+        check_not_input(output, files)
+        with progress(len(files) * (2 if extractor else 1), "pack", quiet) as bar:
+            vs = pack_views(files, source_names(files, images), side, extractor, workers, bar.advance)
     save_views(output, vs, webp, workers)
     if not quiet:
         extra = f", SIFT of each and its mirror ({len(vs.sift['keypoints'])} keypoints)" if vs.sift else ""
