@@ -46,6 +46,16 @@ MODELS = {
 }
 
 
+def megabytes(name: str, width: float) -> float:
+    """Size of the model's float16 file at this width (what a lent machine may hand back: 16 MB a file)."""
+    from featinv_cli.features import parse_spec
+    from featinv_cli.models.registry import for_extractor
+
+    spec, arch, _ = MODELS[name]
+    net, _ = for_extractor(arch, parse_spec(spec), width=width)
+    return sum(p.numel() for p in net.parameters()) * 2 / 2 ** 20
+
+
 def run(cmd: list[str], **kw) -> None:
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT, **kw)
@@ -146,7 +156,8 @@ def main() -> None:
     t.add_argument("--quick", action="store_true", help="CPU, a few seconds per model: a test of the driver")
     t.add_argument("--only", nargs="+", choices=list(MODELS))
     t.add_argument("--width", nargs="+", default=[], metavar="NAME=W",
-                   help="another width for these models (from scratch), e.g. hog=0.75 lbp=1.0")
+                   help="another width for these models (from scratch), e.g. hog=0.38 lbp=0.7 (at most 16 MB "
+                        "a file: hog 0.38, lbp 0.7, sift 0.2)")
     args = ap.parse_args()
     if args.cmd == "pack":
         pack(args.data, args.val, args.output, args.quality, args.workers)
@@ -157,6 +168,9 @@ def main() -> None:
             if name not in MODELS or not value:
                 ap.error(f"--width {item}: give NAME=W with NAME one of {', '.join(MODELS)}")
             widths[name] = float(value)
+            if megabytes(name, widths[name]) > 16:
+                ap.error(f"--width {item}: a {megabytes(name, widths[name]):.1f} MB model file, over the 16 MB a lent "
+                         f"machine hands back (and a shipped model's 20 MB)")
         train_all(args.pack, args.out, 3.0 if args.quick else args.budget, args.quick, args.only, widths)
 
 

@@ -34,7 +34,11 @@ def test_gpu_recipe_width_override_starts_from_scratch_at_that_width(tmp_path):
     finally:
         sys.path.pop(0)
     same = gpu_models.train_command("hog", tmp_path, tmp_path, 60, "cpu", 64)
-    wide = gpu_models.train_command("hog", tmp_path, tmp_path, 60, "cpu", 64, width=0.75)
+    wide = gpu_models.train_command("hog", tmp_path, tmp_path, 60, "cpu", 64, width=0.38)
     assert "--init" in same and "--width" not in same
-    assert "--init" not in wide and wide[wide.index("--width") + 1] == "0.75"
+    assert "--init" not in wide and wide[wide.index("--width") + 1] == "0.38"
+    assert gpu_models.megabytes("hog", 0.38) < 16 < gpu_models.megabytes("hog", 0.5)
+    r = subprocess.run([sys.executable, str(SCRIPT), "train", "--pack", str(tmp_path), "--out", str(tmp_path),
+                        "--width", "hog=0.5"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "27.0 MB model file" in r.stderr
 
