@@ -139,9 +139,7 @@ def speed_block() -> str:
 
 
 def memory_block() -> str:
-    if not RESULTS.exists():
-        return "No measurements yet: `python bench/run.py --only memory` writes them.\n"
-    r = json.loads(RESULTS.read_text())
+    r = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if "memory" not in r:
         return "No measurements yet: `python bench/run.py --only memory` writes them.\n"
     m = r["memory"]

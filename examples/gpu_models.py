@@ -168,9 +168,10 @@ def main() -> None:
             if name not in MODELS or not value:
                 ap.error(f"--width {item}: give NAME=W with NAME one of {', '.join(MODELS)}")
             widths[name] = float(value)
-            if megabytes(name, widths[name]) > 16:
-                ap.error(f"--width {item}: a {megabytes(name, widths[name]):.1f} MB model file, over the 16 MB a lent "
-                         f"machine hands back (and a shipped model's 20 MB)")
+            size = megabytes(name, widths[name])
+            if size > 16:
+                ap.error(f"--width {item}: a {size:.1f} MB model file, over the 16 MB a lent machine hands back "
+                         f"(and a shipped model's 20 MB)")
         train_all(args.pack, args.out, 3.0 if args.quick else args.budget, args.quick, args.only, widths)
 
 

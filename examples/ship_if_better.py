@@ -24,9 +24,13 @@ def main() -> None:
     from featinv_cli.inverter import shipped_model
     from featinv_cli.safetensors_codec import json_field, read_metadata
 
-    args = sys.argv[1:]
-    val = args[args.index("--val") + 1] if "--val" in args else None
-    new = Path(args[0])
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", type=Path)
+    ap.add_argument("--val", help="score both files again on this folder first")
+    args = ap.parse_args()
+    val, new = args.val, args.model
     meta = read_metadata(new)
     shipped = shipped_model(from_metadata(meta["feature"], json_field(meta, "params", str(new), {})))
     if val:

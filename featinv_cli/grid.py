@@ -95,33 +95,23 @@ def labelled_grid(rows: list[list[np.ndarray]], col_labels: list[str] | None = N
     return np.concatenate(parts, axis=0)
 
 
-def row_labels(ff) -> list[str]:
-    """A label per row: what was done to it (labels metadata) or the image it came from."""
+def row_labels(ff, folders: bool = False) -> list[str]:
+    """A label per row: what was done to it (labels metadata) or the image it came from (its stem; with
+    ``folders``, its path below the folder it was extracted from, ``n01440764/a``: the PNG name
+    ``invert -o DIR/`` gives it, class folders kept as ``extract -o DIR/`` keeps them), else its number."""
     n = len(ff)
     if len(ff.labels) == n:
         return ff.labels
     if len(ff.sources) == n:
-        return [Path(s).stem for s in ff.sources]
-    return [f"#{i}" for i in range(n)]
-
-
-def row_file_names(ff) -> list[str]:
-    """A relative PNG name (no suffix) per row for ``invert -o DIR/``: what was done to it where the
-    file says (labels), else its source's path below the folder it was extracted from, class folders
-    kept as ``extract -o DIR/`` keeps them (``n01440764/a``), else its row number."""
-    n = len(ff)
-    if len(ff.labels) == n:
-        return ff.labels
-    if len(ff.sources) == n:
-        return [Path(s).with_suffix("").as_posix() for s in ff.sources]
+        return [Path(s).with_suffix("").as_posix() if folders else Path(s).stem for s in ff.sources]
     return [f"#{i}" for i in range(n)]
 
 
 class DirectoryOutput:
     """``invert -o DIR/``: one PNG per row, written as soon as its feature file is inverted (a folder
     of 12-megapixel photos never sits in memory at once; a file that fails later keeps the PNGs before
-    it). Names are made safe for a path, each part
-    on its own (no ``..``); a name already written is numbered (``dropout 0.5``, ``dropout 0.5-2``)."""
+    it). Names are made safe for a path, each part on its own (no ``..``); a name already written is
+    numbered (``dropout 0.5``, ``dropout 0.5-2``)."""
 
     def __init__(self, output: str):
         self.root = Path(output)  # made at the first write: a run that fails first leaves nothing

@@ -103,23 +103,20 @@ def detect_sift(views: torch.Tensor, extractor, on_image=None, workers: int = 0)
     are whole numbers 0..255): ~20 kB per view, where a dense 133-channel grid would take 0.8 MB.
     ``workers`` forked processes detect chunks of 64 views in parallel (the same result as one process)."""
     global _DETECTING
+    from contextlib import ExitStack
+    from multiprocessing import get_context
+
     starts = list(range(0, len(views), 64))
     _DETECTING = (views, extractor)
     parts = []
     try:
-        if workers <= 1:
-            for start, part in zip(starts, map(_detect_chunk, starts)):
+        with ExitStack() as stack:
+            results = map(_detect_chunk, starts) if workers <= 1 else stack.enter_context(
+                get_context("fork").Pool(workers, initializer=_one_thread)).imap(_detect_chunk, starts)
+            for start, part in zip(starts, results):
                 parts.append(part)
                 if on_image:
                     on_image(min(64, len(views) - start))
-        else:
-            from multiprocessing import get_context
-
-            with get_context("fork").Pool(workers, initializer=_one_thread) as pool:
-                for start, part in zip(starts, pool.imap(_detect_chunk, starts)):
-                    parts.append(part)
-                    if on_image:
-                        on_image(min(64, len(views) - start))
     finally:
         _DETECTING = ()
     if not parts:

@@ -69,7 +69,7 @@ def invert(
     from ..features import resolve
     from ..files import check_not_input, is_dir_target
     from ..formats import expand_feature_args, load_features
-    from ..grid import DirectoryOutput, row_file_names, row_labels, row_title, save_reconstructions
+    from ..grid import DirectoryOutput, row_labels, row_title, save_reconstructions
     from ..inverter import Inverter, shipped_model
 
     features = expand_feature_args(features)
@@ -101,7 +101,7 @@ def invert(
                 raise UsageError(f"--mirror-average: {extractor.name} features have no mirrored form (HOG and LBP do)")
             images = inverter(ff.features, None if grid_size else size, mirror_average=mirror_average)
         if directory:
-            directory.write(images, row_file_names(ff))
+            directory.write(images, row_labels(ff, folders=True))
             continue
         rows.append(images)
         captions.append(row_labels(ff))
