@@ -66,7 +66,7 @@ def _run(t: dict) -> str:
 
 def _trained_on(train: dict) -> str:
     """Every run a model file went through, oldest first (--init chains them)."""
-    from featinv_cli.train import training_summary
+    from featinv_cli.warmstart import training_summary
 
     runs, t, feature = [], training_summary(train), None
     while t:

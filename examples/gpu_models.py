@@ -34,10 +34,11 @@ ROOT = Path(__file__).resolve().parent.parent
 FEATINV = [sys.executable, "-m", "featinv_cli"]
 
 # name -> (feature spec, architecture, width). Widths keep each float16 file under 16 MB (what a lent
-# machine hands back per file) and all of them under 64 MB together.
+# machine hands back per file) and all of them under 64 MB together; where they are wider than the
+# shipped model's, its network is grown to them (train --init shipped --width).
 MODELS = {
-    "hog": ("hog", "skip", 0.3),
-    "lbp": ("lbp", "skip", 0.5),
+    "hog": ("hog", "skip", 0.38),
+    "lbp": ("lbp", "skip", 0.65),
     "sift": ("sift", "skip", 0.2),
     "squeezenet-conv1": ("squeezenet:conv1", "paper", 0.5),
     "squeezenet-fire5": ("squeezenet:fire5", "paper", 0.5),
@@ -70,27 +71,29 @@ def pack(dirs: list[str], val: str, out: Path, quality: int, workers: int) -> No
 
 def train_command(name: str, pack_dir: Path, out: Path, budget: float, device: str, batch: int,
                   width: float | None = None, data: Path | None = None) -> list[str]:
-    """The `featinv train` command of one model: the shipped model continued where the network is the
-    same (MODELS' width, or ``width`` to try another: then it starts from scratch)."""
+    """The `featinv train` command of one model: the shipped model continued (MODELS' width, or a larger
+    ``width``: the shipped network grown to it, `train --init --width`); from scratch where no shipped
+    model of that architecture exists or ``width`` is smaller than its."""
     from featinv_cli.features import parse_spec
     from featinv_cli.inverter import ASSETS
 
     spec, arch, default_width = MODELS[name]
     width = width or default_width
     shipped = ASSETS / f"{parse_spec(spec).shipped_name}.safetensors"
-    start = ["--init", "shipped"] if shipped.exists() and _same_network(shipped, arch, width) else \
-        ["--arch", arch, "--width", str(width)]
+    start = ["--init", "shipped", "--width", str(width)] if shipped.exists() and _grows(shipped, arch, width) \
+        else ["--arch", arch, "--width", str(width)]
     return [*FEATINV, "train", spec, "-d", str(data or pack_dir / "train.safetensors"), "-o", str(out / f"{name}.safetensors"),
             *start, "--steps", str(10 ** 9), "--minutes", str(budget / 60), "--batch", str(batch),
             "--device", device, "--val", str(pack_dir / "val.safetensors"), "--log-every", "200"]
 
 
-def _same_network(model: Path, arch: str, width: float) -> bool:
+def _grows(model: Path, arch: str, width: float) -> bool:
+    """Whether ``model``'s network is ``arch`` at ``width`` or narrower (so --init can start from it)."""
     from featinv_cli.safetensors_codec import json_field, read_metadata
     from featinv_cli.models.registry import canonical
 
     theirs = canonical(json_field(read_metadata(model), "arch", str(model), {}))
-    return theirs.get("name") == arch and float(theirs.get("width", 1.0)) == width
+    return theirs.get("name") == arch and float(theirs.get("width", 1.0)) <= width
 
 
 def train_all(pack_dir: Path, out: Path, budget: float, quick: bool, only: list[str] | None,
@@ -156,7 +159,8 @@ def main() -> None:
     t.add_argument("--quick", action="store_true", help="CPU, a few seconds per model: a test of the driver")
     t.add_argument("--only", nargs="+", choices=list(MODELS))
     t.add_argument("--width", nargs="+", default=[], metavar="NAME=W",
-                   help="another width for these models (from scratch), e.g. hog=0.38 lbp=0.7 (at most 16 MB "
+                   help="another width for these models (the shipped network grown to it when "
+                        "wider, else from scratch), e.g. hog=0.38 lbp=0.7 (at most 16 MB "
                         "a file: hog 0.38, lbp 0.7, sift 0.2)")
     args = ap.parse_args()
     if args.cmd == "pack":

@@ -18,10 +18,11 @@ from .formats import checkpoint_path, load_checkpoint, peek, save_checkpoint
 from .data import FeatureRowsDataset, fingerprint
 from .errors import FeatinvError
 from .features import from_metadata, parse_spec
-from .formats import ModelFile, load_model, save_model
-from .models import build, for_extractor
+from .formats import ModelFile, save_model
+from .models import for_extractor
 from .models.deep import AutoEncoder
 from .settings import TrainConfig
+from .warmstart import init_model
 
 
 def cosine_to_one_percent(lr: float, t: float) -> float:
@@ -148,60 +149,6 @@ def feature_scale(data: Data, extractor, finetune: bool) -> float:
         return 1.0
     feats = data.batches(0, False)[1]
     return float(1.0 / feats.float().std().clamp_min(1e-6)) if feats.numel() else 1.0
-
-
-def training_summary(train: dict) -> dict:
-    """What a model file's ``train`` record says about how much training it had, in one form for every
-    file (older ones lack seconds and images seen, the old GPU recipe's its device): steps, images seen,
-    photos, device, seconds. A model continued with --init adds its source's summary as ``before``."""
-    batch = train.get("batch") or (train.get("config") or {}).get("batch") or 64
-    steps = int(train.get("steps_done", 0))
-    seconds = train.get("seconds")
-    if seconds is None and train.get("images_per_second"):
-        seconds = round(steps * batch / train["images_per_second"], 1)
-    out = {"steps_done": steps, "images_seen": train.get("images_seen", steps * batch),
-           "data_images": train.get("data_images"), "seconds": seconds,
-           "device": train.get("device") or ("NVIDIA H200" if train.get("recipe") else "cpu"),
-           **({"threads": train["threads"]} if train.get("threads") else {})}
-    if "init" in train:
-        out["before"] = train["init"]
-    return out
-
-
-def init_model(cfg: TrainConfig, extractor):
-    """`--init`: the model file's network with its weights, arch metadata and normalization, checked
-    against this run's feature and architecture."""
-    from .inverter import same_settings
-    from .models.registry import canonical
-
-    mf = load_model(cfg.init)
-    source = from_metadata(mf.feature, mf.params)
-    arch = canonical(mf.arch)
-    if source.spec != extractor.spec or not same_settings(mf.params, extractor.params):
-        # Another feature's model is a starting point only when its network reads this feature's
-        # grid as it is (e.g. sift -> colmap-sift: the same 133 channels at stride 4).
-        hyper = {k: arch[k] for k in ("width", "upsample", "input_scale") if k in arch}
-        try:
-            _, wanted = for_extractor(arch["name"], extractor, **hyper)
-        except FeatinvError:
-            wanted = {}
-        if wanted != arch:
-            raise FeatinvError(f"--init {cfg.init}: inverts {source.spec} {mf.params}, not {extractor.spec} "
-                               f"{extractor.params}, and its network takes another input")
-    mine = {"name": cfg.arch, "width": cfg.width, "upsample": cfg.upsample}
-    theirs = {"name": arch["name"], "width": float(arch.get("width", 1.0)), "upsample": arch.get("upsample", "zeros")}
-    if mine != theirs:
-        raise FeatinvError(f"--init {cfg.init}: its network is {theirs}, this run's is {mine}; leave --arch, "
-                           f"--width and --upsample out to take the file's")
-    if arch.get("finetuned_encoder") or cfg.finetune_encoder:
-        raise FeatinvError("--init and --finetune-encoder do not go together (yet)")
-    model = build(arch)
-    model.load_state_dict(mf.state)
-    summary = training_summary(mf.train)
-    extra = {"mean": mf.normalization["mean"], "input_scale": float(arch.get("input_scale", 1.0)),
-             "init": {"file": Path(cfg.init).name, **({"feature": source.spec} if source.spec != extractor.spec else {}),
-                      **summary}}
-    return model, arch, extra
 
 
 def _network(cfg: TrainConfig, extractor, input_scale: float):

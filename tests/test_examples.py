@@ -27,17 +27,19 @@ def test_gpu_recipe_quick_form_runs_end_to_end(image_dir, tmp_path):
     assert load_model(out / "hog.safetensors").train["init"]["file"] == "hog.safetensors"  # continued the shipped
 
 
-def test_gpu_recipe_width_override_starts_from_scratch_at_that_width(tmp_path):
+def test_gpu_recipe_grows_the_shipped_network_to_a_larger_width_and_starts_a_smaller_from_scratch(tmp_path):
     sys.path.insert(0, str(ROOT / "examples"))
     try:
         import gpu_models
     finally:
         sys.path.pop(0)
-    same = gpu_models.train_command("hog", tmp_path, tmp_path, 60, "cpu", 64)
     wide = gpu_models.train_command("hog", tmp_path, tmp_path, 60, "cpu", 64, width=0.38)
-    assert "--init" in same and "--width" not in same
-    assert "--init" not in wide and wide[wide.index("--width") + 1] == "0.38"
+    narrow = gpu_models.train_command("hog", tmp_path, tmp_path, 60, "cpu", 64, width=0.2)
+    assert wide[wide.index("--init") + 1] == "shipped" and wide[wide.index("--width") + 1] == "0.38"
+    assert "--init" not in narrow and narrow[narrow.index("--arch") + 1] == "skip"
     assert gpu_models.megabytes("hog", 0.38) < 16 < gpu_models.megabytes("hog", 0.5)
+    sizes = [gpu_models.megabytes(name, width) for name, (_, _, width) in gpu_models.MODELS.items()]
+    assert max(sizes) < 16 and sum(sizes) < 63  # what a lent machine hands back: 16 MiB a file, 64 together
     r = subprocess.run([sys.executable, str(SCRIPT), "train", "--pack", str(tmp_path), "--out", str(tmp_path),
                         "--width", "hog=0.5"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "27.0 MB model file" in r.stderr

@@ -109,3 +109,33 @@ def test_one_registry_names_typed_are_names_stored():
     assert type(build(old)) is type(build(conv)) and conv["form"] == "conv"
     with pytest.raises(FeatinvError, match="unknown architecture 'unet'"):
         build({"name": "unet"})
+
+
+@pytest.mark.parametrize("arch, feature", [("skip", "hog"), ("paper", "lbp"), ("paper", "squeezenet:fire5")])
+def test_widened_network_computes_what_the_narrow_one_did(arch, feature):
+    """train --init --width: the wider network's output equals the narrow one's before any step (the
+    skip network's merges read concatenations, whose old channels sit at the start of each half)."""
+    from featinv_cli.models.widen import widen
+
+    torch.manual_seed(0)
+    ext = parse_spec(feature)
+    narrow, _ = for_extractor(arch, ext, width=0.0625)
+    for p in narrow.parameters():  # trained weights: no zero output layer to hide a wrong copy behind
+        torch.nn.init.normal_(p, 0.0, 0.05)
+    wide, _ = for_extractor(arch, ext, width=0.1)
+    x = torch.randn(2, ext.channels, 8, 8)
+    assert not torch.allclose(narrow(x), wide(x), atol=1e-4)
+    widen(narrow, wide)
+    assert torch.allclose(narrow(x), wide(x), atol=1e-6)
+    assert sum(p.numel() for p in wide.parameters()) > sum(p.numel() for p in narrow.parameters())
+
+
+def test_widening_refuses_narrowing_and_fc_networks():
+    from featinv_cli.models.widen import widen
+
+    ext = parse_spec("hog")
+    with pytest.raises(ValueError, match="cannot widen"):
+        widen(for_extractor("skip", ext, width=0.25)[0], for_extractor("skip", ext, width=0.125)[0])
+    fc = parse_spec("squeezenet:pool10")
+    with pytest.raises(ValueError, match="fully connected"):
+        widen(for_extractor("paper", fc, width=0.01)[0], for_extractor("paper", fc, width=0.02)[0])

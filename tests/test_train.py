@@ -245,8 +245,26 @@ def test_init_refuses_another_feature_or_network(image_dir, tmp_path):
     train(cfg(image_dir, source, steps=1, arch="skip"))
     with pytest.raises(FeatinvError, match="inverts hog"):
         train(cfg(image_dir, tmp_path / "l.safetensors", feature="lbp", steps=1, init=str(source), arch="skip"))
-    with pytest.raises(FeatinvError, match="width"):
-        train(cfg(image_dir, tmp_path / "w.safetensors", steps=1, init=str(source), arch="skip", width=0.25))
+    with pytest.raises(FeatinvError, match="not shrink"):
+        train(cfg(image_dir, tmp_path / "w.safetensors", steps=1, init=str(source), arch="skip", width=0.0625))
+    with pytest.raises(FeatinvError, match="upsample"):
+        train(cfg(image_dir, tmp_path / "u.safetensors", steps=1, init=str(source), arch="skip", upsample="resize"))
+
+
+def test_init_with_a_larger_width_grows_the_network_and_starts_where_it_was(image_dir, tmp_path):
+    """Same seed, same first batch: the widened run's first loss (before any update) is the narrow
+    run's, so the growth kept the function; the file is wider and says what it grew from."""
+    source = tmp_path / "source.safetensors"
+    train(cfg(image_dir, source, steps=20, checkpoint_every=100, lr=3e-3, arch="skip"))
+    same, wide = [], []
+    train(cfg(image_dir, tmp_path / "same.safetensors", steps=2, init=str(source), arch="skip"),
+          on_step=lambda s, t, loss, r: same.append(loss))
+    train(cfg(image_dir, tmp_path / "wide.safetensors", steps=2, init=str(source), arch="skip", width=0.25),
+          on_step=lambda s, t, loss, r: wide.append(loss))
+    assert wide[0] == pytest.approx(same[0], rel=1e-4)
+    m = load_model(tmp_path / "wide.safetensors")
+    assert m.arch["width"] == 0.25 and m.train["init"]["widened_from"] == 0.125
+    assert sum(v.numel() for v in m.state.values()) > sum(v.numel() for v in weights(source).values())
 
 
 def test_ema_saves_averaged_weights_that_score_no_worse(image_dir, tmp_path):

@@ -60,7 +60,10 @@ def train(
                              "skip (hog, lbp, sift): the same with U-Net skip connections; auto (default): "
                              "skip for hog, lbp, sift, paper for CNN layers, as the shipped models."),
     width: Optional[float] = typer.Option(None, help="Channel multiplier (1.0 = the paper's widths; default: "
-                                          "the shipped model's for this feature, else 1.0)."),
+                                          "the shipped model's for this feature, else 1.0; with --init, the file's). With "
+                                          "--init, a larger width grows the file's network: the wider one starts "
+                                          "out computing exactly what the file's does (its new channels have no "
+                                          "say until training gives them one)."),
     upsample: str = typer.Option(D.upsample, help="--arch skip: how up-convolutions double the size. zeros "
                                  "(the paper's: zero insertion, then 5x5 conv) or resize (repeat pixels, then "
                                  "5x5 conv: no 2-pixel checkerboard in flat regions)."),
@@ -76,7 +79,8 @@ def train(
                                   "CNN layers (their input size is fixed)."),
     init: Optional[Path] = typer.Option(None, "--init", metavar="MODEL", help="Start from this model file's "
                                         "weights (or 'shipped': the model featinv ships for this feature) with "
-                                        "a fresh optimizer and warm-up; its architecture and width too. Another "
+                                        "a fresh optimizer and warm-up; its architecture and width too (--width "
+                                        "may grow it). Another "
                                         "feature's model will do where its network reads this grid as it is "
                                         "(sift for colmap-sift)."),
     warmup: int = typer.Option(D.warmup, "--warmup", metavar="STEPS", help="Raise the learning rate linearly "
@@ -128,6 +132,7 @@ def train(
       featinv train hog -d photos/ -o hog.safetensors --width 0.3 --steps 5000
       featinv pack photos/ -o views.safetensors && featinv train hog -d views.safetensors -o hog.safetensors
       featinv train hog -d views.safetensors -o hog2.safetensors --init shipped --ema 0.999
+      featinv train hog -d views.safetensors -o hog3.safetensors --init shipped --width 0.38
       featinv train hog -d photos/ -o hog.safetensors --steps 5000 --resume
       torchrun --nproc-per-node 4 $(which featinv) train hog -d photos/ -o hog.safetensors
 

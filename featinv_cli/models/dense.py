@@ -81,6 +81,8 @@ class SkipInverter(nn.Module):
     extra 3x3 convolution; the up-convolutions below the cell size are the paper's.
     """
 
+    CONCATENATED_INPUTS = {"merge": 2}  # each merge reads cat(up-sampled, skip): what widen() must know
+
     def __init__(self, in_channels: int, stride: int, width: float = 1.0, upsample: str = "zeros"):
         super().__init__()
         self.in_channels, self.stride = in_channels, stride

@@ -1,0 +1,57 @@
+"""Grow a trained inverter into a wider one that computes the same function (``train --init --width``).
+
+Every convolution of the wide network keeps the narrow one's weights between the old channels. The new
+output channels start from the wide network's own random initialisation, and the weights from new
+input channels into old output channels start at zero, so before the first step the old channels and
+the image are exactly what the narrow network computed; the new channels only join in as training
+moves those zeros. (Net2Net, Chen et al. 2016, copies channels instead; zero blocks need no noise to
+break the symmetry of copies.) The inverters have no normalisation layers, so nothing else couples
+old and new channels.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _kept(old: int, new: int, blocks: int) -> torch.Tensor:
+    """Indices of the old channels among the new ones. An input made by concatenating ``blocks`` maps of
+    equal width (a U-Net merge: up-sampled, skip) keeps the old channels at the start of each block."""
+    if old % blocks or new % blocks or old > new:
+        raise ValueError(f"cannot widen {old} channels in {blocks} blocks to {new}")
+    o, n = old // blocks, new // blocks
+    return torch.cat([torch.arange(b * n, b * n + o) for b in range(blocks)])
+
+
+def concatenated_inputs(network: nn.Module) -> dict[str, int]:
+    """Layer name -> how many equal-width maps its input concatenates (1 unless the network says)."""
+    return {f"{prefix}.{name}" if name else prefix: blocks
+            for prefix, blocks in getattr(network, "CONCATENATED_INPUTS", {}).items()
+            for name, m in getattr(network, prefix).named_modules() if isinstance(m, nn.Conv2d)}
+
+
+@torch.no_grad()
+def widen(narrow: nn.Module, wide: nn.Module) -> nn.Module:
+    """Write ``narrow``'s weights into ``wide`` (same architecture, at least as many channels per layer)
+    so that ``wide`` computes what ``narrow`` does. Returns ``wide``."""
+    layers = dict(narrow.named_modules())
+    blocks = concatenated_inputs(wide)
+    for name, big in wide.named_modules():
+        if isinstance(big, nn.Linear):
+            raise ValueError("networks with fully connected layers (the fc form) cannot be widened")
+        if not isinstance(big, (nn.Conv2d, nn.ConvTranspose2d)):
+            continue
+        small = layers.get(name)
+        if type(small) is not type(big) or small.kernel_size != big.kernel_size:
+            raise ValueError(f"layer {name}: the networks differ in more than width")
+        ins = _kept(small.in_channels, big.in_channels, blocks.get(name, 1))
+        outs = _kept(small.out_channels, big.out_channels, 1)
+        # Conv2d weights are (out, in, kh, kw); ConvTranspose2d's are (in, out, kh, kw).
+        flip = isinstance(big, nn.ConvTranspose2d)
+        w = big.weight.transpose(0, 1) if flip else big.weight  # a view: writes land in big.weight
+        old = small.weight.transpose(0, 1) if flip else small.weight
+        w[outs] = 0.0
+        w[outs[:, None], ins[None, :]] = old.to(w.dtype)
+        if big.bias is not None:
+            big.bias[outs] = small.bias.to(big.bias.dtype)
+    return wide

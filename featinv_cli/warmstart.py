@@ -1,0 +1,74 @@
+"""`train --init`: a run that starts from a model file's network and weights, grown wider when asked."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import FeatinvError
+from .features import from_metadata
+from .formats import load_model
+from .models import build, for_extractor
+from .settings import TrainConfig
+
+
+def training_summary(train: dict) -> dict:
+    """What a model file's ``train`` record says about how much training it had, in one form for every
+    file (older ones lack seconds and images seen, the old GPU recipe's its device): steps, images seen,
+    photos, device, seconds. A model continued with --init adds its source's summary as ``before``."""
+    batch = train.get("batch") or (train.get("config") or {}).get("batch") or 64
+    steps = int(train.get("steps_done", 0))
+    seconds = train.get("seconds")
+    if seconds is None and train.get("images_per_second"):
+        seconds = round(steps * batch / train["images_per_second"], 1)
+    out = {"steps_done": steps, "images_seen": train.get("images_seen", steps * batch),
+           "data_images": train.get("data_images"), "seconds": seconds,
+           "device": train.get("device") or ("NVIDIA H200" if train.get("recipe") else "cpu"),
+           **({"threads": train["threads"]} if train.get("threads") else {})}
+    if "init" in train:
+        out["before"] = train["init"]
+    return out
+
+
+def init_model(cfg: TrainConfig, extractor):
+    """The model file's network with its weights, arch metadata and normalization, checked against this
+    run's feature and architecture. A larger ``cfg.width`` grows the network first (models/widen.py):
+    the wider network starts out computing exactly what the file's does."""
+    from .inverter import same_settings
+    from .models.registry import canonical
+    from .models.widen import widen
+
+    mf = load_model(cfg.init)
+    source = from_metadata(mf.feature, mf.params)
+    arch = canonical(mf.arch)
+    if source.spec != extractor.spec or not same_settings(mf.params, extractor.params):
+        # Another feature's model is a starting point only when its network reads this feature's
+        # grid as it is (e.g. sift -> colmap-sift: the same 133 channels at stride 4).
+        hyper = {k: arch[k] for k in ("width", "upsample", "input_scale") if k in arch}
+        try:
+            _, wanted = for_extractor(arch["name"], extractor, **hyper)
+        except FeatinvError:
+            wanted = {}
+        if wanted != arch:
+            raise FeatinvError(f"--init {cfg.init}: inverts {source.spec} {mf.params}, not {extractor.spec} "
+                               f"{extractor.params}, and its network takes another input")
+    width = float(arch.get("width", 1.0))
+    mine = {"name": cfg.arch, "upsample": cfg.upsample}
+    theirs = {"name": arch["name"], "upsample": arch.get("upsample", "zeros")}
+    if mine != theirs or cfg.width < width:
+        raise FeatinvError(f"--init {cfg.init}: its network is {dict(theirs, width=width)}, this run's is "
+                           f"{dict(mine, width=cfg.width)}; leave --arch and --upsample out to take the file's "
+                           f"(--width may grow the network, not shrink it)")
+    if arch.get("finetuned_encoder") or cfg.finetune_encoder:
+        raise FeatinvError("--init and --finetune-encoder do not go together (yet)")
+    model = build(arch)
+    model.load_state_dict(mf.state)
+    start = {"file": Path(cfg.init).name, **({"feature": source.spec} if source.spec != extractor.spec else {}),
+             **training_summary(mf.train)}
+    if cfg.width > width:
+        arch = dict(arch, width=cfg.width)
+        try:
+            model = widen(model, build(arch))
+        except ValueError as e:
+            raise FeatinvError(f"--init {cfg.init} --width {cfg.width:g}: {e}") from None
+        start["widened_from"] = width
+    extra = {"mean": mf.normalization["mean"], "input_scale": float(arch.get("input_scale", 1.0)), "init": start}
+    return model, arch, extra
