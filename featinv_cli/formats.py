@@ -68,8 +68,12 @@ FEATURE_SUFFIXES = (".safetensors", ".npy")
 
 def expand_feature_args(args) -> list[str]:
     """Command-line feature arguments: files (and -) as given, a directory expanded to the feature
-    files below it in sorted path order (what ``extract -o DIR/`` wrote, sub-folders included)."""
+    files below it in sorted path order (what ``extract -o DIR/`` wrote, sub-folders included). A file
+    that a directory holds is left out there when it is also named on its own or in an earlier
+    directory: `invert a.npy feats/` with a.npy in feats/ inverts it once."""
     out: list[str] = []
+    named = {Path(a).resolve() for a in args if a != "-" and not Path(a).is_dir()}
+    listed: set[Path] = set()
     for a in args:
         p = Path(a)
         if a == "-" or not p.is_dir():
@@ -79,8 +83,13 @@ def expand_feature_args(args) -> list[str]:
         if not found:
             raise FeatinvError(f"{a}: no feature files found (looked for {', '.join(FEATURE_SUFFIXES)}, "
                                f"sub-directories included)")
-        out.extend(str(f) for f in found)
+        for f in found:
+            if f.resolve() not in named | listed:
+                out.append(str(f))
+                listed.add(f.resolve())
     return out
+
+
 # Leading bytes of the image formats users hand to commands that want feature files.
 IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
 

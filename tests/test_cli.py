@@ -83,6 +83,14 @@ def test_invert_takes_a_directory_of_feature_files(cli, photos, tiny_model, tmp_
     written = sorted(p.relative_to(tmp_path / "recon").as_posix() for p in (tmp_path / "recon").rglob("*.png"))
     assert written == ["cups/cat.png", "siamese/cat.png", "tabby/cat.png"]
     assert iio.imread(tmp_path / "recon" / "cups" / "cat.png").shape == iio.imread(photos["coffee"]).shape
+    # A file named on its own and again inside a named folder (either order) is inverted once.
+    from featinv_cli.formats import expand_feature_args
+
+    feats, one = tmp_path / "feats", str(tmp_path / "feats" / "cups" / "cat.safetensors")
+    assert len(expand_feature_args([str(feats)])) == 3
+    assert expand_feature_args([one, str(feats)]).count(one) == 1 and len(expand_feature_args([one, str(feats)])) == 3
+    assert expand_feature_args([str(feats), one])[-1] == one and len(expand_feature_args([str(feats), one])) == 3
+    assert len(expand_feature_args([str(feats), str(feats / "cups")])) == 3
     (tmp_path / "empty").mkdir()
     r = cli("invert", tmp_path / "empty", "-m", tiny_model, "-o", f"{tmp_path}/none/")
     assert r.code == 1 and "no feature files found" in r.err and not (tmp_path / "none").exists()
