@@ -80,11 +80,14 @@ def decode_views(files: list[Path], side: int, workers: int = 0, on_image=None) 
 _DETECTING: tuple = ()  # (views, extractor) of detect_sift, inherited by its forked workers
 
 
+SIFT_CHUNK = 64  # views per task of detect_sift's workers
+
+
 def _detect_chunk(start: int) -> dict[str, np.ndarray]:
-    """SIFT of views start..start+63 and their mirrors, as numpy arrays (plain pickles from a worker)."""
+    """SIFT of views start..start+SIFT_CHUNK-1 and their mirrors, as numpy arrays (plain pickles from a worker)."""
     views, extractor = _DETECTING
     kps, descs, counts = [], [], []
-    for i in range(start, min(start + 64, len(views))):
+    for i in range(start, min(start + SIFT_CHUNK, len(views))):
         x = views[i:i + 1].float() / 255.0
         raw = extractor.detect(torch.cat([x, x.flip(-1)]))
         kps.append(raw["keypoints"])
@@ -101,12 +104,12 @@ def _one_thread() -> None:
 def detect_sift(views: torch.Tensor, extractor, on_image=None, workers: int = 0) -> dict[str, torch.Tensor]:
     """Raw SIFT of each view and of its mirror image (rows 2i, 2i+1), descriptors as uint8 (OpenCV's
     are whole numbers 0..255): ~20 kB per view, where a dense 133-channel grid would take 0.8 MB.
-    ``workers`` forked processes detect chunks of 64 views in parallel (the same result as one process)."""
+    ``workers`` forked processes detect chunks of SIFT_CHUNK views in parallel (the same result as one process)."""
     global _DETECTING
     from contextlib import ExitStack
     from multiprocessing import get_context
 
-    starts = list(range(0, len(views), 64))
+    starts = list(range(0, len(views), SIFT_CHUNK))
     _DETECTING = (views, extractor)
     parts = []
     try:
@@ -116,7 +119,7 @@ def detect_sift(views: torch.Tensor, extractor, on_image=None, workers: int = 0)
             for start, part in zip(starts, results):
                 parts.append(part)
                 if on_image:
-                    on_image(min(64, len(views) - start))
+                    on_image(min(SIFT_CHUNK, len(views) - start))
     finally:
         _DETECTING = ()
     if not parts:

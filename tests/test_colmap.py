@@ -199,13 +199,22 @@ def test_a_batch_of_images_gives_each_its_own_grid():
         assert torch.equal(together["descriptors"][rows], alone["descriptors"]), i
 
 
-def test_a_colmap_sift_model_trains_from_packed_views(cli, tmp_path):
-    """`pack --sift colmap-sift` detects COLMAP's SIFT once per view and mirror image, and `train
+def test_a_colmap_sift_model_trains_from_packed_views(cli, tmp_path, monkeypatch):
+    """`pack --sift colmap-sift` detects COLMAP's SIFT once per view and mirror image (the same with
+    --workers 2), and `train
     colmap-sift` cuts its crops' grids from them, as for OpenCV's SIFT."""
     pytest.importorskip("pycolmap", reason="pycolmap is not installed (pip install 'featinv[colmap]')")
     views = tmp_path / "v.safetensors"
     r = cli("pack", FIXTURE / "photos", "-o", views, "--side", "96", "--sift", "colmap-sift")
     assert r.code == 0, r.err
+    forked = tmp_path / "forked.safetensors"  # two forked processes, a view each at a time: the same keypoints
+    import featinv_cli.views
+
+    monkeypatch.setattr(featinv_cli.views, "SIFT_CHUNK", 1)
+    r = cli("pack", FIXTURE / "photos", "-o", forked, "--side", "96", "--sift", "colmap-sift", "--workers", "2")
+    assert r.code == 0, r.err
+    for k in ("keypoints", "descriptors", "counts"):
+        assert torch.equal(load_views(forked).sift[k], load_views(views).sift[k]), k
     colmap = parse_spec("colmap-sift")
     for step in range(3):  # crops as big as the views: each is COLMAP's SIFT of the image the batch holds
         x, grid = ViewBatches(load_views(views), colmap, 96, 4, 0, 1.0, torch.device("cpu"))(step)

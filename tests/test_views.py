@@ -96,9 +96,13 @@ def test_pack_command(cli, image_dir, tmp_path):
     assert "sift spec" in one_line_error(cli("pack", image_dir, "-o", out, "--sift", "hog"))
 
 
-def test_sift_added_to_a_views_file_later_in_parallel_is_the_same(cli, packed, image_dir, tmp_path):
+def test_sift_added_to_a_views_file_later_in_parallel_is_the_same(cli, packed, image_dir, tmp_path, monkeypatch):
     """pack photos/ then pack views.safetensors --sift sift --workers 2 (what a GPU machine does with a
-    carried WebP pack) gives the keypoints pack photos/ --sift sift gives in one process."""
+    carried WebP pack) gives the keypoints pack photos/ --sift sift gives in one process (in chunks of
+    3 views here, so the workers' parts are put back together in order)."""
+    import featinv_cli.views
+
+    monkeypatch.setattr(featinv_cli.views, "SIFT_CHUNK", 3)
     plain, again = tmp_path / "plain.safetensors", tmp_path / "again.safetensors"
     assert cli("pack", image_dir, "-o", plain, "--side", "80").code == 0
     r = cli("pack", plain, "--sift", "sift", "--workers", "2", "-o", again)
