@@ -1,10 +1,13 @@
 """The training loop (paper eq. 3): MSE in pixel space, Adam, seeded, checkpointed, resumable."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -185,9 +188,32 @@ class WeightAverage(torch.nn.Module):
 
 
 class Interrupted(FeatinvError):
-    """Ctrl-C (SIGINT) during training, after the checkpoint was saved. Exit code 130, as shells expect."""
+    """Ctrl-C (SIGINT) during training, after the checkpoint was saved. Exit code 130, as shells expect;
+    143 for SIGTERM."""
 
     exit_code = 130
+
+
+class Terminated(Exception):
+    """SIGTERM during training (`kill`, a batch scheduler's time limit): stops the run as Ctrl-C does."""
+
+
+@contextlib.contextmanager
+def sigterm_stops_training():
+    """SIGTERM raises Terminated in the loop, so a killed run saves its checkpoint first (the main
+    thread only: Python runs signal handlers there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _device(cfg: TrainConfig, world: int) -> torch.device:
@@ -247,8 +273,9 @@ def train(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int, int, f
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                         else None)
-    stats = _loop(cfg, net, model, averaged, opt, data, extra, start, device, rank, world, encoder is not None,
-                  on_step)
+    with sigterm_stops_training():
+        stats = _loop(cfg, net, model, averaged, opt, data, extra, start, device, rank, world, encoder is not None,
+                      on_step)
     meta = {"config": dataclasses.asdict(cfg), "steps_done": stats["step"], "final_loss": stats["loss"],
             "processes": world, "images_seen": stats["step"] * cfg.batch,
             "epochs": round(stats["step"] * cfg.batch / data.images, 2), "seconds": stats["seconds"],
@@ -324,12 +351,15 @@ def _loop(cfg, net, model, averaged, opt, data: Data, extra: dict, start: int, d
             if rank == 0 and (progress() < 1 and due or progress() >= 1 and cfg.keep_checkpoint):
                 save()
                 saved = time.perf_counter()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as e:
         if rank == 0 and step > start:
             save()
         kept = f"; checkpoint {ckpt} saved, add --resume to the same command to continue" \
             if ckpt.exists() else "; no checkpoint yet"
-        raise Interrupted(f"training interrupted at step {step}/{cfg.steps}{kept}") from None
+        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        stopped = Interrupted(f"training {how} at step {step}/{cfg.steps}{kept}")
+        stopped.exit_code = 143 if isinstance(e, Terminated) else 130
+        raise stopped from None
     elapsed = time.perf_counter() - t0
     return {"step": step, "loss": loss_avg, "seconds": round(spent + elapsed, 1),
             "rate": round(world * seen / elapsed, 1) if seen else None}

@@ -167,8 +167,10 @@ def test_resume_of_a_finished_run_says_so(image_dir, tmp_path):
         train(cfg(image_dir, out, steps=2, keep_checkpoint=True), resume=True)
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits_130(image_dir, tmp_path):
-    """SIGINT, as a terminal's Ctrl-C sends it: one line, exit 130, no model, a checkpoint to resume."""
+@pytest.mark.parametrize("signame, code, said", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated (SIGTERM)")])
+def test_ctrl_c_or_kill_saves_a_checkpoint_and_exits_130_or_143(image_dir, tmp_path, signame, code, said):
+    """SIGINT, as a terminal's Ctrl-C sends it, or SIGTERM (kill, a scheduler's time limit): one line,
+    exit 130 or 143, no model, a checkpoint to resume."""
     import signal
     import subprocess
     import sys
@@ -185,11 +187,11 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(image_dir, tmp_path):
     first = proc.stderr.readline()  # the first step's log line: training is under way
     assert first.startswith("step 1/"), first
     time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, signame))
     rest = proc.communicate(timeout=120)[1]
-    assert proc.returncode == 130
+    assert proc.returncode == code
     last = [line for line in rest.splitlines() if not line.startswith("step ")]
-    assert len(last) == 1 and last[0].startswith("featinv: interrupted: training interrupted at step "), rest[-500:]
+    assert len(last) == 1 and last[0].startswith(f"featinv: interrupted: training {said} at step "), rest[-500:]
     assert "--resume" in last[0]
     assert checkpoint_path(out).exists() and not out.exists()
     assert not list(tmp_path.glob(".*tmp*")) and not list(tmp_path.glob("*.tmp"))

@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     except FeatinvError as e:
         if debug:
             raise
-        if e.exit_code == 130:
-            _interrupted(str(e))
+        if e.exit_code in (130, 143):  # training stopped by SIGINT or SIGTERM, its checkpoint saved
+            _interrupted(str(e), e.exit_code)
         _fail(str(e), e.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)
@@ -114,7 +114,8 @@ def run() -> None:
     os._exit(code)
 
 
-def _interrupted(detail: str = "") -> None:
-    """Ctrl-C: one line, exit 130 (128 + SIGINT) as shells expect; atomic writes left no partial file."""
+def _interrupted(detail: str = "", code: int = 130) -> None:
+    """Ctrl-C: one line, exit 130 (128 + SIGINT; 143 for SIGTERM) as shells expect; atomic writes left
+    no partial file."""
     sys.stderr.write(f"featinv: interrupted{': ' + detail if detail else ''}\n")
-    sys.exit(130)
+    sys.exit(code)

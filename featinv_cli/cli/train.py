@@ -99,7 +99,7 @@ def train(
                                 "--features rows (-1: cores - 1, max 4). Training batches are made in the "
                                 "main process."),
     checkpoint_every: int = typer.Option(D.checkpoint_every, help="Write OUTPUT.ckpt every N steps, every 5 minutes, and "
-                                         "on Ctrl-C."),
+                                         "on Ctrl-C or SIGTERM."),
     keep_checkpoint: bool = typer.Option(False, "--keep-checkpoint", help="Keep OUTPUT.ckpt (weights and "
                                          "optimizer state) after the run finishes; by default it is removed."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT.ckpt with the same settings."),
@@ -125,7 +125,8 @@ def train(
     space. The photos are decoded once (or packed beforehand with `featinv pack`); each step cuts a
     batch of random crops (zoom, flips) from them and computes its features on the training device,
     in the main process. Seeded: the same seed and data give the same model on CPU. Ctrl-C saves a
-    checkpoint and stops (exit 130); a stopped or killed run continues with --resume.
+    checkpoint and stops (exit 130; SIGTERM, as `kill` or a batch scheduler sends it: the same, exit
+    143); a stopped or killed run continues with --resume.
 
     \b
     Examples:
