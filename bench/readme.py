@@ -71,8 +71,10 @@ def _trained_on(train: dict) -> str:
     runs, t, feature = [], training_summary(train), None
     while t:
         feature = t.get("feature", feature)  # runs under an --init of another feature's model
-        runs.append(_run(t) + (f" (as `{feature}`)" if feature else ""))
-        t = t.get("before") or t.get("init")
+        start = t.get("before") or t.get("init")
+        grown = f", the network grown from width {start['widened_from']:g}" if (start or {}).get("widened_from") else ""
+        runs.append(_run(t) + grown + (f" (as `{feature}`)" if feature else ""))
+        t = start
     return "; then ".join(reversed(runs))
 
 
