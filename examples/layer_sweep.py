@@ -75,6 +75,9 @@ def main() -> None:
     p.add_argument("--optimize-images", type=int, default=4)
     p.add_argument("--optimize-steps", type=int, default=200)
     p.add_argument("--out", default="out/sweep")
+    p.add_argument("--update", type=Path, default=None, metavar="SWEEP_JSON",
+                   help="also write this sweep's rows into an earlier sweep.json (e.g. docs/figures/"
+                        "squeezenet-fig7.json after shipping another layer's inverter) and redraw its .png")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -121,6 +124,21 @@ def main() -> None:
     (out / "sweep.md").write_text("\n".join(table) + "\n")
     plot(rows, out / "sweep.png")
     print("\n".join(table))
+    if args.update:
+        update(args.update, rows)
+
+
+def update(path: Path, rows: list[dict]) -> None:
+    """Replace the rows of these layers in an earlier sweep's JSON (in its layer order) and redraw its plot."""
+    earlier = json.loads(path.read_text())
+    new = {r["layer"]: r for r in rows}
+    missing = sorted(set(new) - {r["layer"] for r in earlier["rows"]})
+    if missing:
+        raise SystemExit(f"{path} has no row for {', '.join(missing)}")
+    earlier["rows"] = [new.get(r["layer"], r) for r in earlier["rows"]]
+    path.write_text(json.dumps(earlier, indent=1) + "\n")
+    plot(earlier["rows"], path.with_suffix(".png"))
+    print(f"updated {path} and {path.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

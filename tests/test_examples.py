@@ -44,3 +44,26 @@ def test_gpu_recipe_grows_the_shipped_network_to_a_larger_width_and_starts_a_sma
                         "--width", "hog=0.5"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "27.0 MB model file" in r.stderr
 
+
+
+def test_layer_sweep_update_replaces_only_the_swept_layers_rows(tmp_path):
+    """layer_sweep.py --update: a new layer's row goes into the earlier sweep in its place, the others stay,
+    the plot is redrawn; a layer the earlier sweep lacks is refused."""
+    import imageio.v3 as iio
+    import pytest
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import layer_sweep
+    finally:
+        sys.path.pop(0)
+    earlier = tmp_path / "fig7.json"
+    rows = [{"layer": name, "learned": None, "learned_same_images": None, "optimize": 0.1 * (i + 1)}
+            for i, name in enumerate(("conv1", "fire2", "fire3"))]
+    earlier.write_text(json.dumps({"weights": "", "steps": 0, "rows": rows}))
+    new = {"layer": "fire2", "learned": 0.25, "learned_same_images": 0.2, "optimize": 0.21}
+    layer_sweep.update(earlier, [new])
+    assert json.loads(earlier.read_text())["rows"] == [rows[0], new, rows[2]]
+    assert iio.imread(tmp_path / "fig7.png").shape == (420, 720, 3)
+    with pytest.raises(SystemExit, match="no row for fire9"):
+        layer_sweep.update(earlier, [dict(new, layer="fire9")])
