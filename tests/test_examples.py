@@ -67,3 +67,41 @@ def test_layer_sweep_update_replaces_only_the_swept_layers_rows(tmp_path):
     assert iio.imread(tmp_path / "fig7.png").shape == (420, 720, 3)
     with pytest.raises(SystemExit, match="no row for fire9"):
         layer_sweep.update(earlier, [dict(new, layer="fire9")])
+
+
+def test_ship_if_better_ships_a_first_model_then_only_a_lower_error(tiny_model, tmp_path, monkeypatch, capsys):
+    """examples/ship_if_better.py: a feature with no shipped model takes the new one (it still needs an
+    evaluation); after that a model replaces the shipped one only with a lower stored validation error."""
+    import shutil
+
+    import featinv_cli.inverter
+    from featinv_cli.formats import store_evaluation
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import ship_if_better
+    finally:
+        sys.path.pop(0)
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    monkeypatch.setattr(featinv_cli.inverter, "ASSETS", assets)
+    models = {}
+    for name, error in (("none", None), ("worse", 0.5), ("better", 0.4)):
+        models[name] = tmp_path / f"{name}.safetensors"
+        shutil.copyfile(tiny_model, models[name])
+        if error is not None:
+            store_evaluation(models[name], {"on": "val", "images": 100, "protocol": "shorter side 128, centre crop 128",
+                                            "normalized_error": error})
+
+    def ship(name: str) -> str:
+        monkeypatch.setattr(sys, "argv", ["ship_if_better.py", str(models[name])])
+        try:
+            ship_if_better.main()
+        except SystemExit as e:
+            assert e.code == 2
+        return capsys.readouterr().out
+
+    assert "no evaluation" in ship("none") and not (assets / "hog.safetensors").exists()
+    assert "the first model for hog" in ship("worse") and (assets / "hog.safetensors").read_bytes() == models["worse"].read_bytes()
+    assert "shipped" in ship("better") and (assets / "hog.safetensors").read_bytes() == models["better"].read_bytes()
+    assert "kept" in ship("worse") and (assets / "hog.safetensors").read_bytes() == models["better"].read_bytes()
