@@ -88,12 +88,13 @@ def train_command(name: str, pack_dir: Path, out: Path, budget: float, device: s
 
 
 def _grows(model: Path, arch: str, width: float) -> bool:
-    """Whether ``model``'s network is ``arch`` at ``width`` or narrower (so --init can start from it)."""
+    """Whether ``model``'s network is ``arch`` at ``width`` or narrower, so --init can start from it
+    (the same width; or a narrower one grown, which fully connected networks cannot be)."""
     from featinv_cli.safetensors_codec import json_field, read_metadata
     from featinv_cli.models.registry import canonical
 
     theirs = canonical(json_field(read_metadata(model), "arch", str(model), {}))
-    return theirs.get("name") == arch and float(theirs.get("width", 1.0)) <= width
+    return theirs.get("name") == arch and theirs.get("form") != "fc" and float(theirs.get("width", 1.0)) <= width
 
 
 def train_all(pack_dir: Path, out: Path, budget: float, quick: bool, only: list[str] | None,
@@ -160,8 +161,8 @@ def main() -> None:
     t.add_argument("--only", nargs="+", choices=list(MODELS))
     t.add_argument("--width", nargs="+", default=[], metavar="NAME=W",
                    help="another width for these models (the shipped network grown to it when "
-                        "wider, else from scratch), e.g. hog=0.38 lbp=0.7 (at most 16 MB "
-                        "a file: hog 0.38, lbp 0.7, sift 0.2)")
+                        "wider, else from scratch), e.g. lbp=0.5 sift=0.125 (at most 16 MB a file: "
+                        "hog 0.38, lbp 0.7, sift 0.2)")
     args = ap.parse_args()
     if args.cmd == "pack":
         pack(args.data, args.val, args.output, args.quality, args.workers)

@@ -125,12 +125,16 @@ def main() -> None:
     plot(rows, out / "sweep.png")
     print("\n".join(table))
     if args.update:
-        update(args.update, rows)
+        update(args.update, rows, args.weights, args.steps)
 
 
-def update(path: Path, rows: list[dict]) -> None:
-    """Replace the rows of these layers in an earlier sweep's JSON (in its layer order) and redraw its plot."""
+def update(path: Path, rows: list[dict], weights: str = "", steps: int = 0) -> None:
+    """Replace the rows of these layers in an earlier sweep's JSON (in its layer order) and redraw its
+    plot; the earlier sweep must have used the same weights and training steps."""
     earlier = json.loads(path.read_text())
+    if (earlier.get("weights"), earlier.get("steps")) != (weights, steps):
+        raise SystemExit(f"{path} was made with --weights {earlier.get('weights')!r} --steps {earlier.get('steps')}, "
+                         f"this sweep with --weights {weights!r} --steps {steps}")
     new = {r["layer"]: r for r in rows}
     missing = sorted(set(new) - {r["layer"] for r in earlier["rows"]})
     if missing:

@@ -84,9 +84,10 @@ def expand_feature_args(args) -> list[str]:
             raise FeatinvError(f"{a}: no feature files found (looked for {', '.join(FEATURE_SUFFIXES)}, "
                                f"sub-directories included)")
         for f in found:
-            if f.resolve() not in named | listed:
+            r = f.resolve()
+            if r not in named and r not in listed:
                 out.append(str(f))
-                listed.add(f.resolve())
+                listed.add(r)
     return out
 
 

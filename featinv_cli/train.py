@@ -200,20 +200,30 @@ class Terminated(Exception):
 
 @contextlib.contextmanager
 def sigterm_stops_training():
-    """SIGTERM raises Terminated in the loop, so a killed run saves its checkpoint first (the main
-    thread only: Python runs signal handlers there)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    """SIGTERM only raises a flag (``flag["stop"]``) that the loop reads after each step, so the run
+    stops between steps, all processes at the same one, and saves its checkpoint. Left alone where
+    Python cannot handle it (another thread) or the parent ignores SIGTERM."""
+    flag = {"stop": False}
+    before = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or before is signal.SIG_IGN:
+        yield flag
         return
-
-    def stop(signum, frame):
-        raise Terminated
-
-    before = signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, lambda signum, frame: flag.__setitem__("stop", True))
     try:
-        yield
+        yield flag
     finally:
-        signal.signal(signal.SIGTERM, before)
+        signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
+
+
+def _stop_requested(flag: dict, world: int, device: torch.device) -> bool:
+    """Whether any process got SIGTERM (under torchrun each one does, not always before the same step)."""
+    if world == 1:
+        return flag["stop"]
+    import torch.distributed as dist
+
+    anyone = torch.tensor([float(flag["stop"])], device=device)
+    dist.all_reduce(anyone, op=dist.ReduceOp.MAX)
+    return bool(anyone.item())
 
 
 def _device(cfg: TrainConfig, world: int) -> torch.device:
@@ -273,9 +283,9 @@ def train(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int, int, f
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                         else None)
-    with sigterm_stops_training():
+    with sigterm_stops_training() as sigterm:
         stats = _loop(cfg, net, model, averaged, opt, data, extra, start, device, rank, world, encoder is not None,
-                      on_step)
+                      on_step, sigterm)
     meta = {"config": dataclasses.asdict(cfg), "steps_done": stats["step"], "final_loss": stats["loss"],
             "processes": world, "images_seen": stats["step"] * cfg.batch,
             "epochs": round(stats["step"] * cfg.batch / data.images, 2), "seconds": stats["seconds"],
@@ -301,7 +311,7 @@ def _device_name(device: torch.device) -> str:
 
 
 def _loop(cfg, net, model, averaged, opt, data: Data, extra: dict, start: int, device, rank: int, world: int,
-          autoencoder: bool, on_step) -> dict:
+          autoencoder: bool, on_step, sigterm: dict | None = None) -> dict:
     """Steps ``start`` .. ``cfg.steps``: the paper's MSE in pixel space. Checkpoints every
     ``checkpoint_every`` steps and every ``checkpoint_minutes``; Ctrl-C saves one and stops."""
     ckpt = checkpoint_path(cfg.output)
@@ -351,6 +361,8 @@ def _loop(cfg, net, model, averaged, opt, data: Data, extra: dict, start: int, d
             if rank == 0 and (progress() < 1 and due or progress() >= 1 and cfg.keep_checkpoint):
                 save()
                 saved = time.perf_counter()
+            if sigterm is not None and _stop_requested(sigterm, world, device):
+                raise Terminated
     except (KeyboardInterrupt, Terminated) as e:
         if rank == 0 and step > start:
             save()

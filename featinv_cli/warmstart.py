@@ -66,7 +66,7 @@ def init_model(cfg: TrainConfig, extractor):
     if cfg.width > width:
         arch = dict(arch, width=cfg.width)
         try:
-            model = widen(model, build(arch))
+            model = widen(model, build(arch), check=True)
         except ValueError as e:
             raise FeatinvError(f"--init {cfg.init} --width {cfg.width:g}: {e}") from None
         start["widened_from"] = width

@@ -37,6 +37,8 @@ def test_gpu_recipe_grows_the_shipped_network_to_a_larger_width_and_starts_a_sma
     narrow = gpu_models.train_command("hog", tmp_path, tmp_path, 60, "cpu", 64, width=0.2)
     assert wide[wide.index("--init") + 1] == "shipped" and wide[wide.index("--width") + 1] == "0.38"
     assert "--init" not in narrow and narrow[narrow.index("--arch") + 1] == "skip"
+    fc = gpu_models.train_command("squeezenet-pool10", tmp_path, tmp_path, 60, "cpu", 64, width=0.4)
+    assert "--init" not in fc  # a fully connected network cannot be grown
     assert gpu_models.megabytes("hog", 0.38) < 16 < gpu_models.megabytes("hog", 0.5)
     sizes = [gpu_models.megabytes(name, width) for name, (_, _, width) in gpu_models.MODELS.items()]
     assert max(sizes) < 16 and sum(sizes) < 63  # what a lent machine hands back: 16 MiB a file, 64 together
@@ -67,6 +69,8 @@ def test_layer_sweep_update_replaces_only_the_swept_layers_rows(tmp_path):
     assert iio.imread(tmp_path / "fig7.png").shape == (420, 720, 3)
     with pytest.raises(SystemExit, match="no row for fire9"):
         layer_sweep.update(earlier, [dict(new, layer="fire9")])
+    with pytest.raises(SystemExit, match="made with --weights"):
+        layer_sweep.update(earlier, [new], steps=1000)
 
 
 def test_ship_if_better_ships_a_first_model_then_only_a_lower_error(tiny_model, tmp_path, monkeypatch, capsys):

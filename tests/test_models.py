@@ -130,7 +130,8 @@ def test_widened_network_computes_what_the_narrow_one_did(arch, feature):
     assert sum(p.numel() for p in wide.parameters()) > sum(p.numel() for p in narrow.parameters())
 
 
-def test_widening_refuses_narrowing_and_fc_networks():
+def test_widening_refuses_narrowing_and_fc_networks_and_check_catches_a_wrong_copy(monkeypatch):
+    from featinv_cli.models.dense import SkipInverter
     from featinv_cli.models.widen import widen
 
     ext = parse_spec("hog")
@@ -139,3 +140,10 @@ def test_widening_refuses_narrowing_and_fc_networks():
     fc = parse_spec("squeezenet:pool10")
     with pytest.raises(ValueError, match="fully connected"):
         widen(for_extractor("paper", fc, width=0.01)[0], for_extractor("paper", fc, width=0.02)[0])
+    # A concatenation the network does not declare is copied as one block, wrongly: check=True says so.
+    monkeypatch.setattr(SkipInverter, "CONCATENATED_INPUTS", {})
+    narrow = for_extractor("skip", ext, width=0.0625)[0]
+    for p in narrow.parameters():
+        torch.nn.init.normal_(p, 0.0, 0.05)
+    with pytest.raises(ValueError, match="does not compute what the narrow one did"):
+        widen(narrow, for_extractor("skip", ext, width=0.1)[0], check=True)

@@ -31,9 +31,10 @@ def concatenated_inputs(network: nn.Module) -> dict[str, int]:
 
 
 @torch.no_grad()
-def widen(narrow: nn.Module, wide: nn.Module) -> nn.Module:
+def widen(narrow: nn.Module, wide: nn.Module, check: bool = False) -> nn.Module:
     """Write ``narrow``'s weights into ``wide`` (same architecture, at least as many channels per layer)
-    so that ``wide`` computes what ``narrow`` does. Returns ``wide``."""
+    so that ``wide`` computes what ``narrow`` does. Returns ``wide``. ``check``: run both on a random
+    input and raise ValueError if they differ (a concatenation the network did not declare would)."""
     layers = dict(narrow.named_modules())
     blocks = concatenated_inputs(wide)
     for name, big in wide.named_modules():
@@ -42,8 +43,11 @@ def widen(narrow: nn.Module, wide: nn.Module) -> nn.Module:
         if not isinstance(big, (nn.Conv2d, nn.ConvTranspose2d)):
             continue
         small = layers.get(name)
-        if type(small) is not type(big) or small.kernel_size != big.kernel_size:
+        same = lambda m: (type(m), m.kernel_size, m.stride, m.padding, m.dilation, m.groups)  # noqa: E731
+        if small is None or same(small) != same(big):
             raise ValueError(f"layer {name}: the networks differ in more than width")
+        if big.groups != 1:
+            raise ValueError(f"layer {name}: grouped convolutions cannot be widened")
         ins = _kept(small.in_channels, big.in_channels, blocks.get(name, 1))
         outs = _kept(small.out_channels, big.out_channels, 1)
         # Conv2d weights are (out, in, kh, kw); ConvTranspose2d's are (in, out, kh, kw).
@@ -54,4 +58,10 @@ def widen(narrow: nn.Module, wide: nn.Module) -> nn.Module:
         w[outs[:, None], ins[None, :]] = old.to(w.dtype)
         if big.bias is not None:
             big.bias[outs] = small.bias.to(big.bias.dtype)
+    if check:
+        x = torch.randn(2, narrow.in_channels, 4, 4, generator=torch.Generator().manual_seed(0))
+        a, b = narrow(x), wide(x)
+        if not torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(a.abs().max()) + 1e-6):
+            raise ValueError(f"the grown network does not compute what the narrow one did "
+                             f"(differs by {float((a - b).abs().max()):.3g})")
     return wide
