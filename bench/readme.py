@@ -31,7 +31,8 @@ SWEEP = ROOT / "docs" / "figures" / "squeezenet-fig7.json"
 AUDIT = ROOT / "docs" / "figures" / "colmap-audit.json"
 ARCH = ROOT / "docs" / "figures" / "hog-arch-study.json"
 BLOCK = re.compile(r"(<!-- generated: (\w+) -->\n)(.*?)(<!-- end generated -->)", re.S)
-ORDER = ["hog", "sift", "colmap-sift", "lbp", "squeezenet-conv1", "squeezenet-fire5", "squeezenet-fire9", "squeezenet-pool10"]
+ORDER = ["hog", "sift", "colmap-sift", "lbp", "squeezenet-conv1", "squeezenet-fire4", "squeezenet-fire5",
+         "squeezenet-fire6", "squeezenet-fire8", "squeezenet-fire9", "squeezenet-pool10"]
 PAPER = {"hog": "0.24", "sift": "0.28", "lbp": "0.38"}  # Table 2 of the paper (AlexNet era, 1.2 M photos)
 
 
