@@ -92,3 +92,20 @@ def test_error_figures_have_a_recorded_source(doc):
     text = re.sub(r"(Adam|EMA|--ema|\\-\\-ema|0\.9,|0\.9/)\s*\(?0\.999\)?", "", text)  # a decay, not an error
     missing = sorted(set(re.findall(r"\b0\.\d{3}\b", text)) - recorded_errors() - settings())
     assert not missing, f"{doc}: error figures with no recorded source: {missing}"
+
+
+def test_readme_squeezenet_table_says_which_layers_have_a_shipped_inverter():
+    """The layer table's last column (and the count above it) against the files in featinv_cli/assets."""
+    from featinv_cli.features import squeezenet
+    from featinv_cli.inverter import ASSETS
+
+    text = (ROOT / "README.md").read_text()
+    shipped = {layer for layer in squeezenet.LAYERS if (ASSETS / f"squeezenet-{layer}.safetensors").exists()}
+    said = set()
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and re.fullmatch(r"(conv|fire|pool)\d+(, (conv|fire|pool)\d+)?", cells[0]):
+            said |= {layer for layer in cells[0].split(", ")} if cells[3] == "yes" else set()
+    assert said == shipped
+    words = {3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten", 11: "eleven"}
+    assert f"inverters for {words[len(shipped)]} of its layers ship" in text.replace("\n", " ")
