@@ -75,11 +75,11 @@ def train_command(name: str, pack_dir: Path, out: Path, budget: float, device: s
     ``width``: the shipped network grown to it, `train --init --width`); from scratch where no shipped
     model of that architecture exists or ``width`` is smaller than its."""
     from featinv_cli.features import parse_spec
-    from featinv_cli.inverter import ASSETS
+    from featinv_cli.inverter import shipped_path
 
     spec, arch, default_width = MODELS[name]
     width = width or default_width
-    shipped = ASSETS / f"{parse_spec(spec).shipped_name}.safetensors"
+    shipped = shipped_path(parse_spec(spec))
     start = ["--init", "shipped", "--width", str(width)] if shipped.exists() and _grows(shipped, arch, width) \
         else ["--arch", arch, "--width", str(width)]
     return [*FEATINV, "train", spec, "-d", str(data or pack_dir / "train.safetensors"), "-o", str(out / f"{name}.safetensors"),

@@ -25,7 +25,7 @@ from featinv_cli import metrics
 from featinv_cli.evaluate import evaluate, load_views
 from featinv_cli.features import parse_spec
 from featinv_cli.features import alexnet, squeezenet
-from featinv_cli.inverter import ASSETS, Inverter
+from featinv_cli.inverter import Inverter, shipped_path
 from featinv_cli.images import write_image
 from featinv_cli.optimize import OptimizeConfig, invert_by_optimization
 from featinv_cli.train import TrainConfig, train
@@ -91,7 +91,7 @@ def main() -> None:
         spec = f"{args.family}:{layer}" + (f",weights={args.weights}" if args.weights else "")
         extractor = parse_spec(spec)
         model = out / f"{layer}.safetensors"
-        shipped = ASSETS / f"{extractor.shipped_name}.safetensors"
+        shipped = shipped_path(extractor)
         if args.shipped and shipped.exists() and not args.weights:
             model = shipped
         elif args.steps:

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main() -> None:
     from featinv_cli.features import from_metadata
-    from featinv_cli.inverter import ASSETS
+    from featinv_cli.inverter import shipped_path
     from featinv_cli.safetensors_codec import json_field, read_metadata
 
     import argparse
@@ -33,7 +33,7 @@ def main() -> None:
     args = ap.parse_args()
     val, new = args.val, args.model
     meta = read_metadata(new)
-    shipped = ASSETS / f"{from_metadata(meta['feature'], json_field(meta, 'params', str(new), {})).shipped_name}.safetensors"
+    shipped = shipped_path(from_metadata(meta["feature"], json_field(meta, "params", str(new), {})))
     if val:
         from featinv_cli.evaluate import baseline_mean, evaluation_record
         from featinv_cli.formats import store_evaluation

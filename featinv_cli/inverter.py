@@ -16,9 +16,14 @@ from .models import build
 ASSETS = Path(__file__).parent / "assets"
 
 
+def shipped_path(extractor: Extractor) -> Path:
+    """Where the model that ships for this kind of feature lives (whether or not one ships yet)."""
+    return ASSETS / f"{extractor.shipped_name}.safetensors"
+
+
 def shipped_model(extractor: Extractor) -> Path:
     """The model that ships for this kind of feature, or a FeatinvError saying how to get one."""
-    path = ASSETS / f"{extractor.shipped_name}.safetensors"
+    path = shipped_path(extractor)
     if not path.exists():
         raise FeatinvError(f"no shipped model for {extractor.spec} features; train one with "
                            f"'featinv train {extractor.spec} --data DIR -o model.safetensors' and pass -m")

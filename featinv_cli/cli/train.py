@@ -16,14 +16,14 @@ from .common import DEVICE, QUIET, err, progress, resolve_device
 
 def shipped_defaults(extractor, arch: str, width: float | None) -> tuple[str, float]:
     """--arch auto and an unset --width: what the shipped model for this feature uses."""
-    from ..inverter import ASSETS
+    from ..inverter import shipped_path
     from ..safetensors_codec import json_field, read_metadata
     from ..models.registry import canonical
 
     if arch == "auto":
         arch = "paper" if extractor.is_cnn else "skip"
     if width is None:
-        shipped = ASSETS / f"{extractor.shipped_name}.safetensors"
+        shipped = shipped_path(extractor)
         shipped_arch = canonical(json_field(read_metadata(shipped), "arch", str(shipped), {})) if shipped.exists() else {}
         width = float(shipped_arch.get("width", 1.0)) if shipped_arch.get("name") == arch else 1.0
     return arch, width

@@ -23,6 +23,11 @@ def _kept(old: int, new: int, blocks: int) -> torch.Tensor:
     return torch.cat([torch.arange(b * n, b * n + o) for b in range(blocks)])
 
 
+def _shape(m: nn.Module) -> tuple:
+    """Everything of a convolution but its channel counts."""
+    return type(m), m.kernel_size, m.stride, m.padding, m.dilation, m.groups
+
+
 def concatenated_inputs(network: nn.Module) -> dict[str, int]:
     """Layer name -> how many equal-width maps its input concatenates (1 unless the network says)."""
     return {f"{prefix}.{name}" if name else prefix: blocks
@@ -43,8 +48,7 @@ def widen(narrow: nn.Module, wide: nn.Module, check: bool = False) -> nn.Module:
         if not isinstance(big, (nn.Conv2d, nn.ConvTranspose2d)):
             continue
         small = layers.get(name)
-        same = lambda m: (type(m), m.kernel_size, m.stride, m.padding, m.dilation, m.groups)  # noqa: E731
-        if small is None or same(small) != same(big):
+        if small is None or _shape(small) != _shape(big):
             raise ValueError(f"layer {name}: the networks differ in more than width")
         if big.groups != 1:
             raise ValueError(f"layer {name}: grouped convolutions cannot be widened")
