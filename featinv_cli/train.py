@@ -262,7 +262,7 @@ def train(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int, int, f
         cfg = dataclasses.replace(cfg, low_res=0.0)
     extra = peek(ckpt)["extra"] if resume else {}
     if cfg.init and not resume:
-        model, arch, extra = init_model(cfg, extractor)
+        model, arch, extra = init_model(cfg, extractor, lambda: feature_scale(data, extractor, False))
         encoder = None
     else:
         if "input_scale" not in extra:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from .errors import FeatinvError
 from .features import from_metadata
@@ -28,10 +29,23 @@ def training_summary(train: dict) -> dict:
     return out
 
 
-def init_model(cfg: TrainConfig, extractor):
+def same_but_input(a: dict, b: dict) -> bool:
+    """Two networks' ``arch`` that differ at most in what their first layer reads (its input channels and
+    the scale applied to them)."""
+    ignore = ("in_channels", "input_scale")
+    return {k: v for k, v in a.items() if k not in ignore} == {k: v for k, v in b.items() if k not in ignore}
+
+
+def init_model(cfg: TrainConfig, extractor, measure_scale: Callable[[], float]):
     """The model file's network with its weights, arch metadata and normalization, checked against this
     run's feature and architecture. A larger ``cfg.width`` grows the network first (models/widen.py):
-    the wider network starts out computing exactly what the file's does."""
+    the wider network starts out computing exactly what the file's does.
+
+    A model of another feature is a starting point when its network differs at most in its input
+    channels (fire4 from fire5, conv10 from fire9, colmap-sift from sift): every layer keeps its weights
+    except the first where the channels differ, which starts fresh. The features are scaled to unit
+    spread as the file's were (``measure_scale``, CNN features), so its first layer sees inputs of the
+    size it was trained on."""
     from .inverter import same_settings
     from .models.registry import canonical
     from .models.widen import widen
@@ -39,17 +53,21 @@ def init_model(cfg: TrainConfig, extractor):
     mf = load_model(cfg.init)
     source = from_metadata(mf.feature, mf.params)
     arch = canonical(mf.arch)
+    state, fresh = mf.state, []
     if source.spec != extractor.spec or not same_settings(mf.params, extractor.params):
-        # Another feature's model is a starting point only when its network reads this feature's
-        # grid as it is (e.g. sift -> colmap-sift: the same 133 channels at stride 4).
-        hyper = {k: arch[k] for k in ("width", "upsample", "input_scale") if k in arch}
+        hyper = {k: arch[k] for k in ("width", "upsample") if k in arch}
         try:
             _, wanted = for_extractor(arch["name"], extractor, **hyper)
         except FeatinvError:
             wanted = {}
-        if wanted != arch:
+        if not same_but_input(wanted, arch):
             raise FeatinvError(f"--init {cfg.init}: inverts {source.spec} {mf.params}, not {extractor.spec} "
-                               f"{extractor.params}, and its network takes another input")
+                               f"{extractor.params}, and its network differs in more than its input channels")
+        if "input_scale" in wanted:
+            wanted["input_scale"] = measure_scale()
+        arch = canonical(wanted)
+        shapes = {k: v.shape for k, v in build(arch).state_dict().items()}
+        fresh = sorted(k for k, v in state.items() if shapes[k] != v.shape)
     width = float(arch.get("width", 1.0))
     mine = {"name": cfg.arch, "upsample": cfg.upsample}
     theirs = {"name": arch["name"], "upsample": arch.get("upsample", "zeros")}
@@ -60,9 +78,9 @@ def init_model(cfg: TrainConfig, extractor):
     if arch.get("finetuned_encoder") or cfg.finetune_encoder:
         raise FeatinvError("--init and --finetune-encoder do not go together (yet)")
     model = build(arch)
-    model.load_state_dict(mf.state)
+    model.load_state_dict({k: v for k, v in state.items() if k not in fresh}, strict=not fresh)
     start = {"file": Path(cfg.init).name, **({"feature": source.spec} if source.spec != extractor.spec else {}),
-             **training_summary(mf.train)}
+             **({"fresh": fresh} if fresh else {}), **training_summary(mf.train)}
     if cfg.width > width:
         arch = dict(arch, width=cfg.width)
         try:

@@ -6,7 +6,9 @@ import torch
 
 from featinv_cli.errors import FeatinvError
 from featinv_cli.formats import load_model
+from featinv_cli.features import from_metadata
 from featinv_cli.train import TrainConfig, checkpoint_path, learning_rate, train
+from featinv_cli.warmstart import init_model
 
 
 def cfg(image_dir, out, **kw) -> TrainConfig:
@@ -245,12 +247,44 @@ def test_init_continues_from_the_model_not_from_scratch(image_dir, tmp_path):
 def test_init_refuses_another_feature_or_network(image_dir, tmp_path):
     source = tmp_path / "source.safetensors"
     train(cfg(image_dir, source, steps=1, arch="skip"))
-    with pytest.raises(FeatinvError, match="inverts hog"):
-        train(cfg(image_dir, tmp_path / "l.safetensors", feature="lbp", steps=1, init=str(source), arch="skip"))
+    with pytest.raises(FeatinvError, match="inverts hog.*more than its input channels"):  # sift: stride 4, not 8
+        init_model(cfg(image_dir, tmp_path / "s.safetensors", feature="sift", init=str(source), arch="skip"),
+                   from_metadata("sift", {}), measure_scale=lambda: pytest.fail("not a CNN feature"))
     with pytest.raises(FeatinvError, match="not shrink"):
         train(cfg(image_dir, tmp_path / "w.safetensors", steps=1, init=str(source), arch="skip", width=0.0625))
     with pytest.raises(FeatinvError, match="upsample"):
         train(cfg(image_dir, tmp_path / "u.safetensors", steps=1, init=str(source), arch="skip", upsample="resize"))
+
+
+def test_init_from_another_feature_keeps_every_layer_but_the_first(image_dir, tmp_path):
+    """hog (31 channels) -> lbp with 8-pixel cells (58), both at stride 8: the networks differ only in the first layer, which
+    starts fresh; every other tensor is the file's, and the training record names the fresh one."""
+    source = tmp_path / "hog.safetensors"
+    train(cfg(image_dir, source, steps=1, arch="skip"))
+    model, arch, extra = init_model(cfg(image_dir, tmp_path / "l.safetensors", feature="lbp", init=str(source),
+                                        arch="skip"), from_metadata("lbp", {"cell": 8}),
+                                    measure_scale=lambda: pytest.fail("not a CNN feature"))
+    theirs, mine = weights(source), model.state_dict()
+    assert extra["init"]["fresh"] == ["stem.0.0.weight"] and extra["init"]["feature"] == "hog"
+    assert arch["in_channels"] == 58 and mine["stem.0.0.weight"].shape[1] == 58
+    assert all(torch.equal(mine[k], theirs[k].float()) for k in theirs if k != "stem.0.0.weight")
+
+
+def test_init_from_another_cnn_layer_rescales_its_features(cli, image_dir, tmp_path):
+    """conv10 (1000 channels) from a fire9 model (512), same 13x13 grid: the first layer starts fresh and
+    the new layer's features get their own scale (1 / std), so the first layer reads order-one inputs."""
+    feats, source = tmp_path / "f.safetensors", tmp_path / "fire9.safetensors"
+    assert cli("extract", "squeezenet:fire9", image_dir, "--resize", "64", "--crop", "64", "-o", feats).code == 0
+    r = cli("train", "squeezenet:fire9", "-d", image_dir, "--features", feats, "--width", "0.0625", "--batch", "4",
+            "--steps", "1", "--workers", "0", "-o", source, "-q")
+    assert r.code == 0, r.err
+    model, arch, extra = init_model(cfg(image_dir, tmp_path / "c.safetensors", feature="squeezenet:conv10",
+                                        init=str(source), arch="paper", width=0.0625),
+                                    from_metadata("squeezenet", {"layer": "conv10"}), measure_scale=lambda: 0.25)
+    assert arch["in_channels"] == 1000 and arch["input_scale"] == extra["input_scale"] == 0.25
+    assert model.input_scale == 0.25 and extra["init"]["fresh"] == ["net.0.0.weight"]
+    theirs = weights(source)
+    assert all(torch.equal(model.state_dict()[k], theirs[k].float()) for k in theirs if k != "net.0.0.weight")
 
 
 def test_init_with_a_larger_width_grows_the_network_and_starts_where_it_was(image_dir, tmp_path):

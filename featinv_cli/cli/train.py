@@ -81,8 +81,9 @@ def train(
                                         "weights (or 'shipped': the model featinv ships for this feature) with "
                                         "a fresh optimizer and warm-up; its architecture and width too (--width "
                                         "may grow it). Another "
-                                        "feature's model will do where its network reads this grid as it is "
-                                        "(sift for colmap-sift)."),
+                                        "feature's model will do where the networks differ at most in their "
+                                        "input channels: its first layer then starts fresh (fire5 for fire4, "
+                                        "fire9 for conv10, sift for colmap-sift)."),
     warmup: int = typer.Option(D.warmup, "--warmup", metavar="STEPS", help="Raise the learning rate linearly "
                                "from 0 over the first STEPS steps (at most a tenth of --steps)."),
     ema: float = typer.Option(D.ema, "--ema", metavar="DECAY", help="Save an exponential moving average of "
