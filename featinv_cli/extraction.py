@@ -48,7 +48,7 @@ class ExtractDataset(torch.utils.data.Dataset):
 class FeatureSink:
     """Where `featinv extract` puts its rows, one image at a time: a file per image under a folder
     (``output`` ending in / or existing; sub-folders of the input kept, so equal names in two class
-    folders stay apart), or rows of one size gathered into one file, or into numbered files of
+    folders stay apart; other equal names numbered), or rows of one size gathered into one file, or into numbered files of
     ``rows_per_file`` rows each (OUT-00000.safetensors, ...) holding no more than that in memory."""
 
     def __init__(self, output: str, extractor, view: dict, rows_per_file: int = 0):
@@ -59,12 +59,15 @@ class FeatureSink:
         if rows_per_file and (self.per_file or output == "-"):
             raise UsageError("--rows-per-file needs a file name for -o (not a directory or -)")
         if self.per_file:
+            from .files import UniqueNames
+
             Path(output).mkdir(parents=True, exist_ok=True)
+            self.names = UniqueNames()  # x.png and x.jpg, or p.png in two folders given: x, x-2
         self.rows, self.extras, self.sources, self.size, self.first, self.part = [], [], [], None, None, 0
 
     def add(self, path, source: str, size: tuple[int, int], features: torch.Tensor, extra: dict) -> None:
         if self.per_file:
-            target = Path(self.output) / Path(source).with_suffix(".safetensors")
+            target = Path(self.output) / f"{self.names.claim(Path(source).with_suffix('').as_posix())}.safetensors"
             target.parent.mkdir(parents=True, exist_ok=True)
             save_features(target, self._file(features, size, [source], extra))
             return

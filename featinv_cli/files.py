@@ -47,14 +47,39 @@ def is_dir_target(path: str) -> bool:
     return path != "-" and (path.endswith("/") or Path(path).is_dir())
 
 
+def check_not_terminal(output: str | Path) -> None:
+    """Refuse ``-o -`` when stdout is a terminal (binary data would garble it); a long command checks
+    this before it starts, not when it writes."""
+    if str(output) == "-" and sys.stdout.isatty():
+        raise FeatinvError("-o -: refusing to write binary data to a terminal; redirect it (> file) or "
+                           "pipe it (| featinv invert - ...)")
+
+
 def check_not_input(output: str | Path, inputs) -> None:
-    """Refuse to write over one of the command's own inputs."""
+    """Refuse to write over one of the command's own inputs, or binary data to a terminal."""
+    check_not_terminal(output)
     if str(output) == "-":
         return
     out = Path(output).resolve()
     for item in inputs:
         if str(item) != "-" and Path(item).resolve() == out:
             raise FeatinvError(f"{output}: output would overwrite an input; choose another name")
+
+
+class UniqueNames:
+    """The names of one output folder's files: a name already given is numbered (``a``, ``a-2``, ...),
+    compared without case, as macOS's and Windows' file systems do."""
+
+    def __init__(self):
+        self.taken: set[str] = set()
+
+    def claim(self, base: str) -> str:
+        name, k = base, 1
+        while name.lower() in self.taken:
+            k += 1
+            name = f"{base}-{k}"
+        self.taken.add(name.lower())
+        return name
 
 
 def _umask() -> int:
@@ -71,9 +96,7 @@ def atomic_write(path: str | Path, data: bytes | list) -> None:
     """
     chunks = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
     if str(path) == "-":
-        if sys.stdout.isatty():
-            raise FeatinvError("-o -: refusing to write binary data to a terminal; redirect it (> file) or "
-                               "pipe it (| featinv invert - ...)")
+        check_not_terminal(path)
         for chunk in chunks:
             sys.stdout.buffer.write(chunk)
         sys.stdout.buffer.flush()

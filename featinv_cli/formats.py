@@ -177,6 +177,13 @@ def read_feature_fields(path: str | Path) -> dict:
     return feature_fields(read_metadata(path), str(path))
 
 
+def refuse_image(head: bytes, name: str) -> None:
+    """Stop with a pointer to `extract` when a command that reads featinv's files is given an image."""
+    if bytes(head[:8]).startswith(IMAGE_MAGIC):
+        raise FeatinvError(f"{name}: is an image, not features; make features first: "
+                           f"featinv extract FEATURE {name} -o features.safetensors")
+
+
 def features_from_bytes(data: bytes, name: str) -> FeatureFile:
     import torch
 
@@ -186,9 +193,7 @@ def features_from_bytes(data: bytes, name: str) -> FeatureFile:
             raise FeatinvError(f"{name}: .npy holds {arr.dtype}, expected numbers")
         ff = FeatureFile(torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)))
     else:
-        if bytes(data[:8]).startswith(IMAGE_MAGIC):
-            raise FeatinvError(f"{name}: is an image, not features; make features first: "
-                               f"featinv extract FEATURE {name} -o features.safetensors")
+        refuse_image(data, name)
         if name.lower().endswith(".npy"):
             raise FeatinvError(f"{name}: not a valid .npy file (bad magic bytes)")
         tensors, meta = parse_safetensors(data, name)

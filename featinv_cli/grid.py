@@ -98,24 +98,29 @@ def labelled_grid(rows: list[list[np.ndarray]], col_labels: list[str] | None = N
 def row_labels(ff, folders: bool = False) -> list[str]:
     """A label per row: what was done to it (labels metadata) or the image it came from (its stem; with
     ``folders``, its path below the folder it was extracted from, ``n01440764/a``: the PNG name
-    ``invert -o DIR/`` gives it, class folders kept as ``extract -o DIR/`` keeps them), else its number."""
+    ``invert -o DIR/`` gives it, class folders kept as ``extract -o DIR/`` keeps them, followed by what
+    was done to it), else its number."""
     n = len(ff)
-    if len(ff.labels) == n:
-        return ff.labels
-    if len(ff.sources) == n:
-        return [Path(s).with_suffix("").as_posix() if folders else Path(s).stem for s in ff.sources]
-    return [f"#{i}" for i in range(n)]
+    named = len(ff.sources) == n
+    sources = [Path(s).with_suffix("").as_posix() if folders else Path(s).stem for s in ff.sources] if named else []
+    if len(ff.labels) == n:  # a file name also says which image: a_p.png's "a dropout 0.5"
+        return [f"{s} {label}" for s, label in zip(sources, ff.labels)] if folders and named else ff.labels
+    return sources or [f"#{i}" for i in range(n)]
 
 
 class DirectoryOutput:
     """``invert -o DIR/``: one PNG per row, written as soon as its feature file is inverted (a folder
     of 12-megapixel photos never sits in memory at once; a file that fails later keeps the PNGs before
     it). Names are made safe for a path, each part on its own (no ``..``); a name already written is
-    numbered (``dropout 0.5``, ``dropout 0.5-2``)."""
+    numbered (``dropout 0.5``, ``dropout 0.5-2``). A file already there is overwritten only if featinv
+    wrote it (a PNG with its mark: an earlier run's); anything else (the photo the features came from,
+    when DIR is its folder) stops the run before it is touched."""
 
     def __init__(self, output: str):
+        from .files import UniqueNames
+
         self.root = Path(output)  # made at the first write: a run that fails first leaves nothing
-        self.taken: set[str] = set()
+        self.names = UniqueNames()
 
     @staticmethod
     def _safe(name: str) -> str:
@@ -124,16 +129,13 @@ class DirectoryOutput:
         return "/".join(parts) or "row"
 
     def write(self, images, names: list[str]) -> None:
-        from .images import write_image
+        from .images import made_by_featinv, write_image
 
         for image, name in zip(images, names):
-            base = self._safe(name)
-            name, k = base, 1
-            while name.lower() in self.taken:
-                k += 1
-                name = f"{base}-{k}"
-            self.taken.add(name.lower())
-            path = self.root / f"{name}.png"
+            path = self.root / f"{self.names.claim(self._safe(name))}.png"
+            if path.exists() and not made_by_featinv(path):
+                raise FeatinvError(f"{path}: already there and not written by featinv (a source photo?); "
+                                   f"refusing to overwrite it: give -o another folder")
             path.parent.mkdir(parents=True, exist_ok=True)
             write_image(path, image)
 

@@ -100,10 +100,27 @@ def image_to_uint8(image: torch.Tensor) -> np.ndarray:
     return out
 
 
+MADE_BY = ("Software", "featinv")  # a PNG text chunk: `invert -o DIR/` overwrites only PNGs that carry it
+
+
 def encode_png(array: np.ndarray) -> bytes:
     import imageio.v3 as iio
+    from PIL.PngImagePlugin import PngInfo
 
-    return iio.imwrite("<bytes>", array, extension=".png", plugin="pillow")  # named: no plugin search
+    info = PngInfo()
+    info.add_text(*MADE_BY)
+    return iio.imwrite("<bytes>", array, extension=".png", plugin="pillow", pnginfo=info)  # named: no plugin search
+
+
+def made_by_featinv(path: str | Path) -> bool:
+    """Whether an existing file is a PNG that featinv wrote (encode_png's text chunk)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.format == "PNG" and im.info.get(MADE_BY[0]) == MADE_BY[1]
+    except (OSError, ValueError):
+        return False
 
 
 def write_image(path: str | Path, image: torch.Tensor | np.ndarray) -> None:

@@ -23,10 +23,17 @@ def shipped_path(extractor: Extractor) -> Path:
 
 def shipped_model(extractor: Extractor) -> Path:
     """The model that ships for this kind of feature, or a FeatinvError saying how to get one."""
+    from .safetensors_codec import json_field, read_metadata
+
     path = shipped_path(extractor)
+    how = f"train one with 'featinv train {extractor.spec} --data DIR -o model.safetensors' and pass -m"
     if not path.exists():
-        raise FeatinvError(f"no shipped model for {extractor.spec} features; train one with "
-                           f"'featinv train {extractor.spec} --data DIR -o model.safetensors' and pass -m")
+        raise FeatinvError(f"no shipped model for {extractor.spec} features; {how}")
+    theirs = json_field(read_metadata(path), "params", str(path), {})
+    if not same_settings(theirs, extractor.params):  # e.g. hog:cell=4: the shipped hog reads cell 8
+        shown = {k: v for k, v in theirs.items() if extractor.params.get(k) != v}
+        raise FeatinvError(f"no shipped model for {extractor.spec} features (the shipped {extractor.name} model "
+                           f"reads {shown}); {how}")
     return path
 
 

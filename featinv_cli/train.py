@@ -249,6 +249,9 @@ def train(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int, int, f
                            f"not {extractor.spec}" + (" from stored features" if cfg.features else ""))
     device = _device(cfg, world)
     ckpt = checkpoint_path(cfg.output)
+    if not resume and ckpt.exists():  # starting again would drop the earlier run's steps at the first save
+        raise FeatinvError(f"{ckpt}: a checkpoint of an earlier run to {cfg.output} is there; add --resume to "
+                           f"continue it, or delete it (or choose another -o) to start again")
     if resume and not ckpt.exists():
         if Path(cfg.output).exists():
             raise FeatinvError(f"{ckpt}: no checkpoint; the run finished and wrote its model, {cfg.output}")

@@ -154,11 +154,11 @@ def test_train_from_extracted_shards(cli, image_dir, tmp_path):
     assert r.code == 0, r.err
     m = load_model(out)
     assert m.train["data_images"] == 8 and m.image_size == [64, 64]
-    r = cli("train", "lbp", "-d", image_dir, "--features", tmp_path / "s0.safetensors", "-o", tmp_path / "x")
+    r = cli("train", "lbp", "-d", image_dir, "--features", tmp_path / "s0.safetensors", "-o", tmp_path / "x.safetensors")
     assert r.code == 1 and "not lbp" in r.err
     cli("extract", "hog", image_dir, "--resize", "60", "--crop", "60", "-o", tmp_path / "odd.safetensors")
     r = cli("train", "hog", "-d", image_dir, "--features", tmp_path / "odd.safetensors", "--batch", "4",
-            "-o", tmp_path / "y")
+            "-o", tmp_path / "y.safetensors")
     assert r.code == 1 and "multiple of 8" in r.err
 
 

@@ -47,7 +47,7 @@ def extract(
     """Compute features of images and write them with their metadata.
 
     Images of one size go into one file, one row per image. Give a directory as -o to write one
-    file per image instead (needed when sizes differ).
+    file per image instead (needed when sizes differ; equal names are numbered: x, x-2).
 
     Features: hog (VLFeat UoCTTI HOG, 31 channels, cell 8), lbp (VLFeat uniform LBP, 58 channels,
     cell 16), sift (OpenCV SIFT on the paper's grid, 133 channels, cell 4; keypoints kept raw too),

@@ -40,7 +40,8 @@ def describe(path: str) -> dict:
     """Everything but a bare .npy is described from the safetensors header alone: no torch, no tensors
     read (but SIFT's keypoint counts), so info answers in a fraction of a second."""
     from ..files import read_bytes
-    from ..formats import FEATURES_FORMAT, MODEL_FORMAT, NPY_MAGIC, STATS_FORMAT, VIEWS_FORMAT, feature_fields
+    from ..formats import (FEATURES_FORMAT, MODEL_FORMAT, NPY_MAGIC, STATS_FORMAT, VIEWS_FORMAT, feature_fields,
+                           refuse_image)
     from ..safetensors_codec import json_field, read_header, safetensors_header
 
     name = "<stdin>" if path == "-" else path
@@ -48,14 +49,17 @@ def describe(path: str) -> dict:
         data = read_bytes(path)
         if bytes(data[:6]) == NPY_MAGIC:
             return describe_npy(data, name)
+        refuse_image(data, name)
         entries, meta, header_len = safetensors_header(data, name)
     else:
         p = Path(path)
         if not p.is_file():
             raise FeatinvError(f"{p}: no such file" if not p.exists() else f"{p}: is a directory, expected a file")
         with p.open("rb") as f:
-            if f.read(6) == NPY_MAGIC:
-                return describe_npy(read_bytes(path), name)
+            head = f.read(8)
+        if head[:6] == NPY_MAGIC:
+            return describe_npy(read_bytes(path), name)
+        refuse_image(head, name)
         entries, meta, header_len = read_header(path)
     shapes = {k: list(v["shape"]) for k, v in entries.items()}
     fmt = meta.get("format")

@@ -29,7 +29,7 @@ def invert(
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Inverter model file; default: "
                                          "the model shipped for the file's feature kind."),
     feature: Optional[str] = typer.Option(None, help="Feature spec of a bare .npy (guessed from its "
-                                          "channel count when unique)."),
+                                          "channel count for hog, lbp, sift; colmap-sift and CNN layers need it)."),
     image_size: Optional[str] = typer.Option(None, "--image-size", help="HxW of the original image, "
                                              "for a bare .npy (default: cells x cell size)."),
     grid_size: bool = typer.Option(False, "--grid-size", help="Keep the network's output size "
@@ -81,6 +81,11 @@ def invert(
         raise UsageError(f"--method {method!r}: choose learned or optimize")
     if steps < 1:
         raise UsageError(f"--optimize-steps {steps}: must be at least 1")
+    learned_only = [flag for flag, given in (("-m", model), ("--mirror-average", mirror_average),
+                                             ("--grid-size", grid_size)) if given]
+    if method == "optimize" and learned_only:
+        raise UsageError(f"{', '.join(learned_only)}: for --method learned (a network); --method optimize "
+                         f"needs no model and reconstructs at the image's size")
     # -o DIR/: each file's PNGs are written as soon as it is inverted; otherwise one PNG or grid at the end.
     directory = DirectoryOutput(output) if is_dir_target(output) else None
     inverters: dict[Path, Inverter] = {}

@@ -13,7 +13,7 @@ def _operations(ctx: typer.Context) -> list[tuple[str, object]]:
     processes options, which is command-line order for the options given."""
     from ..analysis import PERTURBATIONS
 
-    ops = [(name, v) for name, v in ctx.params.items() if name in PERTURBATIONS and v not in (None, False)]
+    ops = [(name, v) for name, v in ctx.params.items() if name in PERTURBATIONS and v is not None and v is not False]  # 0 counts
     if not ops:
         raise UsageError("give at least one operation: --binarize, --dropout P, --drop-least P, "
                          "--keep-top K, --zero-top K or --scale A")
@@ -50,6 +50,8 @@ def perturb(
     seed: int = typer.Option(0, "--seed", help="Seed of --dropout."),
 ):
     """Perturb feature vectors (each row on its own), applying the operations in the order given.
+
+    Each operation once (pipe perturb into perturb to apply one twice).
 
     The output keeps the input's metadata and records what was done (featinv info shows it; invert
     uses it as the grid caption).

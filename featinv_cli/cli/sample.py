@@ -41,6 +41,8 @@ def sample(
         raise UsageError(f"--method {method!r}: choose histogram or gaussian")
     if n < 1 or bins < 1:
         raise UsageError("--count and --bins must be positive")
+    if fit_only and output != "-" and not output.endswith(".safetensors"):
+        raise UsageError(f"-o {output}: statistics are a safetensors file; name it *.safetensors (or - for a pipe)")
     check_not_input(output, [source])
     data, name = read_bytes(source), "<stdin>" if source == "-" else source
     stats = stats_from_bytes(data, name) or analysis.fit_statistics(features_from_bytes(data, name), bins, name)

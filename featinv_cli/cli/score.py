@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -21,10 +22,21 @@ def say_if_resized(recons, refs, recon_files, quiet: bool) -> None:
                   f"reference before scoring (--resize N --crop N prepares references as extract did)")
 
 
+def paired_by_name(recon_files: list[Path], ref_files: list[Path]) -> list[Path]:
+    """The references in the reconstructions' order: by file stem where the two lists hold the same
+    distinct stems (recon/b.png, recon/a.png with val/a.jpg, val/b.jpg), else as given."""
+    stems = [f.stem for f in ref_files]
+    if len(set(stems)) != len(stems) or sorted(f.stem for f in recon_files) != sorted(stems):
+        return ref_files
+    by_stem = dict(zip(stems, ref_files))
+    return [by_stem[f.stem] for f in recon_files]
+
+
 def score(
     recon: List[str] = typer.Argument(..., help="Reconstructed images or directories."),
-    reference: List[str] = typer.Option(..., "--reference", "-r", help="Original images or directories, "
-                                        "in the same order (repeat the flag or give a directory)."),
+    reference: List[str] = typer.Option(..., "--reference", "-r", help="Original images or directories "
+                                        "(repeat the flag or give a directory): paired by file name where the "
+                                        "names match one to one, else in the order given."),
     resize: Optional[int] = typer.Option(None, help="Prepare references as extract did: shorter side."),
     crop: Optional[int] = typer.Option(None, help="... then the centre square of this size."),
     baseline_mean: Optional[str] = typer.Option(None, "--baseline-mean", help="Also score predicting "
@@ -53,7 +65,8 @@ def score(
     recon_files, ref_files = expand_image_args(recon), expand_image_args(reference)
     if len(recon_files) != len(ref_files):
         raise UsageError(f"{len(recon_files)} reconstructions but {len(ref_files)} references; "
-                         f"they pair up in order")
+                         f"they pair up one to one")
+    ref_files = paired_by_name(recon_files, ref_files)
     prepare = lambda img, name: prepare_view(img, resize, crop, name)  # noqa: E731
     refs = [prepare(read_image(f), str(f)) for f in ref_files]
     recons = [read_image(f) for f in recon_files]
@@ -73,7 +86,7 @@ def score(
         result["baseline_mean"] = {k: baseline[k] for k in ("normalized_error", "psnr", "mae")}
     if norm is None and not quiet:
         err.print("featinv: note: normalized error needs two or more references of one size; "
-                  "showing PSNR and SSIM only")
+                  "showing PSNR, SSIM and MAE only")
     if as_json:
         out.print_json(json.dumps(result))
         return

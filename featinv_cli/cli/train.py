@@ -147,6 +147,8 @@ def train(
     for flag, value in (("--steps", steps), ("--batch", batch), ("--checkpoint-every", checkpoint_every)):
         if value < 1:
             raise UsageError(f"{flag} {value}: must be a positive number")
+    if output.suffix != ".safetensors":
+        raise UsageError(f"-o {output}: a model file is safetensors; name it *.safetensors")
     if width is not None and width <= 0:
         raise UsageError(f"--width {width:g}: must be positive")
     if upsample not in ("zeros", "resize"):

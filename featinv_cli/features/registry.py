@@ -73,7 +73,8 @@ def from_metadata(name: str, params: dict | None) -> Extractor:
 
 
 def guess_from_channels(channels: int) -> Extractor | None:
-    """The extractor a bare array with this channel count must come from, if exactly one fits."""
+    """The hand-made extractor a bare array with this channel count comes from, if exactly one fits
+    (133 is OpenCV's sift; colmap-sift and CNN layers are never guessed: their channel counts repeat)."""
     fits = [cls() for cls in EXTRACTORS.values()
             if cls.guess_by_channels and _default_channels(cls) == channels]
     return fits[0] if len(fits) == 1 else None
@@ -92,7 +93,7 @@ def resolve(ff, name: str, feature: str | None = None,
 
     Metadata wins; ``feature``/``image_size`` (the --feature/--image-size flags) describe a bare
     ``.npy`` and must agree with metadata when both exist. A bare array is identified by its channel
-    count where exactly one extractor fits, with image size = cells x cell size (featinv-formats(5)).
+    count where exactly one hand-made extractor fits (133: sift), with image size = cells x cell size (featinv-formats(5)).
     """
     shape = tuple(ff.features.shape)
     if ff.feature:

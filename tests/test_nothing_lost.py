@@ -1,0 +1,123 @@
+"""What commands must not do quietly: write over a file they did not make or over each other's output,
+throw away a run, guess what an array is when more than one answer fits, or ignore what was asked."""
+from __future__ import annotations
+
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from conftest import photo
+
+
+def test_extract_to_a_folder_numbers_equal_names(cli, tmp_path):
+    """x.png and x.jpg, and p.png in two folders given: each keeps a file of its own."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    iio.imwrite(a / "x.png", photo("astronaut", 64))
+    iio.imwrite(a / "x.jpg", photo("chelsea", 64))
+    iio.imwrite(b / "x.png", photo("coffee", 64))
+    r = cli("extract", "hog", a, b, "-o", f"{tmp_path}/out/")
+    assert r.code == 0, r.err
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["x-2.safetensors", "x-3.safetensors", "x.safetensors"]
+    sources = {json.loads(cli("info", tmp_path / "out" / n, "--json").text)["sources"][0] for n in written}
+    assert sources == {"x.jpg", "x.png"} and len(written) == 3
+
+
+def test_invert_to_a_folder_never_writes_over_a_photo_but_over_its_own_output(cli, tmp_path):
+    iio.imwrite(tmp_path / "a.png", photo("astronaut", 64))
+    before = (tmp_path / "a.png").read_bytes()
+    assert cli("extract", "hog", tmp_path / "a.png", "-o", f"{tmp_path}/feats/").code == 0
+    r = cli("invert", tmp_path / "feats", "-o", f"{tmp_path}/")  # the photo's own folder
+    assert r.code == 1 and "not written by featinv" in r.err
+    assert (tmp_path / "a.png").read_bytes() == before
+    out = tmp_path / "recon"
+    assert cli("invert", tmp_path / "feats", "-o", f"{out}/").code == 0
+    first = (out / "a.png").stat().st_mtime_ns
+    assert cli("invert", tmp_path / "feats", "-o", f"{out}/").code == 0  # a re-run replaces its own PNG
+    assert (out / "a.png").stat().st_mtime_ns >= first and len(list(out.iterdir())) == 1
+
+
+def test_folder_output_of_perturbed_rows_is_named_after_their_images(cli, tmp_path):
+    for name in ("astronaut", "coffee"):
+        iio.imwrite(tmp_path / f"{name}.png", photo(name, 64))
+    batch, drop = tmp_path / "b.safetensors", tmp_path / "d.safetensors"
+    assert cli("extract", "hog", tmp_path / "astronaut.png", tmp_path / "coffee.png", "-o", batch).code == 0
+    assert cli("perturb", batch, "--dropout", "0.5", "-o", drop).code == 0
+    assert cli("invert", drop, "-o", f"{tmp_path}/recon/").code == 0
+    assert sorted(p.name for p in (tmp_path / "recon").iterdir()) == ["astronaut dropout 0.5.png",
+                                                                      "coffee dropout 0.5.png"]
+
+
+def test_train_does_not_start_over_a_checkpoint_without_resume(cli, image_dir, tmp_path):
+    out = tmp_path / "m.safetensors"
+    args = ("train", "hog", "-d", image_dir, "-o", out, "--steps", "2", "--batch", "4", "--crop", "64",
+            "--width", "0.125", "--workers", "0", "-q", "--keep-checkpoint")
+    assert cli(*args).code == 0
+    ckpt = tmp_path / "m.safetensors.ckpt"
+    kept = ckpt.read_bytes()
+    r = cli(*args)
+    assert r.code == 1 and "--resume" in r.err and ckpt.read_bytes() == kept
+
+
+def test_model_and_statistics_files_must_be_named_safetensors(cli, image_dir, tmp_path):
+    r = cli("train", "hog", "-d", image_dir, "-o", tmp_path / "m.npy", "--steps", "1")
+    assert r.code == 2 and "*.safetensors" in r.err
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).random((20, 8), dtype=np.float32))
+    r = cli("sample", "--fit", tmp_path / "v.npy", "-o", tmp_path / "stats.npy")
+    assert r.code == 2 and "*.safetensors" in r.err and not (tmp_path / "stats.npy").exists()
+
+
+def test_perturb_takes_zero_values_as_given(cli, tmp_path):
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).random((2, 31, 4, 4), dtype=np.float32))
+    out = tmp_path / "z.safetensors"
+    assert cli("perturb", tmp_path / "v.npy", "--binarize", "--scale", "0", "-o", out).code == 0
+    assert json.loads(cli("info", out, "--json").text)["history"] == ["binarize, scale 0"]
+    r = cli("perturb", tmp_path / "v.npy", "--binarize", "--keep-top", "0", "-o", out)
+    assert r.code == 2 and "--keep-top 0" in r.err
+
+
+def test_bare_arrays_are_guessed_only_where_one_hand_made_feature_fits(cli, tmp_path, photos):
+    """512 channels could be fire8 or fire9: refused without --feature; 133 is OpenCV's SIFT."""
+    feats = tmp_path / "f8.npy"
+    assert cli("extract", "squeezenet:fire8", photos["coffee"], "-o", feats).code == 0
+    r = cli("invert", feats, "-o", tmp_path / "r.png")
+    assert r.code == 1 and "cannot tell which extractor" in r.err and "--feature" in r.err
+    np.save(tmp_path / "s.npy", np.zeros((1, 133, 16, 16), np.float32))
+    info = json.loads(cli("info", tmp_path / "s.npy", "--json").text)
+    assert info["guessed_feature"] == "sift"
+
+
+def test_optimize_refuses_the_options_of_a_learned_inverter(cli, photos, tiny_model, tmp_path):
+    feats = tmp_path / "h.safetensors"
+    assert cli("extract", "hog", photos["coffee"], "--resize", "64", "--crop", "64", "-o", feats).code == 0
+    for extra in (["-m", str(tiny_model)], ["--mirror-average"], ["--grid-size"]):
+        r = cli("invert", feats, "--method", "optimize", *extra, "-o", tmp_path / "r.png")
+        assert r.code == 2 and extra[0] in r.err and not (tmp_path / "r.png").exists()
+
+
+def test_features_no_model_ships_for_say_so(cli, photos, tmp_path):
+    feats = tmp_path / "h4.safetensors"
+    assert cli("extract", "hog:cell=4", photos["coffee"], "--resize", "64", "--crop", "64", "-o", feats).code == 0
+    r = cli("invert", feats, "-o", tmp_path / "r.png")
+    assert r.code == 1 and "no shipped model for hog:cell=4" in r.err and "-m" in r.err
+
+
+def test_info_of_an_image_says_to_extract_first(cli, photos):
+    r = cli("info", photos["astronaut"])
+    assert r.code == 1 and "is an image" in r.err and "featinv extract" in r.err
+
+
+def test_score_pairs_files_by_name_when_the_names_match(cli, tmp_path):
+    """Listed in another order than the references, reconstructions are still scored against their own."""
+    for d in ("rec", "ref"):
+        (tmp_path / d).mkdir()
+    a, b = photo("astronaut", 64), photo("coffee", 64)
+    for name, img in (("a", a), ("b", b)):
+        iio.imwrite(tmp_path / "rec" / f"{name}.png", img)
+        iio.imwrite(tmp_path / "ref" / f"{name}.png", img)
+    r = cli("score", tmp_path / "rec" / "b.png", tmp_path / "rec" / "a.png", "-r", tmp_path / "ref", "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.text)["mean"]["normalized_error"] == pytest.approx(0.0, abs=1e-6)
