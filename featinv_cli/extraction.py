@@ -58,6 +58,10 @@ class FeatureSink:
             raise UsageError("-o: a directory name cannot end in .npy")
         if rows_per_file and (self.per_file or output == "-"):
             raise UsageError("--rows-per-file needs a file name for -o (not a directory or -)")
+        if not self.per_file:
+            from .formats import check_feature_name
+
+            check_feature_name(output)
         if self.per_file:
             from .files import UniqueNames
 

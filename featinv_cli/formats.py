@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import FeatinvError
+from .errors import FeatinvError, UsageError
 from .files import atomic_write, map_file
 from .safetensors_codec import (encode_safetensors, json_field, parse_safetensors, read_metadata,
                                 safetensors_chunks)
@@ -95,17 +95,22 @@ def expand_feature_args(args) -> list[str]:
 IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
 
 
-def save_features(path: str | Path, ff: FeatureFile) -> None:
-    """safetensors with metadata, unless the name ends in .npy (then the bare array)."""
-    import torch
-
+def check_feature_name(path: str | Path) -> None:
+    """Refuse an output name that is not a feature file's (a command checks before it computes)."""
     from .images import IMAGE_SUFFIXES
 
     suffix = Path(str(path)).suffix.lower()
     if str(path) != "-" and suffix not in FEATURE_SUFFIXES:
         what = "an image name" if suffix in IMAGE_SUFFIXES else f"not a feature file name ({suffix or 'no suffix'})"
-        raise FeatinvError(f"{path}: {what}; feature files end in .safetensors (with metadata) or .npy "
-                           f"(bare array); `featinv invert` makes images")
+        raise UsageError(f"{path}: {what}; feature files end in .safetensors (with metadata) or .npy "
+                         f"(bare array); `featinv invert` makes images")
+
+
+def save_features(path: str | Path, ff: FeatureFile) -> None:
+    """safetensors with metadata, unless the name ends in .npy (then the bare array)."""
+    import torch
+
+    check_feature_name(path)
     feats = ff.features.detach().to(torch.float32).contiguous()
     if str(path) != "-" and str(path).lower().endswith(".npy"):
         buf = _io.BytesIO()

@@ -19,7 +19,7 @@ from . import __version__, ops
 from .batches import FeatureRowBatches, ViewBatches
 from .formats import checkpoint_path, load_checkpoint, peek, save_checkpoint
 from .data import FeatureRowsDataset, fingerprint
-from .errors import FeatinvError
+from .errors import FeatinvError, UsageError
 from .features import from_metadata, parse_spec
 from .formats import ModelFile, save_model
 from .models import for_extractor
@@ -104,14 +104,14 @@ def training_data(cfg: TrainConfig, extractor, device: torch.device, rank: int, 
     from .views import is_views_file, load_views, pack
 
     if cfg.batch % world:
-        raise FeatinvError(f"--batch {cfg.batch} does not split evenly over {world} processes")
+        raise UsageError(f"--batch {cfg.batch} does not split evenly over {world} processes")
     if cfg.features:
         return _stored_features(cfg, extractor, device, rank, world)
     if cfg.crop % 64:
-        raise FeatinvError(f"--crop {cfg.crop} must be a multiple of 64 (the network's 1/64 bottleneck)")
+        raise UsageError(f"--crop {cfg.crop} must be a multiple of 64 (the network's 1/64 bottleneck)")
     packed = [d for d in cfg.data if is_views_file(d)]
     if packed and len(cfg.data) > 1:
-        raise FeatinvError("train from one views file (featinv pack) or from folders, not both")
+        raise UsageError("train from one views file (featinv pack) or from folders, not both")
     if packed:
         vs = load_views(packed[0])
     else:

@@ -133,7 +133,7 @@ def test_info_on_model(cli, tiny_model):
 # ------------------------------------------------------------------ every bad input: one line, exit != 0
 
 def test_missing_file(cli, tmp_path, tiny_model):
-    assert "no such file" in one_line_error(cli("extract", "hog", tmp_path / "nope.jpg", "-o", tmp_path / "x"))
+    assert "no such file" in one_line_error(cli("extract", "hog", tmp_path / "nope.jpg", "-o", tmp_path / "x.safetensors"))
     assert "no such file" in one_line_error(cli("invert", tmp_path / "nope.npy", "-o", tmp_path / "x.png"))
     assert not (tmp_path / "x.png").exists()
 
@@ -300,8 +300,9 @@ def test_shards_rows_per_file_and_workers_give_the_whole_set(cli, image_dir, tmp
 
 
 def test_feature_files_named_like_images_are_refused(cli, photos, tmp_path):
-    msg = one_line_error(cli("extract", "hog", photos["chelsea"], "-o", tmp_path / "a.png"))
-    assert "an image name" in msg and ".safetensors" in msg
+    r = cli("extract", "hog", photos["chelsea"], "-o", tmp_path / "a.png")
+    msg = one_line_error(r)
+    assert "an image name" in msg and ".safetensors" in msg and r.code == 2  # the command line is wrong
     assert not (tmp_path / "a.png").exists()
     assert "not a feature file name" in one_line_error(cli("extract", "hog", photos["chelsea"], "-o", tmp_path / "a"))
 

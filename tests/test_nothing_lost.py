@@ -70,6 +70,11 @@ def test_model_and_statistics_files_must_be_named_safetensors(cli, image_dir, tm
     assert r.code == 2 and "*.safetensors" in r.err and not (tmp_path / "stats.npy").exists()
 
 
+def test_a_crop_the_network_cannot_take_is_a_usage_error(cli, image_dir, tmp_path):
+    r = cli("train", "hog", "-d", image_dir, "-o", tmp_path / "m.safetensors", "--crop", "100", "--steps", "1")
+    assert r.code == 2 and "multiple of 64" in r.err
+
+
 def test_perturb_takes_zero_values_as_given(cli, tmp_path):
     np.save(tmp_path / "v.npy", np.random.default_rng(0).random((2, 31, 4, 4), dtype=np.float32))
     out = tmp_path / "z.safetensors"
