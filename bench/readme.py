@@ -31,8 +31,19 @@ SWEEP = ROOT / "docs" / "figures" / "squeezenet-fig7.json"
 AUDIT = ROOT / "docs" / "figures" / "colmap-audit.json"
 ARCH = ROOT / "docs" / "figures" / "hog-arch-study.json"
 BLOCK = re.compile(r"(<!-- generated: (\w+) -->\n)(.*?)(<!-- end generated -->)", re.S)
-ORDER = ["hog", "sift", "colmap-sift", "lbp", "squeezenet-conv1", "squeezenet-fire4", "squeezenet-fire5",
-         "squeezenet-fire6", "squeezenet-fire8", "squeezenet-fire9", "squeezenet-pool10"]
+
+
+def shipped_models() -> list[str]:
+    """Every model file in the package: the hand-made features, then the SqueezeNet layers from the
+    image up, then anything else (so a new model's row cannot be left out of the table)."""
+    from featinv_cli.features.squeezenet import LAYERS, WEIGHTS_FILE
+    from featinv_cli.inverter import ASSETS
+
+    first = ["hog", "sift", "colmap-sift", "lbp"] + [f"squeezenet-{layer}" for layer in LAYERS]
+    found = {p.stem for p in ASSETS.glob("*.safetensors")} - {WEIGHTS_FILE.stem}  # the CNN's weights
+    return [n for n in first if n in found] + sorted(found - set(first))
+
+
 PAPER = {"hog": "0.24", "sift": "0.28", "lbp": "0.38"}  # Table 2 of the paper (AlexNet era, 1.2 M photos)
 
 
@@ -83,7 +94,7 @@ def models_block() -> str:
     from featinv_cli.inverter import ASSETS
 
     rows, baseline = [], None
-    for name in ORDER:
+    for name in shipped_models():
         path = ASSETS / f"{name}.safetensors"
         if not path.exists():
             continue
@@ -217,7 +228,7 @@ def evaluate_shipped(val: str, only: list[str] | None = None) -> None:
     from featinv_cli.inverter import ASSETS
 
     mean = baseline_mean(str(Path(val).parent / "train"), 128)  # the sample's training photos
-    for name in only or ORDER:
+    for name in only or shipped_models():
         path = ASSETS / f"{name}.safetensors"
         if only and not path.exists():
             raise SystemExit(f"--only {name}: no {path}")
@@ -231,7 +242,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--evaluate", metavar="VAL_DIR")
-    ap.add_argument("--only", nargs="+", choices=ORDER, help="with --evaluate: just these models")
+    ap.add_argument("--only", nargs="+", choices=shipped_models(), help="with --evaluate: just these models")
     args = ap.parse_args()
     if args.only and not args.evaluate:
         ap.error("--only goes with --evaluate")
