@@ -164,8 +164,11 @@ def main() -> None:
                         "wider, else from scratch), e.g. lbp=0.5 sift=0.125 (at most 16 MB a file: "
                         "hog 0.38, lbp 0.7, sift 0.2)")
     args = ap.parse_args()
+    # featinv runs in the repository root (cwd=ROOT): paths given relative to where this was started
+    # (make -C examples gives ../../shared/...) are made absolute first.
     if args.cmd == "pack":
-        pack(args.data, args.val, args.output, args.quality, args.workers)
+        pack([str(Path(d).resolve()) for d in args.data], str(Path(args.val).resolve()), args.output.resolve(),
+             args.quality, args.workers)
     else:
         widths = {}
         for item in getattr(args, "width", []):
@@ -177,7 +180,8 @@ def main() -> None:
             if size > 16:
                 ap.error(f"--width {item}: a {size:.1f} MB model file, over the 16 MB a lent machine hands back "
                          f"(and a shipped model's 20 MB)")
-        train_all(args.pack, args.out, 3.0 if args.quick else args.budget, args.quick, args.only, widths)
+        train_all(args.pack.resolve(), args.out.resolve(), 3.0 if args.quick else args.budget, args.quick, args.only,
+                  widths)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,9 @@ def evaluation_record(model: str | Path, directory: str | Path, mean: torch.Tens
     scores on ``directory``, with --mirror-average where the feature has it, and the error of
     predicting ``mean`` (the mean training view) when given."""
     r = evaluate(model, directory, device=device)
-    out = {"on": Path(directory).name if Path(directory).is_dir() else str(directory), "images": r["images"],
+    # "on" names the photos: a folder's name, or a views file's stem (`pack val/ --side 128 -o val.safetensors`
+    # holds the protocol's views of val/, so the two evaluations compare: ship_if_better checks it).
+    out = {"on": Path(directory).name if Path(directory).is_dir() else Path(directory).stem, "images": r["images"],
            "protocol": "shorter side 128, centre crop 128",
            **{k: round(r[k], 4) for k in ("normalized_error", "thumbnail_error", "psnr", "ssim")}}
     if Inverter(model).can_mirror:

@@ -138,7 +138,7 @@ def list_images(*directories: str | Path) -> list[Path]:
     for directory in directories:
         d = Path(directory)
         if not d.is_dir():
-            raise FeatinvError(f"{d}: not a directory")
+            raise FeatinvError(f"{d}: no such file or directory" if not d.exists() else f"{d}: not a directory")
         found = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not found:
             raise FeatinvError(f"{d}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, "

@@ -126,3 +126,20 @@ def test_score_pairs_files_by_name_when_the_names_match(cli, tmp_path):
     r = cli("score", tmp_path / "rec" / "b.png", tmp_path / "rec" / "a.png", "-r", tmp_path / "ref", "--json")
     assert r.code == 0, r.err
     assert json.loads(r.text)["mean"]["normalized_error"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_minutes_alone_train_for_the_minutes_and_init_skips_low_res(cli, image_dir, tmp_path):
+    """`train --init shipped --minutes M` (the README's "continue ours"): the clock ends the run, not the
+    default 2000 steps, and an inverter that already reads full-resolution crops is not sent back to
+    half resolution."""
+    from featinv_cli.formats import load_model
+
+    first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    common = ("-d", image_dir, "--batch", "2", "--crop", "64", "--width", "0.125", "--workers", "0", "-q")
+    assert cli("train", "hog", "-o", first, "--steps", "2", *common).code == 0
+    config = load_model(first).train["config"]
+    assert config["steps"] == 2 and config["low_res"] == 0.7  # the defaults without --init
+    r = cli("train", "hog", "-o", second, "--init", first, "--minutes", "0.02", *common)
+    assert r.code == 0, r.err
+    t = load_model(second).train
+    assert t["config"]["low_res"] == 0.0 and t["config"]["steps"] > 10 ** 6 and t["seconds"] >= 1.0

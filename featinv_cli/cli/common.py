@@ -15,6 +15,9 @@ out = Console(highlight=False, soft_wrap=True)
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or chatter on stderr.")
 DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda (auto takes cuda when available).")
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON on stdout instead of a table.")
+WEIGHTS = typer.Option(None, "--weights", help="CNN features: a torchvision-style .pth state dict or "
+                       ".safetensors, or random:SEED (default: squeezenet's shipped ImageNet weights; for "
+                       "the others torchvision's own file in torch's cache, else an error: never random unasked).")
 
 
 def resolve_device(name: str) -> str:
@@ -73,7 +76,7 @@ class _RichProgress:
 
 
 @contextmanager
-def progress(total: int, description: str, quiet: bool = False):
+def progress(total: int | None, description: str, quiet: bool = False):
     """A rich progress bar on stderr, shown only when stderr is a terminal and not --quiet."""
     if quiet or not sys.stderr.isatty():
         yield _NoProgress()

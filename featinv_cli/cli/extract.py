@@ -6,7 +6,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import FeatinvError, UsageError
-from .common import DEVICE, QUIET, progress, resolve_device
+from .common import DEVICE, QUIET, WEIGHTS, progress, resolve_device
 
 
 def parse_shard(text: str | None, n: int) -> slice:
@@ -35,10 +35,7 @@ def extract(
                                         "blocks of the (sorted) images: split a big set over jobs."),
     rows_per_file: int = typer.Option(0, "--rows-per-file", metavar="R", help="Write OUT-00000.safetensors, "
                                       "OUT-00001... of R rows each, holding at most R in memory (0: one file)."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="CNN features: a torchvision-style .pth "
-                                          "state dict or .safetensors, or random:SEED (default: squeezenet's "
-                                          "shipped ImageNet weights; for the others torchvision's own file in "
-                                          "torch's cache, else an error: never random unasked)."),
+    weights: Optional[str] = WEIGHTS,
     workers: int = typer.Option(0, "--workers", help="DataLoader processes reading and extracting in parallel "
                                 "(with a GPU: reading only)."),
     device: str = DEVICE,

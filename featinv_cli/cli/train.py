@@ -11,7 +11,14 @@ import typer
 
 from ..errors import UsageError
 from ..settings import TrainConfig as D  # the defaults (no torch import)
-from .common import DEVICE, QUIET, err, progress, resolve_device
+from .common import DEVICE, QUIET, WEIGHTS, err, progress, resolve_device
+
+NO_STEP_LIMIT = 10 ** 9  # --minutes without --steps: the time budget ends the run
+
+
+def of_steps(total: int) -> str:
+    """' of 5000' for a step count, nothing for a run that the clock ends."""
+    return "" if total >= NO_STEP_LIMIT else f"/{total}"
 
 
 def shipped_defaults(extractor, arch: str, width: float | None) -> tuple[str, float]:
@@ -52,9 +59,7 @@ def train(
                                     "folders. Or a views file made by `featinv pack` (no decoding at all)."),
     output: Path = typer.Option(..., "--output", "-o", help="Model file to write (.safetensors). "
                                 "Checkpoints go beside it as OUTPUT.ckpt."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="CNN features: a torchvision-style .pth "
-                                          "state dict or .safetensors, or random:SEED (default: torch's cache "
-                                          "path for torchvision's own file of that network)."),
+    weights: Optional[str] = WEIGHTS,
     arch: str = typer.Option("auto", help="Network architecture. paper: the paper's (hand-made features: "
                              "contracting to 1/64, then up-convolutions; CNN layers: its conv or fc network); "
                              "skip (hog, lbp, sift): the same with U-Net skip connections; auto (default): "
@@ -72,11 +77,13 @@ def train(
                                    "max-zoom x crop pixels) are resized so their shorter side is random in "
                                    "[crop, max-zoom x crop], then cropped (1: whole photos only). Sift: crops "
                                    "at the views' scale."),
-    low_res: float = typer.Option(D.low_res, "--low-res", metavar="FRACTION", help="Train the first FRACTION of "
-                                  "the run on the same crops at half resolution (a quarter of the cost; "
-                                  "colour and layout first), then the rest at full resolution with a fresh "
-                                  "optimizer. 0: off. Ignored for sift and --features (one resolution) and "
-                                  "CNN layers (their input size is fixed)."),
+    low_res: Optional[float] = typer.Option(None, "--low-res", metavar="FRACTION", help="Train the first "
+                                            "FRACTION of the run on the same crops at half resolution (a quarter "
+                                            "of the cost; colour and layout first), then the rest at full "
+                                            "resolution with a fresh optimizer. 0: off. Default {D.low_res}; "
+                                            "with --init 0 (the file's network already reads full-resolution "
+                                            "crops). Ignored for sift and --features (one resolution) and CNN "
+                                            "layers (their input size is fixed)."),
     init: Optional[Path] = typer.Option(None, "--init", metavar="MODEL", help="Start from this model file's "
                                         "weights (or 'shipped': the model featinv ships for this feature) with "
                                         "a fresh optimizer and warm-up; its architecture and width too (--width "
@@ -89,7 +96,8 @@ def train(
     ema: float = typer.Option(D.ema, "--ema", metavar="DECAY", help="Save an exponential moving average of "
                               "the weights with this decay (e.g. 0.999) instead of the last weights (0: off)."),
     batch: int = typer.Option(D.batch, help="Images per step (the paper: 64)."),
-    steps: int = typer.Option(D.steps, help="Optimizer steps in all."),
+    steps: Optional[int] = typer.Option(None, help=f"Optimizer steps in all (default {D.steps}; with --minutes "
+                                        f"and no --steps, no step limit: the time budget ends the run)."),
     minutes: float = typer.Option(D.minutes, "--minutes", help="A wall-time budget: stop after this long "
                                   "(or at --steps, if sooner), with the schedule (decay, --low-res) run "
                                   "over the budget. Runs on one machine then differ with its speed. 0: off."),
@@ -133,8 +141,8 @@ def train(
     Examples:
       featinv train hog -d photos/ -o hog.safetensors --width 0.3 --steps 5000
       featinv pack photos/ -o views.safetensors && featinv train hog -d views.safetensors -o hog.safetensors
-      featinv train hog -d views.safetensors -o hog2.safetensors --init shipped --ema 0.999
-      featinv train hog -d views.safetensors -o hog3.safetensors --init shipped --width 0.38
+      featinv train hog -d views.safetensors -o hog2.safetensors --init shipped --ema 0.999 --lr 3e-4 --minutes 60
+      featinv train hog -d views.safetensors -o hog3.safetensors --init shipped --width 0.38 --minutes 60
       featinv train hog -d photos/ -o hog.safetensors --steps 5000 --resume
       torchrun --nproc-per-node 4 $(which featinv) train hog -d photos/ -o hog.safetensors
 
@@ -144,6 +152,8 @@ def train(
     from ..features.registry import parse_spec, with_weights
     from ..train import TrainConfig, bf16_supported, train as run_training
 
+    if steps is None:
+        steps = NO_STEP_LIMIT if minutes > 0 else D.steps
     for flag, value in (("--steps", steps), ("--batch", batch), ("--checkpoint-every", checkpoint_every)):
         if value < 1:
             raise UsageError(f"{flag} {value}: must be a positive number")
@@ -155,6 +165,8 @@ def train(
         raise UsageError(f"--upsample {upsample!r}: choose zeros or resize")
     if precision not in ("auto", "fp32", "bf16"):
         raise UsageError(f"--precision {precision!r}: choose auto, fp32 or bf16")
+    if low_res is None:
+        low_res = 0.0 if init is not None else D.low_res
     if not 0 <= low_res < 1:
         raise UsageError(f"--low-res {low_res:g}: give a fraction of the steps, 0 <= FRACTION < 1")
     if not 0 <= ema < 1:
@@ -187,11 +199,14 @@ def train(
     # Under torchrun only rank 0 talks; the others train silently.
     quiet = quiet or int(os.environ.get("RANK", "0")) != 0
     start, log_lines = time.perf_counter(), not quiet and not sys.stderr.isatty()
-    with progress(steps, "train", quiet) as bar:  # a bar on a terminal, a log line every --log-every else
+    clock = minutes > 0  # a time budget: the bar fills with the minutes, the steps go beside it
+    with progress(round(minutes * 60) if clock else steps, f"train ({minutes:g} min)" if clock else "train",
+                  quiet) as bar:  # a bar on a terminal, a log line every --log-every else
         def on_step(step, total, loss, rate):
-            bar.set(step, f"loss {loss:.5f}  {rate:.0f} img/s")
+            done = min(time.perf_counter() - start, minutes * 60) if clock else step
+            bar.set(done, f"{f'step {step}  ' if clock else ''}loss {loss:.5f}  {rate:.0f} img/s")
             if log_lines and (step % log_every == 0 or step == total):
-                err.print(f"step {step}/{total}  loss {loss:.5f}  {rate:.0f} img/s  "
+                err.print(f"step {step}{of_steps(total)}  loss {loss:.5f}  {rate:.0f} img/s  "
                           f"{time.perf_counter() - start:.0f}s")
 
         if resume:
@@ -209,7 +224,7 @@ def say_where_resuming(cfg, quiet: bool) -> None:
 
     ckpt = checkpoint_path(cfg.output)
     if ckpt.exists() and not quiet:
-        err.print(f"resuming from step {peek(ckpt)['step']} of {cfg.steps} ({ckpt})")
+        err.print(f"resuming from step {peek(ckpt)['step']}{of_steps(cfg.steps)} ({ckpt})")
 
 
 def report_validation(output, val, cfg) -> None:
