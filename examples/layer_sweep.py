@@ -31,11 +31,13 @@ from featinv_cli.optimize import OptimizeConfig, invert_by_optimization
 from featinv_cli.train import TrainConfig, train
 
 
-def plot(rows: list[dict], path: Path) -> None:
-    """Error against layer, one line per method, drawn with OpenCV (no plotting dependency)."""
+def plot(rows: list[dict], path: Path, images: int = 2) -> None:
+    """Error against layer, drawn with OpenCV (no plotting dependency): the two methods on the same
+    ``images`` validation images (the fair comparison, the optimisation being too slow for more), and
+    the learned inverter on every validation image, lighter."""
     w, h, left, bottom, top = 720, 420, 70, 60, 30
     img = np.full((h, w, 3), 255, np.uint8)
-    ymax = max(1.0, max(v or 0 for r in rows for v in (r["learned"], r.get("optimize"))))
+    ymax = max(1.0, max(v or 0 for r in rows for v in (r["learned"], r.get("optimize"), r.get("learned_same_images"))))
     x = lambda i: int(left + i * (w - left - 30) / max(1, len(rows) - 1))  # noqa: E731
     y = lambda v: int(top + (1 - v / ymax) * (h - top - bottom))  # noqa: E731
     cv2.line(img, (left, top), (left, h - bottom), (0, 0, 0), 1)
@@ -45,8 +47,10 @@ def plot(rows: list[dict], path: Path) -> None:
     for i, r in enumerate(rows):
         cv2.putText(img, r["layer"], (x(i) - 15, h - bottom + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
                     cv2.LINE_AA)
-    keys = (("learned", (200, 60, 0)), ("optimize", (0, 0, 200)))
-    for n, (key, colour) in enumerate(keys):
+    keys = (("learned_same_images", (200, 60, 0), f"learned inverter, {images} images"),
+            ("optimize", (0, 0, 200), f"optimisation, the same {images} images"),
+            ("learned", (235, 175, 130), "learned inverter, all validation images"))
+    for n, (key, colour, label) in enumerate(keys):
         pts = {i: (x(i), y(r[key])) for i, r in enumerate(rows) if r.get(key) is not None}
         for i in pts:  # lines only between neighbouring layers: no line across a layer without a value
             if i + 1 in pts:
@@ -54,8 +58,7 @@ def plot(rows: list[dict], path: Path) -> None:
         for p in pts.values():
             cv2.circle(img, p, 4, colour, -1, cv2.LINE_AA)
         cv2.circle(img, (left + 20, top + 18 + 20 * n), 4, colour, -1, cv2.LINE_AA)  # legend, top left
-        cv2.putText(img, {"learned": "learned inverter", "optimize": "optimisation"}[key], (left + 32, top + 22 + 20 * n),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
+        cv2.putText(img, label, (left + 32, top + 22 + 20 * n), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
     cv2.putText(img, "normalized reconstruction error by layer", (left, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55,
                 (0, 0, 0), 1, cv2.LINE_AA)
     write_image(path, img)
@@ -113,8 +116,8 @@ def main() -> None:
         rows.append({"layer": layer, "learned": learned, "learned_same_images": same,
                      "optimize": float(np.mean(errors)) if errors else None})
         print(json.dumps(rows[-1]), flush=True)
-    (out / "sweep.json").write_text(json.dumps({"weights": args.weights, "steps": args.steps, "rows": rows},
-                                               indent=1))
+    (out / "sweep.json").write_text(json.dumps({"weights": args.weights, "steps": args.steps,
+                                                "optimize_images": args.optimize_images, "rows": rows}, indent=1))
     k = args.optimize_images
     table = [f"| layer | learned inverter (all val images) | learned (first {k}) | optimisation (first {k}) |",
              "|---|---|---|---|"]
@@ -122,26 +125,28 @@ def main() -> None:
     table += [f"| {r['layer']} | {fmt(r['learned'])} | {fmt(r['learned_same_images'])} | {fmt(r['optimize'])} |"
               for r in rows]
     (out / "sweep.md").write_text("\n".join(table) + "\n")
-    plot(rows, out / "sweep.png")
+    plot(rows, out / "sweep.png", args.optimize_images)
     print("\n".join(table))
     if args.update:
-        update(args.update, rows, args.weights, args.steps)
+        update(args.update, rows, args.weights, args.steps, args.optimize_images)
 
 
-def update(path: Path, rows: list[dict], weights: str = "", steps: int = 0) -> None:
+def update(path: Path, rows: list[dict], weights: str = "", steps: int = 0, images: int = 2) -> None:
     """Replace the rows of these layers in an earlier sweep's JSON (in its layer order) and redraw its
-    plot; the earlier sweep must have used the same weights and training steps."""
+    plot; the earlier sweep must have used the same weights, training steps and optimisation images."""
     earlier = json.loads(path.read_text())
-    if (earlier.get("weights"), earlier.get("steps")) != (weights, steps):
-        raise SystemExit(f"{path} was made with --weights {earlier.get('weights')!r} --steps {earlier.get('steps')}, "
-                         f"this sweep with --weights {weights!r} --steps {steps}")
+    earlier.setdefault("optimize_images", 2)  # sweeps before it was recorded: fig-sweep-squeezenet's 2
+    if (earlier["weights"], earlier["steps"], earlier["optimize_images"]) != (weights, steps, images):
+        raise SystemExit(f"{path} was made with --weights {earlier.get('weights')!r} --steps {earlier.get('steps')} "
+                         f"--optimize-images {earlier['optimize_images']}, this sweep with --weights {weights!r} "
+                         f"--steps {steps} --optimize-images {images}")
     new = {r["layer"]: r for r in rows}
     missing = sorted(set(new) - {r["layer"] for r in earlier["rows"]})
     if missing:
         raise SystemExit(f"{path} has no row for {', '.join(missing)}")
     earlier["rows"] = [new.get(r["layer"], r) for r in earlier["rows"]]
     path.write_text(json.dumps(earlier, indent=1) + "\n")
-    plot(earlier["rows"], path.with_suffix(".png"))
+    plot(earlier["rows"], path.with_suffix(".png"), images)
     print(f"updated {path} and {path.with_suffix('.png')}")
 
 
