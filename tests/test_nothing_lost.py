@@ -82,6 +82,8 @@ def test_perturb_takes_zero_values_as_given(cli, tmp_path):
     assert json.loads(cli("info", out, "--json").text)["history"] == ["binarize, scale 0"]
     r = cli("perturb", tmp_path / "v.npy", "--binarize", "--keep-top", "0", "-o", out)
     assert r.code == 2 and "--keep-top 0" in r.err
+    r = cli("perturb", tmp_path / "v.npy", "--scale", "2", "--binarize", "--scale", "3", "-o", out)
+    assert r.code == 2 and "--scale given 2 times" in r.err
 
 
 def test_bare_arrays_are_guessed_only_where_one_hand_made_feature_fits(cli, tmp_path, photos):

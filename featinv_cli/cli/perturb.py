@@ -1,7 +1,7 @@
 """featinv perturb: change feature vectors the ways of paper §4.3-4.4, in the order given."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -13,7 +13,16 @@ def _operations(ctx: typer.Context) -> list[tuple[str, object]]:
     processes options, which is command-line order for the options given."""
     from ..analysis import PERTURBATIONS
 
-    ops = [(name, v) for name, v in ctx.params.items() if name in PERTURBATIONS and v is not None and v is not False]  # 0 counts
+    ops = []
+    for name, v in ctx.params.items():
+        if name not in PERTURBATIONS or v is None or v is False or v in ([], ()):  # 0 is a value (--scale 0)
+            continue
+        if isinstance(v, (list, tuple)):  # valued options collect repeats, so that a repeat can be refused
+            if len(v) > 1:
+                raise UsageError(f"--{name.replace('_', '-')} given {len(v)} times: each operation once "
+                                 f"(pipe perturb into perturb to apply one twice)")
+            v = v[0]
+        ops.append((name, v))
     if not ops:
         raise UsageError("give at least one operation: --binarize, --dropout P, --drop-least P, "
                          "--keep-top K, --zero-top K or --scale A")
@@ -35,23 +44,23 @@ def perturb(
     output: str = typer.Option(..., "--output", "-o", help="Feature file to write, or - for stdout."),
     binarize: bool = typer.Option(False, "--binarize",
                                   help="Keep signs; one magnitude for all non-zero entries, norm unchanged."),
-    dropout: Optional[float] = typer.Option(None, "--dropout", metavar="P",
+    dropout: Optional[List[float]] = typer.Option(None, "--dropout", metavar="P",
                                             help="Zero a random fraction P of entries; rescale to the same norm."),
-    drop_least: Optional[float] = typer.Option(None, "--drop-least",
+    drop_least: Optional[List[float]] = typer.Option(None, "--drop-least",
                                                metavar="P",
                                                help="Zero the fraction P of non-zero entries with the smallest "
                                                     "magnitude."),
-    keep_top: Optional[int] = typer.Option(None, "--keep-top", metavar="K",
+    keep_top: Optional[List[int]] = typer.Option(None, "--keep-top", metavar="K",
                                            help="Keep only the K largest activations."),
-    zero_top: Optional[int] = typer.Option(None, "--zero-top", metavar="K",
+    zero_top: Optional[List[int]] = typer.Option(None, "--zero-top", metavar="K",
                                            help="Zero the K largest activations."),
-    scale: Optional[float] = typer.Option(None, "--scale", metavar="A",
+    scale: Optional[List[float]] = typer.Option(None, "--scale", metavar="A",
                                           help="Multiply by A."),
     seed: int = typer.Option(0, "--seed", help="Seed of --dropout."),
 ):
     """Perturb feature vectors (each row on its own), applying the operations in the order given.
 
-    Each operation once (pipe perturb into perturb to apply one twice).
+    Each operation once (pipe perturb into perturb to apply one twice; a repeat is refused).
 
     The output keeps the input's metadata and records what was done (featinv info shows it; invert
     uses it as the grid caption).
