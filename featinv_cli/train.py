@@ -290,7 +290,7 @@ def train(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int, int, f
         stats = _loop(cfg, net, model, averaged, opt, data, extra, start, device, rank, world, encoder is not None,
                       on_step, sigterm)
     meta = {"config": dataclasses.asdict(cfg), "steps_done": stats["step"], "final_loss": stats["loss"],
-            "processes": world, "images_seen": stats["step"] * cfg.batch,
+            "processes": world, "batch_per_process": stats["batch_per_process"], "images_seen": stats["step"] * cfg.batch,
             "epochs": round(stats["step"] * cfg.batch / data.images, 2), "seconds": stats["seconds"],
             "device": _device_name(device), "data_images": data.images, "data_fingerprint": data.fingerprint,
             "images_per_second": stats["rate"], "weights": f"moving average, decay {cfg.ema}" if averaged else "last",
@@ -377,7 +377,8 @@ def _loop(cfg, net, model, averaged, opt, data: Data, extra: dict, start: int, d
         raise stopped from None
     elapsed = time.perf_counter() - t0
     return {"step": step, "loss": loss_avg, "seconds": round(spent + elapsed, 1),
-            "rate": round(world * seen / elapsed, 1) if seen else None}
+            "rate": round(world * seen / elapsed, 1) if seen else None,
+            "batch_per_process": seen // (step - start) if step > start else None}  # what each process trained on
 
 
 def _save_model(cfg, model, autoencoder: bool, extractor, arch, crop: int, extra: dict, meta: dict) -> None:

@@ -276,6 +276,46 @@ def test_fuzz_header_fields_of_a_valid_file(entry_key, tensor, entry_value, meta
     assert ff.features.dtype == torch.float32 and ff.features.ndim in (2, 4)
 
 
+def _valid_files() -> tuple[bytes, bytes]:
+    """A valid safetensors feature file and a valid .npy of the same array, as bytes."""
+    import io
+
+    header, body = _valid_header()
+    text = json.dumps(header).encode()
+    buf = io.BytesIO()
+    np.save(buf, np.random.default_rng(0).random((2, 31, 3, 4), dtype=np.float32), allow_pickle=False)
+    return struct.pack("<Q", len(text)) + text + body, buf.getvalue()
+
+
+_SAFETENSORS, _NPY = _valid_files()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.booleans(), st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=4))
+def test_fuzz_bytes_of_valid_files(npy, edits):
+    """A valid file (safetensors or .npy) with a few bytes overwritten, mostly in its header, where the
+    parsing happens (random bytes alone rarely get past the first length check): refused as a
+    FeatinvError or read as a consistent float32 array, never a crash."""
+    data = bytearray(_NPY if npy else _SAFETENSORS)
+    head = 128 if npy else 8 + struct.unpack("<Q", data[:8])[0]
+    for where, value in edits:
+        data[int(where * head)] = value
+    try:
+        ff = features_from_bytes(bytes(data), "fuzz.npy" if npy else "fuzz.safetensors")
+    except FeatinvError:
+        return
+    assert ff.features.dtype == torch.float32 and ff.features.ndim in (2, 4)
+
+
+def test_a_bad_image_in_a_folder_run_keeps_the_files_before_it(cli, photos, tmp_path):
+    """README: with -o DIR/, the files of the inputs before the bad one stay (each is written when done)."""
+    bad = tmp_path / "zz-bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    r = cli("extract", "hog", photos["astronaut"], bad, "-o", f"{tmp_path}/out/")
+    assert r.code == 1 and "zz-bad.png" in r.err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["astronaut.safetensors"]
+
+
 def test_zero_size_image_and_features(cli, tmp_path, tiny_model):
     import zlib
 

@@ -50,3 +50,18 @@ def test_mae_is_the_mean_absolute_pixel_error_in_0_1():
     assert mae(black, white).tolist() == [1.0, 1.0] and mae(white, white).tolist() == [0.0, 0.0]
     half = torch.full((2, 3, 16, 16), 0.25)
     assert score(half, black)["mean"]["mae"] == pytest.approx(0.25)
+
+
+def test_psnr_and_ssim_have_their_textbook_values():
+    """PSNR of mid-grey against black is 10 log10(1 / 0.25) = 6.02 dB; SSIM is scikit-image's on the same
+    pair (channels last, data range 1), not merely 1 for identical images."""
+    from skimage.metrics import structural_similarity
+
+    grey, black = torch.full((1, 3, 8, 8), 0.5), torch.zeros(1, 3, 8, 8)
+    assert float(metrics.psnr(grey, black)[0]) == pytest.approx(10 * math.log10(4), abs=1e-9)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(1, 3, 32, 32, generator=g), torch.rand(1, 3, 32, 32, generator=g)
+    b = 0.5 * a + 0.5 * b  # related, so SSIM sits well inside (0, 1)
+    want = structural_similarity(a[0].permute(1, 2, 0).double().numpy(), b[0].permute(1, 2, 0).double().numpy(),
+                                 channel_axis=2, data_range=1.0, win_size=7)
+    assert float(metrics.ssim(a, b)[0]) == pytest.approx(want, abs=1e-12) and 0.2 < want < 0.9

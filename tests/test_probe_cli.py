@@ -6,6 +6,7 @@ import sys
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import torch
 
 from conftest import one_line_error
 from featinv_cli.formats import load_features
@@ -26,8 +27,14 @@ def test_perturb_records_operations_in_order(cli, hog_pair, tmp_path):
     assert r.code == 0, r.err
     ff = load_features(out)
     assert ff.history == ["drop-least 0.5, binarize"] and ff.feature == "hog" and ff.image_size == (64, 64)
+    from featinv_cli.analysis import binarize, drop_least
+
+    x = load_features(a).features
+    assert torch.equal(ff.features, binarize(drop_least(x, 0.5)))  # applied in the order typed, not only named so
     r = cli("perturb", a, "--binarize", "--drop-least", "0.5", "-o", out)
     assert load_features(out).history == ["binarize, drop-least 0.5"]
+    assert torch.equal(load_features(out).features, drop_least(binarize(x), 0.5))
+    assert not torch.equal(binarize(drop_least(x, 0.5)), drop_least(binarize(x), 0.5))
 
 
 def test_perturb_bad_values(cli, hog_pair, tmp_path):

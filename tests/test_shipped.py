@@ -18,8 +18,12 @@ def test_hog_and_squeezenet_models_ship():
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_model_is_small_fp16_and_described(cli, name):
+    from featinv_cli.safetensors_codec import read_header
+
     path = ASSETS / f"{name}.safetensors"
     assert path.stat().st_size < 20 * 2**20
+    entries = read_header(path)[0]
+    assert entries and {e["dtype"] for e in entries.values()} == {"F16"}  # every tensor float16
     d = json.loads(cli("info", path, "--json").out)
     assert d["kind"] == "model" and d["feature"].replace(":", "-") == name
     train = d["train"]

@@ -16,9 +16,9 @@ from .common import DEVICE, QUIET, WEIGHTS, err, progress, resolve_device
 NO_STEP_LIMIT = 10 ** 9  # --minutes without --steps: the time budget ends the run
 
 
-def of_steps(total: int) -> str:
-    """' of 5000' for a step count, nothing for a run that the clock ends."""
-    return "" if total >= NO_STEP_LIMIT else f"/{total}"
+def of_steps(total: int, joint: str = "/") -> str:
+    """'/5000' (or ' of 5000') for a step count, nothing for a run that the clock ends."""
+    return "" if total >= NO_STEP_LIMIT else f"{joint}{total}"
 
 
 def shipped_defaults(extractor, arch: str, width: float | None) -> tuple[str, float]:
@@ -224,7 +224,7 @@ def say_where_resuming(cfg, quiet: bool) -> None:
 
     ckpt = checkpoint_path(cfg.output)
     if ckpt.exists() and not quiet:
-        err.print(f"resuming from step {peek(ckpt)['step']}{of_steps(cfg.steps)} ({ckpt})")
+        err.print(f"resuming from step {peek(ckpt)['step']}{of_steps(cfg.steps, ' of ')} ({ckpt})")
 
 
 def report_validation(output, val, cfg) -> None:
