@@ -149,6 +149,14 @@ def row_title(captions: list[str], history: list[str], name: str) -> str:
     return history[-1] if history else Path(name).stem
 
 
+def distinct_titles(titles: list[str], specs: list[str], files: list[str]) -> list[str]:
+    """Row titles that tell the rows apart: where two would read the same (one photo's features from
+    several layers, each titled with the photo), the rows' feature specs, else their file names."""
+    if len(set(titles)) == len(titles):
+        return titles
+    return specs if len(set(specs)) == len(specs) else [Path(f).stem for f in files]
+
+
 def save_reconstructions(output: str, rows: list, captions: list[list[str]], row_names: list[str],
                          columns: int = 0) -> None:
     """Write reconstructions where `featinv invert -o FILE` says: rows[i] holds feature file i's images

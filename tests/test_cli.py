@@ -96,6 +96,15 @@ def test_invert_takes_a_directory_of_feature_files(cli, photos, tiny_model, tmp_
     assert r.code == 1 and "no feature files found" in r.err and not (tmp_path / "none").exists()
 
 
+def test_grid_rows_of_one_photo_are_titled_by_what_differs():
+    from featinv_cli.grid import distinct_titles
+
+    assert distinct_titles(["a", "b"], ["hog", "hog"], ["x.npy", "y.npy"]) == ["a", "b"]
+    assert distinct_titles(["coffee", "coffee"], ["squeezenet:fire3", "squeezenet:fire7"], ["c3", "c7"]) == \
+        ["squeezenet:fire3", "squeezenet:fire7"]
+    assert distinct_titles(["coffee", "coffee"], ["hog", "hog"], ["d/one.safetensors", "two.npy"]) == ["one", "two"]
+
+
 def test_directory_output_numbers_repeated_names_and_keeps_paths_inside(tmp_path):
     from featinv_cli.grid import DirectoryOutput
 

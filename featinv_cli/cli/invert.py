@@ -69,7 +69,7 @@ def invert(
     from ..features import resolve
     from ..files import check_not_input, is_dir_target
     from ..formats import expand_feature_args, load_features
-    from ..grid import DirectoryOutput, row_labels, row_title, save_reconstructions
+    from ..grid import DirectoryOutput, distinct_titles, row_labels, row_title, save_reconstructions
     from ..inverter import Inverter, shipped_model
 
     features = expand_feature_args(features)
@@ -89,7 +89,7 @@ def invert(
     # -o DIR/: each file's PNGs are written as soon as it is inverted; otherwise one PNG or grid at the end.
     directory = DirectoryOutput(output) if is_dir_target(output) else None
     inverters: dict[Path, Inverter] = {}
-    rows, captions, row_names = [], [], []
+    rows, captions, row_names, specs = [], [], [], []
     for path in features:
         name = "<stdin>" if path == "-" else path
         ff = load_features(path)
@@ -111,5 +111,7 @@ def invert(
         rows.append(images)
         captions.append(row_labels(ff))
         row_names.append(row_title(captions[-1], ff.history, name))
+        specs.append(extractor.spec)
     if not directory:
+        row_names = distinct_titles(row_names, specs, features)
         save_reconstructions(output, rows, captions, row_names, columns)
