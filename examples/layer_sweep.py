@@ -136,7 +136,7 @@ def update(path: Path, rows: list[dict], weights: str = "", steps: int = 0, imag
     plot; the earlier sweep must have used the same weights, training steps and optimisation images."""
     earlier = json.loads(path.read_text())
     earlier.setdefault("optimize_images", 2)  # sweeps before it was recorded: fig-sweep-squeezenet's 2
-    if (earlier["weights"], earlier["steps"], earlier["optimize_images"]) != (weights, steps, images):
+    if (earlier.get("weights"), earlier.get("steps"), earlier["optimize_images"]) != (weights, steps, images):
         raise SystemExit(f"{path} was made with --weights {earlier.get('weights')!r} --steps {earlier.get('steps')} "
                          f"--optimize-images {earlier['optimize_images']}, this sweep with --weights {weights!r} "
                          f"--steps {steps} --optimize-images {images}")

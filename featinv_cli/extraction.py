@@ -69,9 +69,12 @@ class FeatureSink:
             self.names = UniqueNames()  # x.png and x.jpg, or p.png in two folders given: x, x-2
         self.rows, self.extras, self.sources, self.size, self.first, self.part = [], [], [], None, None, 0
 
-    def add(self, path, source: str, size: tuple[int, int], features: torch.Tensor, extra: dict) -> None:
+    def add(self, path, source: str, size: tuple[int, int], features: torch.Tensor, extra: dict,
+            name: str | None = None) -> None:
+        """``name``: the file's name below the folder (``per_file_names``: the same in every shard), else
+        numbered here as the rows come."""
         if self.per_file:
-            target = Path(self.output) / f"{self.names.claim(Path(source).with_suffix('').as_posix())}.safetensors"
+            target = Path(self.output) / f"{name or self.names.claim(Path(source).with_suffix('').as_posix())}.safetensors"
             target.parent.mkdir(parents=True, exist_ok=True)
             save_features(target, self._file(features, size, [source], extra))
             return
@@ -101,6 +104,16 @@ class FeatureSink:
             name, self.part = str(p.with_name(f"{p.stem}-{self.part:05d}{p.suffix}")), self.part + 1
         save_features(name, self._file(cat(self.rows), self.size, list(self.sources), extra))
         self.rows, self.extras, self.sources = [], [], []
+
+
+def per_file_names(sources: list[str]) -> list[str]:
+    """The name of each image's file under `extract -o DIR/`: its source path without the suffix, equal
+    names numbered in the order of the whole sorted list (x.jpg -> x, x.png -> x-2), so every --shard of
+    one extraction gives each image the same name and none overwrites another's."""
+    from .files import UniqueNames
+
+    names = UniqueNames()
+    return [names.claim(Path(s).with_suffix("").as_posix()) for s in sources]
 
 
 def database_rows(extractor, database) -> list[tuple[str, tuple[int, int], torch.Tensor, dict]]:

@@ -134,8 +134,9 @@ class DirectoryOutput:
         for image, name in zip(images, names):
             path = self.root / f"{self.names.claim(self._safe(name))}.png"
             if path.exists() and not made_by_featinv(path):
-                raise FeatinvError(f"{path}: already there and not written by featinv (a source photo?); "
-                                   f"refusing to overwrite it: give -o another folder")
+                raise FeatinvError(f"{path}: already there and not marked as written by featinv (a source "
+                                   f"photo? or the output of an older featinv, which did not mark its PNGs); "
+                                   f"refusing to overwrite it: give -o another folder, or remove the file")
             path.parent.mkdir(parents=True, exist_ok=True)
             write_image(path, image)
 

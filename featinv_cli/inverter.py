@@ -21,12 +21,13 @@ def shipped_path(extractor: Extractor) -> Path:
     return ASSETS / f"{extractor.shipped_name}.safetensors"
 
 
-def shipped_model(extractor: Extractor) -> Path:
-    """The model that ships for this kind of feature, or a FeatinvError saying how to get one."""
+def shipped_model(extractor: Extractor, how: str = "") -> Path:
+    """The model that ships for this kind of feature, or a FeatinvError saying how to get one (``how``:
+    what to do instead, where the default, train one and pass -m, does not fit)."""
     from .safetensors_codec import json_field, read_metadata
 
     path = shipped_path(extractor)
-    how = f"train one with 'featinv train {extractor.spec} --data DIR -o model.safetensors' and pass -m"
+    how = how or f"train one with 'featinv train {extractor.spec} --data DIR -o model.safetensors' and pass -m"
     if not path.exists():
         raise FeatinvError(f"no shipped model for {extractor.spec} features; {how}")
     theirs = json_field(read_metadata(path), "params", str(path), {})

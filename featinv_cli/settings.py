@@ -12,6 +12,14 @@ def default_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
+NO_STEP_LIMIT = 10 ** 9  # `train --minutes` without --steps: the time budget ends the run
+
+
+def of_steps(total: int, joint: str = "/") -> str:
+    """'/5000' (or ' of 5000') after a step number, nothing for a run that the clock ends."""
+    return "" if total >= NO_STEP_LIMIT else f"{joint}{total}"
+
+
 @dataclass
 class TrainConfig:
     feature: str

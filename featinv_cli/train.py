@@ -24,7 +24,7 @@ from .features import from_metadata, parse_spec
 from .formats import ModelFile, save_model
 from .models import for_extractor
 from .models.deep import AutoEncoder
-from .settings import TrainConfig
+from .settings import TrainConfig, of_steps
 from .warmstart import init_model
 
 
@@ -250,6 +250,9 @@ def train(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int, int, f
     device = _device(cfg, world)
     ckpt = checkpoint_path(cfg.output)
     if not resume and ckpt.exists():  # starting again would drop the earlier run's steps at the first save
+        if Path(cfg.output).exists():
+            raise FeatinvError(f"{ckpt}: kept by the finished run that wrote {cfg.output} (--keep-checkpoint); "
+                               f"delete it, or choose another -o, to start a new run")
         raise FeatinvError(f"{ckpt}: a checkpoint of an earlier run to {cfg.output} is there; add --resume to "
                            f"continue it, or delete it (or choose another -o) to start again")
     if resume and not ckpt.exists():
@@ -278,7 +281,7 @@ def train(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int, int, f
     if resume:
         start, extra = load_checkpoint(ckpt, model, averaged, opt, cfg)
         if start >= cfg.steps and Path(cfg.output).exists():
-            raise FeatinvError(f"{ckpt}: this run already finished ({start} of {cfg.steps} steps) and wrote "
+            raise FeatinvError(f"{ckpt}: this run already finished ({start}{of_steps(cfg.steps, ' of ')} steps) and wrote "
                                f"{cfg.output}; nothing to resume")
     if "mean" not in extra:
         extra["mean"] = data.mean()
@@ -372,7 +375,7 @@ def _loop(cfg, net, model, averaged, opt, data: Data, extra: dict, start: int, d
         kept = f"; checkpoint {ckpt} saved, add --resume to the same command to continue" \
             if ckpt.exists() else "; no checkpoint yet"
         how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
-        stopped = Interrupted(f"training {how} at step {step}/{cfg.steps}{kept}")
+        stopped = Interrupted(f"training {how} at step {step}{of_steps(cfg.steps)}{kept}")
         stopped.exit_code = 143 if isinstance(e, Terminated) else 130
         raise stopped from None
     elapsed = time.perf_counter() - t0

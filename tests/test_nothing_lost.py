@@ -26,12 +26,39 @@ def test_extract_to_a_folder_numbers_equal_names(cli, tmp_path):
     assert sources == {"x.jpg", "x.png"} and len(written) == 3
 
 
+def test_shards_name_equal_names_alike_and_invert_keeps_the_names(cli, tmp_path):
+    """extract --shard numbers over the whole list (shard 1 does not write over shard 0's x), and invert of
+    the folder names each PNG after its feature file, so x-2.png is x-2.safetensors's image."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    photos = {a / "x.jpg": photo("chelsea", 64), a / "x.png": photo("astronaut", 64), b / "x.png": photo("coffee", 64)}
+    for path, img in photos.items():
+        iio.imwrite(path, img)
+    for k in ("0/2", "1/2"):
+        assert cli("extract", "hog", a, b, "--shard", k, "-o", f"{tmp_path}/out/").code == 0
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["x-2.safetensors", "x-3.safetensors", "x.safetensors"]
+    assert cli("invert", tmp_path / "out", "-o", f"{tmp_path}/rec/").code == 0
+    for name in ("x", "x-2", "x-3"):
+        source = json.loads(cli("info", tmp_path / "out" / f"{name}.safetensors", "--json").text)["sources"][0]
+        assert (tmp_path / "rec" / f"{name}.png").exists() and source.startswith("x.")
+
+
+def test_a_finished_run_with_a_kept_checkpoint_says_so(cli, image_dir, tmp_path):
+    out = tmp_path / "m.safetensors"
+    args = ("train", "hog", "-d", image_dir, "-o", out, "--steps", "1", "--batch", "2", "--crop", "64",
+            "--width", "0.125", "--workers", "0", "-q", "--keep-checkpoint")
+    assert cli(*args).code == 0
+    r = cli(*args)
+    assert r.code == 1 and "kept by the finished run" in r.err
+
+
 def test_invert_to_a_folder_never_writes_over_a_photo_but_over_its_own_output(cli, tmp_path):
     iio.imwrite(tmp_path / "a.png", photo("astronaut", 64))
     before = (tmp_path / "a.png").read_bytes()
     assert cli("extract", "hog", tmp_path / "a.png", "-o", f"{tmp_path}/feats/").code == 0
     r = cli("invert", tmp_path / "feats", "-o", f"{tmp_path}/")  # the photo's own folder
-    assert r.code == 1 and "not written by featinv" in r.err
+    assert r.code == 1 and "not marked as written by featinv" in r.err
     assert (tmp_path / "a.png").read_bytes() == before
     out = tmp_path / "recon"
     assert cli("invert", tmp_path / "feats", "-o", f"{out}/").code == 0
@@ -60,6 +87,7 @@ def test_train_does_not_start_over_a_checkpoint_without_resume(cli, image_dir, t
             "--width", "0.125", "--workers", "0", "-q", "--keep-checkpoint")
     assert cli(*args).code == 0
     ckpt = tmp_path / "m.safetensors.ckpt"
+    out.unlink()  # as a stopped run leaves it: a checkpoint and no model
     kept = ckpt.read_bytes()
     r = cli(*args)
     assert r.code == 1 and "--resume" in r.err and ckpt.read_bytes() == kept
@@ -151,3 +179,30 @@ def test_minutes_alone_train_for_the_minutes_and_init_skips_low_res(cli, image_d
     assert r.code == 0, r.err
     t = load_model(second).train
     assert t["config"]["low_res"] == 0.0 and t["config"]["steps"] > 10 ** 6 and t["seconds"] >= 1.0
+
+
+def test_resume_takes_unset_settings_from_the_checkpoint(cli, image_dir, tmp_path):
+    """A run stopped by an older featinv (whose defaults differ: low_res 0.7 with --init, steps 2000 with
+    --minutes) resumes with the same command: what the command leaves out comes from the checkpoint."""
+    from featinv_cli.formats import checkpoint_path
+    from featinv_cli.train import TrainConfig, train
+
+    first, out = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    common = ("-d", image_dir, "--batch", "2", "--crop", "64", "--width", "0.125", "--workers", "0", "-q")
+    assert cli("train", "hog", "-o", first, "--steps", "2", *common).code == 0
+
+    class Stop(Exception):
+        pass
+
+    def stop(step, total, loss, rate):
+        if step == 2:
+            raise Stop
+
+    old = TrainConfig(feature="hog", data=[str(image_dir)], output=str(out), arch="skip", width=0.125, crop=64,
+                      batch=2, workers=0,
+                      init=str(first), low_res=0.7, steps=6, minutes=5.0, checkpoint_every=1)
+    with pytest.raises(Stop):
+        train(old, on_step=stop)
+    assert checkpoint_path(out).exists()
+    r = cli("train", "hog", "-o", out, "--init", first, "--minutes", "5", "--checkpoint-every", "1", "--resume", *common)
+    assert r.code == 0, r.err

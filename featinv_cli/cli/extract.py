@@ -71,7 +71,7 @@ def extract(
     from .. import ops
     from ..data import worker_init
     from ..features.registry import parse_spec, with_weights
-    from ..extraction import ExtractDataset, FeatureSink, database_rows
+    from ..extraction import ExtractDataset, FeatureSink, database_rows, per_file_names
     from ..features.colmap import is_database
     from ..files import check_not_input, is_dir_target
     from ..images import expand_image_args, source_names
@@ -100,6 +100,7 @@ def extract(
     files = expand_image_args(images)
     sources = source_names(files, images)
     block = parse_shard(shard, len(files))
+    names = per_file_names(sources)[block]  # over every image, before the shard is cut: the same in each shard
     files, sources = files[block], sources[block]
     if not files:
         raise FeatinvError(f"shard {shard} holds no images")
@@ -121,6 +122,6 @@ def extract(
                 with torch.no_grad():
                     feats, extra = extractor.extract(feats.to(device))
                 feats, extra = feats.cpu(), {k: v.cpu() for k, v in extra.items()}
-            sink.add(files[i], sources[i], tuple(size), feats, extra if raw else {})
+            sink.add(files[i], sources[i], tuple(size), feats, extra if raw else {}, names[i])
             bar.advance()
     sink.close()

@@ -72,6 +72,7 @@ def invert(
     from ..grid import DirectoryOutput, distinct_titles, row_labels, row_title, save_reconstructions
     from ..inverter import Inverter, shipped_model
 
+    folders = [Path(a) for a in features if a != "-" and Path(a).is_dir()]
     features = expand_feature_args(features)
     device = resolve_device(device)
     check_not_input(output, list(features) + ([str(model)] if model else []))
@@ -106,7 +107,12 @@ def invert(
                 raise UsageError(f"--mirror-average: {extractor.name} features have no mirrored form (HOG and LBP do)")
             images = inverter(ff.features, None if grid_size else size, mirror_average=mirror_average)
         if directory:
-            directory.write(images, row_labels(ff, folders=True))
+            # A one-row file found in a folder (`extract -o DIR/`'s) gives its PNG the file's own name below
+            # that folder: x-2.safetensors -> x-2.png, the round trip of extract's numbered names.
+            root = next((d for d in folders if d in Path(path).parents), None)
+            names = [Path(path).relative_to(root).with_suffix("").as_posix()] if root and len(ff) == 1 \
+                else row_labels(ff, folders=True)
+            directory.write(images, names)
             continue
         rows.append(images)
         captions.append(row_labels(ff))

@@ -10,15 +10,10 @@ from typing import List, Optional
 import typer
 
 from ..errors import UsageError
+from ..settings import NO_STEP_LIMIT, of_steps
 from ..settings import TrainConfig as D  # the defaults (no torch import)
 from .common import DEVICE, QUIET, WEIGHTS, err, progress, resolve_device
 
-NO_STEP_LIMIT = 10 ** 9  # --minutes without --steps: the time budget ends the run
-
-
-def of_steps(total: int, joint: str = "/") -> str:
-    """'/5000' (or ' of 5000') for a step count, nothing for a run that the clock ends."""
-    return "" if total >= NO_STEP_LIMIT else f"{joint}{total}"
 
 
 def shipped_defaults(extractor, arch: str, width: float | None) -> tuple[str, float]:
@@ -80,7 +75,7 @@ def train(
     low_res: Optional[float] = typer.Option(None, "--low-res", metavar="FRACTION", help="Train the first "
                                             "FRACTION of the run on the same crops at half resolution (a quarter "
                                             "of the cost; colour and layout first), then the rest at full "
-                                            "resolution with a fresh optimizer. 0: off. Default {D.low_res}; "
+                                            f"resolution with a fresh optimizer. 0: off. Default {D.low_res}; "
                                             "with --init 0 (the file's network already reads full-resolution "
                                             "crops). Ignored for sift and --features (one resolution) and CNN "
                                             "layers (their input size is fixed)."),
@@ -152,8 +147,9 @@ def train(
     from ..features.registry import parse_spec, with_weights
     from ..train import TrainConfig, bf16_supported, train as run_training
 
-    if steps is None:
-        steps = NO_STEP_LIMIT if minutes > 0 else D.steps
+    resumed = resumed_config(output) if resume else {}
+    if steps is None:  # a resumed run keeps its own (an older version's default may differ from today's)
+        steps = resumed.get("steps") or (NO_STEP_LIMIT if minutes > 0 else D.steps)
     for flag, value in (("--steps", steps), ("--batch", batch), ("--checkpoint-every", checkpoint_every)):
         if value < 1:
             raise UsageError(f"{flag} {value}: must be a positive number")
@@ -166,7 +162,7 @@ def train(
     if precision not in ("auto", "fp32", "bf16"):
         raise UsageError(f"--precision {precision!r}: choose auto, fp32 or bf16")
     if low_res is None:
-        low_res = 0.0 if init is not None else D.low_res
+        low_res = resumed.get("low_res", 0.0 if init is not None else D.low_res)
     if not 0 <= low_res < 1:
         raise UsageError(f"--low-res {low_res:g}: give a fraction of the steps, 0 <= FRACTION < 1")
     if not 0 <= ema < 1:
@@ -179,7 +175,7 @@ def train(
     if str(init) == "shipped":
         from ..inverter import shipped_model
 
-        init = shipped_model(extractor)
+        init = shipped_model(extractor, how="start from scratch (leave --init out) or give --init MODEL")
     if init is not None:
         arch, width, upsample = init_defaults(init, arch, width, upsample, D.upsample)
     arch, width = shipped_defaults(extractor, arch, width)
@@ -217,6 +213,14 @@ def train(
                   f"loss {meta['final_loss']:.5f})")
     if val is not None and int(os.environ.get("RANK", "0")) == 0:
         report_validation(output, val, cfg)
+
+
+def resumed_config(output: Path) -> dict:
+    """The settings of the checkpoint --resume will continue ({} when there is none: train says so)."""
+    from ..formats import checkpoint_path, peek
+
+    ckpt = checkpoint_path(output)
+    return peek(ckpt)["config"] if ckpt.exists() else {}
 
 
 def say_where_resuming(cfg, quiet: bool) -> None:
