@@ -63,18 +63,14 @@ class FeatureSink:
 
             check_feature_name(output)
         if self.per_file:
-            from .files import UniqueNames
-
             Path(output).mkdir(parents=True, exist_ok=True)
-            self.names = UniqueNames()  # x.png and x.jpg, or p.png in two folders given: x, x-2
         self.rows, self.extras, self.sources, self.size, self.first, self.part = [], [], [], None, None, 0
 
     def add(self, path, source: str, size: tuple[int, int], features: torch.Tensor, extra: dict,
-            name: str | None = None) -> None:
-        """``name``: the file's name below the folder (``per_file_names``: the same in every shard), else
-        numbered here as the rows come."""
+            name: str = "") -> None:
+        """``name``: the file's name below a folder -o (``per_file_names``: the same in every shard)."""
         if self.per_file:
-            target = Path(self.output) / f"{name or self.names.claim(Path(source).with_suffix('').as_posix())}.safetensors"
+            target = Path(self.output) / f"{name}.safetensors"
             target.parent.mkdir(parents=True, exist_ok=True)
             save_features(target, self._file(features, size, [source], extra))
             return

@@ -92,8 +92,8 @@ def extract(
             raise UsageError(f"{images[0]}: its images have {len(sizes)} sizes ({', '.join(sizes[:4])}); write one "
                              f"file per image with -o DIR/")
         with progress(len(rows), "extract", quiet) as bar:
-            for name, size, feats, extra in rows:
-                sink.add(f"{images[0]} ({name})", name, size, feats, extra if raw else {})
+            for (name, size, feats, extra), file_name in zip(rows, per_file_names([r[0] for r in rows])):
+                sink.add(f"{images[0]} ({name})", name, size, feats, extra if raw else {}, file_name)
                 bar.advance()
         sink.close()
         return
