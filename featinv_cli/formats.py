@@ -44,6 +44,7 @@ class FeatureFile:
     history: list[str] = field(default_factory=list)  # operations applied (perturb, interpolate, ...)
     labels: list[str] = field(default_factory=list)  # one per row, for grids
     view: dict | None = None  # how each source image was prepared: {"resize": N, "crop": N}
+    row_length: int = 0  # tiles per grid row when rows come in runs: interpolate's points per pair
 
     def __len__(self) -> int:
         return self.features.shape[0]
@@ -60,6 +61,8 @@ class FeatureFile:
             meta["labels"] = json.dumps(self.labels)
         if self.view is not None:
             meta["view"] = json.dumps(self.view)
+        if self.row_length:
+            meta["row_length"] = str(self.row_length)
         return meta
 
 
@@ -164,6 +167,9 @@ def feature_fields(meta: dict[str, str], name: str) -> dict:
     """The FeatureFile fields a feature file's metadata holds, checked (everything but the tensors)."""
     if meta.get("format") == MODEL_FORMAT:
         raise FeatinvError(f"{name}: is a model file; give a feature file (made by featinv extract)")
+    if meta.get("format") == STATS_FORMAT:
+        raise FeatinvError(f"{name}: is a statistics file (featinv sample --fit); draw feature vectors from it "
+                           f"with featinv sample {name} -n N -o OUT")
     if meta.get("format") != FEATURES_FORMAT:
         what = meta.get("format") or "no featinv metadata"
         raise FeatinvError(f"{name}: not a featinv feature file ({what})")
@@ -171,10 +177,13 @@ def feature_fields(meta: dict[str, str], name: str) -> dict:
     if size is not None and (not isinstance(size, list) or len(size) != 2
                              or not all(isinstance(v, int) and v > 0 for v in size)):
         raise FeatinvError(f"{name}: metadata image_size must be [H, W], got {meta['image_size']}")
+    row_length = json_field(meta, "row_length", name, 0)
+    if not isinstance(row_length, int) or row_length < 0:
+        raise FeatinvError(f"{name}: metadata row_length must be a whole number >= 0, got {meta['row_length']}")
     return dict(feature=meta.get("feature") or None, params=json_field(meta, "params", name, {}),
                 image_size=tuple(size) if size else None, sources=json_field(meta, "sources", name, []),
                 history=json_field(meta, "history", name, []), labels=json_field(meta, "labels", name, []),
-                view=json_field(meta, "view", name))
+                view=json_field(meta, "view", name), row_length=row_length)
 
 
 def read_feature_fields(path: str | Path) -> dict:

@@ -95,16 +95,28 @@ def labelled_grid(rows: list[list[np.ndarray]], col_labels: list[str] | None = N
     return np.concatenate(parts, axis=0)
 
 
+def source_label(source: str, folders: bool = False) -> str:
+    """How a grid or a file name shows a row's source: its stem, or with ``folders`` its path below the
+    folder it was extracted from without the suffix (``n01440764/a``); an interpolation's "a.jpg ->
+    b.jpg" becomes "a to b" (one name, not a path through a's folder)."""
+    if " -> " in source:
+        return " to ".join(Path(s).stem for s in source.split(" -> "))
+    return Path(source).with_suffix("").as_posix() if folders else Path(source).stem
+
+
 def row_labels(ff, folders: bool = False) -> list[str]:
-    """A label per row: what was done to it (labels metadata) or the image it came from (its stem; with
-    ``folders``, its path below the folder it was extracted from, ``n01440764/a``: the PNG name
-    ``invert -o DIR/`` gives it, class folders kept as ``extract -o DIR/`` keeps them, followed by what
-    was done to it), else its number."""
+    """A label per row: the image it came from (with ``folders``, its path below the folder it was
+    extracted from, ``n01440764/a``: the PNG name ``invert -o DIR/`` gives it, class folders kept as
+    ``extract -o DIR/`` keeps them), followed by what was done to it (labels metadata) where that does
+    not already tell the rows apart, else its number."""
     n = len(ff)
-    named = len(ff.sources) == n
-    sources = [Path(s).with_suffix("").as_posix() if folders else Path(s).stem for s in ff.sources] if named else []
-    if len(ff.labels) == n:  # a file name also says which image: a_p.png's "a dropout 0.5"
-        return [f"{s} {label}" for s, label in zip(sources, ff.labels)] if folders and named else ff.labels
+    sources = [source_label(s, folders) for s in ff.sources] if len(ff.sources) == n else []
+    if len(ff.labels) == n:
+        # "dropout 0.3" on every tile of a batch of photos says nothing of which photo is which; a file
+        # name must say it too (a_p.png's "a dropout 0.5"). Interpolation steps share their source.
+        distinct = n > 1 and len(set(sources)) == n
+        return [f"{s} {label}" for s, label in zip(sources, ff.labels)] if sources and (folders or distinct) \
+            else ff.labels
     return sources or [f"#{i}" for i in range(n)]
 
 
@@ -124,7 +136,7 @@ class DirectoryOutput:
 
     @staticmethod
     def _safe(name: str) -> str:
-        parts = [("".join(c if c.isalnum() or c in " ._-+=" else "_" for c in part).strip(" .") or "row")
+        parts = [("".join(c if c.isalnum() or c in " ._-+=," else "_" for c in part).strip(" .") or "row")
                  for part in name.replace("\\", "/").split("/") if part not in ("", ".", "..")]
         return "/".join(parts) or "row"
 
@@ -159,11 +171,12 @@ def distinct_titles(titles: list[str], specs: list[str], files: list[str]) -> li
 
 
 def save_reconstructions(output: str, rows: list, captions: list[list[str]], row_names: list[str],
-                         columns: int = 0) -> None:
+                         columns: int = 0, run_titles: list[str] | None = None) -> None:
     """Write reconstructions where `featinv invert -o FILE` says: rows[i] holds feature file i's images
     ((N, 3, H, W) in [0, 1]). Several files make one grid PNG, a row per file (``row_names``) with a
-    caption per tile; one file's batch a grid of ``columns`` per row (all up to 8); a plain PNG for a
-    single image. (A directory is DirectoryOutput's, row by row.)"""
+    caption per tile; one file's batch a grid of ``columns`` per row (all up to 8), each grid row titled
+    by ``run_titles`` when given (an interpolation's pair); a plain PNG for a single image. (A directory
+    is DirectoryOutput's, row by row.)"""
     from .images import image_to_uint8, write_image
 
     if len(rows) > 1:
@@ -186,4 +199,5 @@ def save_reconstructions(output: str, rows: list, captions: list[list[str]], row
         cols = columns or min(len(images), 8)
         tiles = [image_to_uint8(i) for i in images]
         write_image(output, labelled_grid([tiles[i:i + cols] for i in range(0, len(tiles), cols)],
+                                          row_labels=run_titles,
                                           captions=[labels[i:i + cols] for i in range(0, len(labels), cols)]))

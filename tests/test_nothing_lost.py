@@ -3,6 +3,7 @@ throw away a run, guess what an array is when more than one answer fits, or igno
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -162,6 +163,40 @@ def test_score_pairs_files_by_name_when_the_names_match(cli, tmp_path):
     r = cli("score", tmp_path / "rec" / "b.png", tmp_path / "rec" / "a.png", "-r", tmp_path / "ref", "--json")
     assert r.code == 0, r.err
     assert json.loads(r.text)["mean"]["normalized_error"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_score_pairs_the_numbered_names_of_a_folder_round_trip(cli, tmp_path):
+    """photos/a.jpg, photos/a.png and photos/sub/a.png through `extract -o feats/`, `invert feats/ -o
+    recon/` come back as a.png, a-2.png and sub/a.png: score pairs each with its own photo (by stem alone
+    they would not pair, and in sorted order a-2.png met a.jpg), and says which reference each row used."""
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    imgs = {"a.jpg": photo("camera", 64), "a.png": photo("astronaut", 64), "sub/a.png": photo("coffee", 64)}
+    for name, img in imgs.items():
+        iio.imwrite(photos / name, img)
+    recon = tmp_path / "recon"
+    (recon / "sub").mkdir(parents=True)
+    for name, src in (("a.png", "a.jpg"), ("a-2.png", "a.png"), ("sub/a.png", "sub/a.png")):
+        iio.imwrite(recon / name, iio.imread(photos / src))  # a perfect "reconstruction" of its own photo
+    r = cli("score", f"{recon}/", "-r", f"{photos}/", "--json", "-q")
+    assert r.code == 0, r.err
+    result = json.loads(r.text)
+    assert result["paired"] == "by name"
+    pairs = {Path(row["image"]).relative_to(recon).as_posix(): Path(row["reference"]).relative_to(photos).as_posix()
+             for row in result["images"]}
+    assert pairs == {"a-2.png": "a.png", "a.png": "a.jpg", "sub/a.png": "sub/a.png"}
+    assert max(row["mae"] for row in result["images"]) < 0.02  # JPEG's loss only
+
+
+def test_score_says_when_it_pairs_in_the_order_given(cli, tmp_path):
+    for d in ("rec", "ref"):
+        (tmp_path / d).mkdir()
+    for i, name in enumerate(("astronaut", "coffee")):
+        iio.imwrite(tmp_path / "rec" / f"r{i}.png", photo(name, 64))
+        iio.imwrite(tmp_path / "ref" / f"{name}.png", photo(name, 64))
+    r = cli("score", tmp_path / "rec", "-r", tmp_path / "ref", "--json")
+    assert r.code == 0 and "paired in the order given" in r.err
+    assert json.loads(r.text)["paired"] == "in the order given"
 
 
 def test_minutes_alone_train_for_the_minutes_and_init_skips_low_res(cli, image_dir, tmp_path):

@@ -31,10 +31,22 @@ def test_perturb_records_operations_in_order(cli, hog_pair, tmp_path):
 
     x = load_features(a).features
     assert torch.equal(ff.features, binarize(drop_least(x, 0.5)))  # applied in the order typed, not only named so
-    r = cli("perturb", a, "--binarize", "--drop-least", "0.5", "-o", out)
-    assert load_features(out).history == ["binarize, drop-least 0.5"]
-    assert torch.equal(load_features(out).features, drop_least(binarize(x), 0.5))
-    assert not torch.equal(binarize(drop_least(x, 0.5)), drop_least(binarize(x), 0.5))
+    from featinv_cli.analysis import zero_top
+
+    r = cli("perturb", a, "--binarize", "--zero-top", "50", "-o", out)
+    assert r.code == 0, r.err
+    assert load_features(out).history == ["binarize, zero-top 50"]
+    assert torch.equal(load_features(out).features, zero_top(binarize(x), 50))
+    assert not torch.equal(binarize(zero_top(x, 50)), zero_top(binarize(x), 50))
+
+
+def test_perturb_refuses_drop_least_after_binarize(cli, hog_pair, tmp_path):
+    """Binarized entries share one magnitude, so "the least" would be the first channels whole (HOG's
+    0-14 zeroed): refused, with the paper's order named."""
+    a, _ = hog_pair
+    r = cli("perturb", a, "--binarize", "--drop-least", "0.5", "-o", tmp_path / "x.safetensors")
+    assert r.code == 2 and "--drop-least P --binarize" in r.err
+    assert not (tmp_path / "x.safetensors").exists()
 
 
 def test_perturb_bad_values(cli, hog_pair, tmp_path):
@@ -130,3 +142,76 @@ def test_invert_to_a_directory_never_overwrites_its_own_rows(cli, photos, tmp_pa
     r = cli("invert", perturbed, "-m", tiny_model, "-o", f"{tmp_path}/each/")
     assert r.code == 0, r.err
     assert len(list((tmp_path / "each").glob("*.png"))) == 3
+
+
+def test_perturb_keeps_each_rows_caption_and_names_the_photos(cli, hog_pair, photos, tmp_path):
+    """An interpolation's "t = 0.25" survives perturb ("t = 0.25, dropout 0.2"), and a batch of photos
+    is captioned photo by photo, not "dropout 0.2" under every tile."""
+    from featinv_cli.grid import row_labels
+
+    a, b = hog_pair
+    ab, abd = tmp_path / "ab.safetensors", tmp_path / "abd.safetensors"
+    assert cli("interpolate", a, b, "-n", "3", "-o", ab).code == 0
+    assert cli("perturb", ab, "--dropout", "0.2", "-o", abd).code == 0
+    assert load_features(abd).labels == ["t = 0, dropout 0.2", "t = 0.5, dropout 0.2", "t = 1, dropout 0.2"]
+    batch, dropped = tmp_path / "batch.safetensors", tmp_path / "dropped.safetensors"
+    assert cli("extract", "hog", photos["chelsea"], photos["coffee"], "--resize", "64", "--crop", "64",
+               "-o", batch).code == 0
+    assert cli("perturb", batch, "--dropout", "0.2", "-o", dropped).code == 0
+    assert row_labels(load_features(dropped)) == ["chelsea dropout 0.2", "coffee dropout 0.2"]
+    assert row_labels(load_features(abd)) == load_features(abd).labels  # one pair: the steps share a source
+
+
+def test_perturbed_sift_does_not_carry_the_raw_descriptors(cli, photos, tmp_path):
+    """A file that looks degraded must not hold the unperturbed keypoints and descriptors."""
+    sift, out = tmp_path / "s.safetensors", tmp_path / "z.safetensors"
+    assert cli("extract", "sift", photos["astronaut"], "-o", sift).code == 0
+    assert "descriptors" in load_features(sift).extra
+    assert cli("perturb", sift, "--zero-top", "100", "-o", out).code == 0
+    assert load_features(out).extra == {}
+    assert "keypoints" not in json.loads(cli("info", out, "--json").text)
+
+
+def test_probes_refuse_values_that_are_not_numbers(cli, hog_pair, tmp_path):
+    a, b = hog_pair
+    out, many = tmp_path / "x.safetensors", tmp_path / "many.safetensors"
+    assert cli("interpolate", a, b, "-n", "4", "-o", many).code == 0  # vectors enough to fit statistics
+    for args in (["--scale", "nan"], ["--scale", "inf"]):
+        assert one_line_error(cli("perturb", a, *args, "-o", out)) and not out.exists()
+    assert "float32" in one_line_error(cli("perturb", a, "--scale", "1e39", "-o", out)) and not out.exists()
+    for alpha in ("nan", "-1", "0"):
+        assert "--alpha" in one_line_error(cli("sample", many, "--alpha", alpha, "-o", out)) and not out.exists()
+    stats = tmp_path / "stats.safetensors"
+    assert cli("sample", "--fit", many, "-o", stats).code == 0
+    assert "--bins" in one_line_error(cli("sample", stats, "--bins", "4", "-o", out))
+    assert "featinv sample" in one_line_error(cli("perturb", stats, "--binarize", "-o", out))
+
+
+def test_interpolation_pairs_make_grid_rows_and_file_names(cli, photos, tmp_path, tiny_model):
+    """Two pairs of five steps: a grid row per pair (not eight tiles, then two), titled "a to b"; and
+    -o DIR/ names each step "a to b t = 0.25.png", not a path through a's folder."""
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    view = ("--resize", "64", "--crop", "64")
+    assert cli("extract", "hog", photos["chelsea"], photos["coffee"], *view, "-o", a).code == 0
+    assert cli("extract", "hog", photos["astronaut"], photos["chelsea"], *view, "-o", b).code == 0
+    ab = tmp_path / "ab.safetensors"
+    assert cli("interpolate", a, b, "-n", "5", "-o", ab).code == 0
+    assert cli("invert", ab, "-m", tiny_model, "-o", tmp_path / "ab.png").code == 0
+    assert cli("invert", ab, "-m", tiny_model, "--columns", "10", "-o", tmp_path / "flat.png").code == 0
+    grid, flat = iio.imread(tmp_path / "ab.png"), iio.imread(tmp_path / "flat.png")
+    assert grid.shape[0] > 2 * 64 > flat.shape[0] - 64 and flat.shape[1] > 2 * grid.shape[1] - 200
+    assert cli("invert", ab, "-m", tiny_model, "-o", f"{tmp_path}/steps/").code == 0
+    names = sorted(p.relative_to(tmp_path / "steps").as_posix() for p in (tmp_path / "steps").rglob("*.png"))
+    assert len(names) == 10 and "chelsea to astronaut t = 0.25.png" in names and "coffee to chelsea t = 1.png" in names
+    assert "--columns" in one_line_error(cli("invert", a, b, "-m", tiny_model, "--columns", "3",
+                                             "-o", tmp_path / "x.png"))
+
+
+def test_a_bare_npy_end_takes_the_other_ends_description(cli, hog_pair, tmp_path):
+    a, b = hog_pair
+    np.save(tmp_path / "b.npy", load_features(b).features.numpy())
+    out = tmp_path / "ab.safetensors"
+    r = cli("interpolate", a, tmp_path / "b.npy", "-n", "3", "-o", out)
+    assert r.code == 0 and "bare array" in r.err
+    ff = load_features(out)
+    assert ff.feature == "hog" and ff.image_size == (64, 64)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from ..errors import FeatinvError, UsageError
+from .common import err
 
 if TYPE_CHECKING:  # annotations only; imported where used, so --help stays fast
     from ..formats import FeatureFile
@@ -37,7 +38,8 @@ def interpolate(
     """Write COUNT feature vectors on the straight line from A to B (end points included).
 
     With several rows in A and B, row i of A is paired with row i of B and each pair's steps are
-    consecutive. Rows are labelled "t = 0.25" etc., so `featinv invert` draws a captioned strip.
+    consecutive. Rows are labelled "t = 0.25" etc., so `featinv invert` draws a captioned strip, a
+    grid row per pair titled "a to b". A bare .npy end takes the other end's description (a note says so).
 
     \b
     Examples:
@@ -54,10 +56,15 @@ def interpolate(
         raise UsageError("only one of A and B can be read from stdin")
     check_not_input(output, [a, b])
     fa, fb = load_features(a), load_features(b)
+    for bare, described, name in ((fa, fb, a), (fb, fa, b)):
+        if bare.feature is None and described.feature is not None:  # a .npy beside its extract's file
+            bare.feature, bare.params, bare.image_size = described.feature, described.params, described.image_size
+            err.print(f"featinv: note: {'<stdin>' if name == '-' else name} holds a bare array; taken as "
+                      f"{described.feature} features like the other end (same settings and image size)")
     same_space(fa, fb, a, b)
     out = FeatureFile(analysis.interpolate(fa.features, fb.features, count), fa.feature, fa.params,
                       fa.image_size, [s for pair in zip(fa.sources or [a] * len(fa), fb.sources or [b] * len(fb))
                                       for s in [f"{pair[0]} -> {pair[1]}"] * count],
                       history=fa.history + [f"interpolate {count} points to {b}"],
-                      labels=[f"t = {i / (count - 1):.3g}" for i in range(count)] * len(fa))
+                      labels=[f"t = {i / (count - 1):.3g}" for i in range(count)] * len(fa), row_length=count)
     save_features(output, out)

@@ -34,7 +34,8 @@ def invert(
                                              "for a bare .npy (default: cells x cell size)."),
     grid_size: bool = typer.Option(False, "--grid-size", help="Keep the network's output size "
                                    "(cells x cell size) instead of restoring the original size."),
-    columns: int = typer.Option(0, help="Tiles per row in a grid (default: all in one row up to 8)."),
+    columns: int = typer.Option(0, min=0, help="Tiles per row in the grid of one file's batch (default: all "
+                                "in one row up to 8; an interpolation's points per pair, a row per pair)."),
     mirror_average: bool = typer.Option(False, "--mirror-average", help="Also invert the mirrored image's "
                                         "features (HOG, LBP: a channel permutation) and average the two "
                                         "reconstructions: lower error, twice the time."),
@@ -69,7 +70,8 @@ def invert(
     from ..features import resolve
     from ..files import check_not_input, is_dir_target
     from ..formats import expand_feature_args, load_features
-    from ..grid import DirectoryOutput, distinct_titles, row_labels, row_title, save_reconstructions
+    from ..grid import (DirectoryOutput, distinct_titles, row_labels, row_title, save_reconstructions,
+                        source_label)
     from ..inverter import Inverter, shipped_model
 
     folders = [Path(a) for a in features if a != "-" and Path(a).is_dir()]
@@ -87,10 +89,13 @@ def invert(
     if method == "optimize" and learned_only:
         raise UsageError(f"{', '.join(learned_only)}: for --method learned (a network); --method optimize "
                          f"needs no model and reconstructs at the image's size")
+    if columns and len(features) > 1 and not is_dir_target(output):
+        raise UsageError("--columns lays out one file's batch; several feature files make one grid row each")
     # -o DIR/: each file's PNGs are written as soon as it is inverted; otherwise one PNG or grid at the end.
     directory = DirectoryOutput(output) if is_dir_target(output) else None
     inverters: dict[Path, Inverter] = {}
     rows, captions, row_names, specs = [], [], [], []
+    grid_columns, run_titles = columns, None
     for path in features:
         name = "<stdin>" if path == "-" else path
         ff = load_features(path)
@@ -116,8 +121,12 @@ def invert(
             continue
         rows.append(images)
         captions.append(row_labels(ff))
+        if ff.row_length and len(ff.sources) == len(ff):  # one grid row per run (interpolate: per pair)
+            run = columns or ff.row_length
+            run_titles = [source_label(s) for s in ff.sources[::run]] if run == ff.row_length else None
+            grid_columns = run
         row_names.append(row_title(captions[-1], ff.history, name))
         specs.append(extractor.spec)
     if not directory:
         row_names = distinct_titles(row_names, specs, features)
-        save_reconstructions(output, rows, captions, row_names, columns)
+        save_reconstructions(output, rows, captions, row_names, grid_columns if len(rows) == 1 else 0, run_titles)

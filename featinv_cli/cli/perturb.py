@@ -1,11 +1,12 @@
 """featinv perturb: change feature vectors the ways of paper §4.3-4.4, in the order given."""
 from __future__ import annotations
 
+import math
 from typing import List, Optional
 
 import typer
 
-from ..errors import UsageError
+from ..errors import FeatinvError, UsageError
 
 
 def _operations(ctx: typer.Context) -> list[tuple[str, object]]:
@@ -29,6 +30,13 @@ def _operations(ctx: typer.Context) -> list[tuple[str, object]]:
     for name, v in ops:
         if name in ("dropout", "drop_least") and not 0 <= v < 1:
             raise UsageError(f"--{name.replace('_', '-')} {v}: give a fraction in [0, 1)")
+        if name == "scale" and not math.isfinite(v):
+            raise UsageError(f"--scale {v}: give a finite number")
+    names = [n for n, _ in ops]
+    if "binarize" in names and "drop_least" in names and names.index("binarize") < names.index("drop_least"):
+        # after binarize every non-zero entry has one magnitude: "the least" would be whichever comes first
+        raise UsageError("--drop-least after --binarize: binarized entries all have one magnitude, so none is "
+                         "least; give --drop-least first (the paper's order: --drop-least P --binarize)")
     return ops
 
 
@@ -62,8 +70,9 @@ def perturb(
 
     Each operation once (pipe perturb into perturb to apply one twice; a repeat is refused).
 
-    The output keeps the input's metadata and records what was done (featinv info shows it; invert
-    uses it as the grid caption).
+    The output keeps the input's metadata (but not SIFT's raw keypoints and descriptors, which would
+    give the unperturbed image away) and records what was done (featinv info shows it; invert adds it
+    to each tile's caption). --drop-least goes before --binarize, as in the paper.
 
     \b
     Examples:
@@ -73,14 +82,21 @@ def perturb(
     """
     from ..analysis import perturb as apply
     from ..files import check_not_input
-    from ..formats import load_features, save_features
+    from ..formats import all_finite, load_features, save_features
 
     ops = _operations(ctx)
     check_not_input(output, [features])
     ff = load_features(features)
     _check_k(ops, ff.features[0].numel())
     ff.features, labels = apply(ff.features, ops, seed)
+    if not all_finite(ff.features):
+        raise FeatinvError(f"{features}: the result holds values beyond float32's range (--scale too large?); "
+                           f"nothing written")
     label = ", ".join(labels)
     ff.history = ff.history + [label + (f" (seed {seed})" if any(n == "dropout" for n, _ in ops) else "")]
-    ff.labels = [label] * len(ff)
+    # Each row keeps what it was ("t = 0.25" of an interpolation) and adds what was done to it.
+    ff.labels = [f"{old}, {label}" for old in ff.labels] if len(ff.labels) == len(ff) else [label] * len(ff)
+    # SIFT's raw keypoints and descriptors describe the unperturbed image: a "degraded" file must not
+    # carry them along (interpolate and sample write none either).
+    ff.extra = {}
     save_features(output, ff)

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import typer
 
-from ..errors import UsageError
+from ..errors import FeatinvError, UsageError
 
 
 def sample(
@@ -15,7 +16,8 @@ def sample(
     method: str = typer.Option("histogram", help="histogram: each dimension from its own histogram, "
                                "sparsity matched; gaussian: one shifted truncated Gaussian for all."),
     alpha: float = typer.Option(2.0, "--alpha", help="Contrast factor the samples are multiplied by (paper: 2)."),
-    bins: int = typer.Option(32, help="Histogram bins per dimension (when fitting)."),
+    bins: Optional[int] = typer.Option(None, help="Histogram bins per dimension, when fitting feature "
+                                       "vectors [default: 32]; statistics keep the bins they were fitted with."),
     fit_only: bool = typer.Option(False, "--fit", help="Only fit the statistics of SOURCE and save them to -o."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
 ):
@@ -35,17 +37,23 @@ def sample(
     import torch
     from .. import analysis
     from ..files import check_not_input, read_bytes
-    from ..formats import FeatureFile, features_from_bytes, save_features, save_stats, stats_from_bytes
+    from ..formats import FeatureFile, all_finite, features_from_bytes, save_features, save_stats, stats_from_bytes
 
     if method not in ("histogram", "gaussian"):
         raise UsageError(f"--method {method!r}: choose histogram or gaussian")
-    if n < 1 or bins < 1:
+    if n < 1 or (bins is not None and bins < 1):
         raise UsageError("--count and --bins must be positive")
+    if not (math.isfinite(alpha) and alpha > 0):
+        raise UsageError(f"--alpha {alpha}: give a positive contrast factor (the paper's is 2)")
     if fit_only and output != "-" and not output.endswith(".safetensors"):
         raise UsageError(f"-o {output}: statistics are a safetensors file; name it *.safetensors (or - for a pipe)")
     check_not_input(output, [source])
     data, name = read_bytes(source), "<stdin>" if source == "-" else source
-    stats = stats_from_bytes(data, name) or analysis.fit_statistics(features_from_bytes(data, name), bins, name)
+    stats = stats_from_bytes(data, name)
+    if stats is not None and bins is not None:
+        raise UsageError(f"--bins: {name} holds statistics already fitted with their own bins; --bins applies "
+                         f"when fitting feature vectors")
+    stats = stats or analysis.fit_statistics(features_from_bytes(data, name), bins or 32, name)
     if fit_only:
         save_stats(output, stats)
         return
@@ -54,6 +62,8 @@ def sample(
         flat = analysis.sample_histograms(stats.tensors, n, alpha, gen)
     else:
         flat = analysis.sample_gaussian(stats.tensors["gaussian"], n, math.prod(stats.shape), alpha, gen)
+    if not all_finite(flat):
+        raise FeatinvError(f"--alpha {alpha:g}: the samples overflow float32; nothing written")
     save_features(output, FeatureFile(
         flat.reshape([n] + stats.shape), stats.feature, stats.params, stats.image_size, [],
         history=[f"sample {method}, alpha {alpha:g}, seed {seed}, fitted on {stats.fitted_on} vectors"],

@@ -22,21 +22,31 @@ def say_if_resized(recons, refs, recon_files, quiet: bool) -> None:
                   f"reference before scoring (--resize N --crop N prepares references as extract did)")
 
 
-def paired_by_name(recon_files: list[Path], ref_files: list[Path]) -> list[Path]:
-    """The references in the reconstructions' order: by file stem where the two lists hold the same
-    distinct stems (recon/b.png, recon/a.png with val/a.jpg, val/b.jpg), else as given."""
-    stems = [f.stem for f in ref_files]
-    if len(set(stems)) != len(stems) or sorted(f.stem for f in recon_files) != sorted(stems):
-        return ref_files
-    by_stem = dict(zip(stems, ref_files))
-    return [by_stem[f.stem] for f in recon_files]
+def paired_by_name(recons: tuple[list[Path], list[str]], refs: tuple[list[Path], list[str]]) -> tuple[list[Path], str]:
+    """The references in the reconstructions' order, and how they were paired. Each side is (files,
+    arguments). First by name below the folder given, the references numbered as `extract -o DIR/`
+    numbers them (val/x.jpg, val/x.png, val/sub/x.png -> x, x-2, sub/x: what `invert feats/ -o recon/`
+    writes); then by file stem where both sides hold the same distinct stems; else in the order given."""
+    from ..extraction import per_file_names
+    from ..images import source_names
+
+    (recon_files, recon_args), (ref_files, ref_args) = recons, refs
+    for keys_recon, keys_ref, how in (
+            ([Path(s).with_suffix("").as_posix() for s in source_names(recon_files, recon_args)],
+             per_file_names(source_names(ref_files, ref_args)), "by name"),
+            ([f.stem for f in recon_files], [f.stem for f in ref_files], "by file name")):
+        if len(set(keys_ref)) == len(keys_ref) and sorted(keys_recon) == sorted(keys_ref):
+            by_key = dict(zip(keys_ref, ref_files))
+            return [by_key[k] for k in keys_recon], how
+    return ref_files, "in the order given"
 
 
 def score(
     recon: List[str] = typer.Argument(..., help="Reconstructed images or directories."),
     reference: List[str] = typer.Option(..., "--reference", "-r", help="Original images or directories "
-                                        "(repeat the flag or give a directory): paired by file name where the "
-                                        "names match one to one, else in the order given."),
+                                        "(repeat the flag or give a directory): paired by name below the "
+                                        "folders given (extract -o DIR/'s numbering: x.jpg, x.png -> x, x-2), "
+                                        "else by file name, else in the order given (a note says so)."),
     resize: Optional[int] = typer.Option(None, help="Prepare references as extract did: shorter side."),
     crop: Optional[int] = typer.Option(None, help="... then the centre square of this size."),
     baseline_mean: Optional[str] = typer.Option(None, "--baseline-mean", help="Also score predicting "
@@ -66,18 +76,21 @@ def score(
     if len(recon_files) != len(ref_files):
         raise UsageError(f"{len(recon_files)} reconstructions but {len(ref_files)} references; "
                          f"they pair up one to one")
-    ref_files = paired_by_name(recon_files, ref_files)
+    ref_files, paired = paired_by_name((recon_files, recon), (ref_files, reference))
+    if paired == "in the order given" and len(ref_files) > 1 and not quiet:
+        err.print("featinv: note: the reconstructions' names do not match the references' one to one; paired in "
+                  "the order given (the table's reference column shows each pair)")
     prepare = lambda img, name: prepare_view(img, resize, crop, name)  # noqa: E731
     refs = [prepare(read_image(f), str(f)) for f in ref_files]
     recons = [read_image(f) for f in recon_files]
     say_if_resized(recons, refs, recon_files, quiet)
     scores = metrics.score_pairs(recons, refs)
     norm = scores["normalizer"]
-    rows = [{"image": str(f), "normalized_error": e, "psnr": p, "ssim": s, "mae": m}
-            for f, e, p, s, m in zip(recon_files, scores["normalized_error"], scores["psnr"], scores["ssim"],
-                                     scores["mae"])]
+    rows = [{"image": str(f), "reference": str(r), "normalized_error": e, "psnr": p, "ssim": s, "mae": m}
+            for f, r, e, p, s, m in zip(recon_files, ref_files, scores["normalized_error"], scores["psnr"],
+                                        scores["ssim"], scores["mae"])]
     mean = {k: scores["mean"][k] for k in ("normalized_error", "psnr", "ssim", "mae")}
-    result = {"images": rows, "mean": mean, "normalizer": norm}
+    result = {"images": rows, "mean": mean, "normalizer": norm, "paired": paired}
     if baseline_mean:
         if norm is None:
             raise FeatinvError("--baseline-mean needs references of one size; add --resize/--crop")
@@ -90,16 +103,16 @@ def score(
     if as_json:
         out.print_json(json.dumps(result))
         return
-    table = Table("image", "normalized error", "PSNR (dB)", "SSIM", "MAE")
+    table = Table("image", "reference", "normalized error", "PSNR (dB)", "SSIM", "MAE")
     fmt = lambda v, p: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
     for r in rows:
-        table.add_row(r["image"], fmt(r["normalized_error"], 3), fmt(r["psnr"], 2), fmt(r["ssim"], 3),
-                      fmt(r["mae"], 4))
+        table.add_row(r["image"], r["reference"], fmt(r["normalized_error"], 3), fmt(r["psnr"], 2),
+                      fmt(r["ssim"], 3), fmt(r["mae"], 4))
     table.add_section()
-    table.add_row(f"mean of {len(rows)}", fmt(mean["normalized_error"], 3), fmt(mean["psnr"], 2),
-                  fmt(mean["ssim"], 3), fmt(mean["mae"], 4), style="bold")
+    table.add_row(f"mean of {len(rows)}", f"paired {paired}", fmt(mean["normalized_error"], 3),
+                  fmt(mean["psnr"], 2), fmt(mean["ssim"], 3), fmt(mean["mae"], 4), style="bold")
     if baseline_mean:
         b = result["baseline_mean"]
-        table.add_row("predict the mean image", fmt(b["normalized_error"], 3), fmt(b["psnr"], 2), "",
+        table.add_row("predict the mean image", "", fmt(b["normalized_error"], 3), fmt(b["psnr"], 2), "",
                       fmt(b["mae"], 4))
     out.print(table)
