@@ -40,20 +40,22 @@ def make_database(photos: Path, out: Path) -> None:
     import pycolmap
 
     from featinv_cli.evaluate import load_views
-    from featinv_cli.images import list_images, write_image
+    from featinv_cli.extraction import per_file_names
+    from featinv_cli.images import list_images, source_names, write_image
 
     files = list_images(photos)
     views = load_views(photos, 128)
     shutil.rmtree(out / "photos", ignore_errors=True)
-    (out / "photos").mkdir(parents=True)
-    for f, v in zip(files, views):
-        write_image(out / "photos" / f"{f.stem}.png", v)
+    # Class folders kept and equal names numbered, as extract -o DIR/ names them: no photo lost to another.
+    for name, v in zip(per_file_names(source_names(files, [photos])), views):
+        (out / "photos" / name).parent.mkdir(parents=True, exist_ok=True)
+        write_image(out / "photos" / f"{name}.png", v)
     (out / "database.db").unlink(missing_ok=True)
     pycolmap.logging.minloglevel = 2
     pycolmap.extract_features(out / "database.db", out / "photos", device=pycolmap.Device.cpu)  # COLMAP's defaults
 
 
-def hand_conversion(feats: list[Path], model: Path, out: Path) -> None:
+def hand_conversion(feats: list[Path], root: Path, model: Path, out: Path) -> None:
     """The same grids through OpenCV's SIFT model, which `featinv invert` refuses (another feature):
     what a user converting the database by hand would get."""
     import torch
@@ -63,11 +65,12 @@ def hand_conversion(feats: list[Path], model: Path, out: Path) -> None:
     from featinv_cli.inverter import Inverter
 
     inverter = Inverter(model)
-    out.mkdir(parents=True)
     for f in feats:
         ff = load_features(f)
+        target = out / f.relative_to(root).with_suffix(".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
         with torch.no_grad():
-            write_image(out / f"{f.stem}.png", inverter(ff.features, tuple(ff.image_size))[0])
+            write_image(target, inverter(ff.features, tuple(ff.image_size))[0])
 
 
 def figure(out: Path, names: list[str], rows: dict[str, Path], scores: dict[str, dict], n: int) -> None:
@@ -105,15 +108,15 @@ def main() -> None:
     for d in ("feats", "leaked", "leaked-sift"):
         shutil.rmtree(out / d, ignore_errors=True)
     featinv("extract", "colmap-sift", out / "database.db", "-o", f"{out / 'feats'}/", "-q")
-    feats = sorted((out / "feats").glob("*.safetensors"))
+    feats = sorted((out / "feats").rglob("*.safetensors"))
     model = ["-m", args.model] if args.model else []
-    featinv("invert", *feats, *model, "-o", f"{out / 'leaked'}/", "-q")
+    featinv("invert", f"{out / 'feats'}/", *model, "-o", f"{out / 'leaked'}/", "-q")
     baseline = ["--baseline-mean", args.baseline_mean] if args.baseline_mean else []
     first = json.loads(featinv("score", f"{out / 'leaked'}/", "-r", f"{out / 'photos'}/", *baseline, "--json", "-q"))
     scores = {"colmap-sift model": first}
     rows = {"photo": out / "photos", "colmap-sift model": out / "leaked"}
     if args.sift_model:
-        hand_conversion(feats, Path(args.sift_model), out / "leaked-sift")
+        hand_conversion(feats, out / "feats", Path(args.sift_model), out / "leaked-sift")
         scores["OpenCV-SIFT model"] = json.loads(featinv("score", f"{out / 'leaked-sift'}/", "-r",
                                                          f"{out / 'photos'}/", "--json", "-q"))
         rows["OpenCV-SIFT model"] = out / "leaked-sift"
@@ -122,7 +125,7 @@ def main() -> None:
     if "baseline_mean" in first:
         record["baseline_mean_error"] = first["baseline_mean"]["normalized_error"]
     (out / "audit.json").write_text(json.dumps(record, indent=1))
-    names = sorted(p.name for p in (out / "leaked").glob("*.png"))
+    names = sorted(p.relative_to(out / "leaked").as_posix() for p in (out / "leaked").rglob("*.png"))
     figure(out, names, rows, scores, args.figure_images)
     for label, s in scores.items():
         print(f"{label}: {json.dumps(s['mean'])}")

@@ -9,8 +9,8 @@ import torch
 from .data import prepare_view
 from .errors import FeatinvError, UsageError
 from .features.base import Extractor
-from .files import is_dir_target
-from .formats import FeatureFile, save_features
+from .files import is_dir_target, relative_name
+from .formats import FeatureFile, is_feature_file, save_features
 from .images import read_image
 
 
@@ -70,7 +70,10 @@ class FeatureSink:
             name: str = "") -> None:
         """``name``: the file's name below a folder -o (``per_file_names``: the same in every shard)."""
         if self.per_file:
-            target = Path(self.output) / f"{name}.safetensors"
+            target = Path(self.output) / f"{relative_name(name)}.safetensors"
+            if target.exists() and not is_feature_file(target):
+                raise FeatinvError(f"{target}: already there and not a featinv feature file; refusing to "
+                                   f"overwrite it: give -o another folder, or remove the file")
             target.parent.mkdir(parents=True, exist_ok=True)
             save_features(target, self._file(features, size, [source], extra))
             return
@@ -112,11 +115,13 @@ def per_file_names(sources: list[str]) -> list[str]:
     return [names.claim(Path(s).with_suffix("").as_posix()) for s in sources]
 
 
-def database_rows(extractor, database) -> list[tuple[str, tuple[int, int], torch.Tensor, dict]]:
-    """`extract colmap-sift DATABASE.db`: (image name, (H, W), features (1, 133, Hc, Wc), raw arrays)
-    per image of a COLMAP database, in its image_id order; the whole database is read and checked before
-    anything is returned, so a damaged one writes nothing. An image without keypoints gives zeros."""
-    from .features.colmap import raw_arrays, read_database
+def database_rows(extractor, images):
+    """`extract colmap-sift DATABASE.db`: (image name, (H, W), features (1, 133, Hc, Wc), raw arrays) per
+    image of a COLMAP database (``read_database``'s, read and checked whole, so a damaged one writes
+    nothing), one image's grid at a time: a 6000x4000 photo's is 0.8 GB. An image without keypoints gives
+    zeros."""
+    from .features.colmap import raw_arrays
 
-    return [(image.name, (image.height, image.width), extractor.grid_of([image], image.height, image.width),
-             raw_arrays([image])) for image in read_database(database)]
+    for image in images:
+        yield (image.name, (image.height, image.width), extractor.grid_of([image], image.height, image.width),
+               raw_arrays([image]))

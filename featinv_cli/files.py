@@ -66,14 +66,25 @@ def check_not_input(output: str | Path, inputs) -> None:
             raise FeatinvError(f"{output}: output would overwrite an input; choose another name")
 
 
+def relative_name(name: str) -> str:
+    """A name that stays below an output folder, whatever it was made of: a COLMAP database's image name
+    (``../x.png``, ``/etc/x``), a caption ("t = 0.25, dropout 0.2"). Sub-folders are kept; empty, ``.``
+    and ``..`` parts and a leading ``/`` are dropped; characters Windows refuses or that are not
+    printable become ``_``."""
+    parts = [("".join(c if c.isprintable() and c not in '<>:"|?*' else "_" for c in part).strip(" .") or "row")
+             for part in name.replace("\\", "/").split("/") if part not in ("", ".", "..")]
+    return "/".join(parts) or "row"
+
+
 class UniqueNames:
-    """The names of one output folder's files: a name already given is numbered (``a``, ``a-2``, ...),
-    compared without case, as macOS's and Windows' file systems do."""
+    """The names of one output folder's files (made safe by ``relative_name``): a name already given is
+    numbered (``a``, ``a-2``, ...), compared without case, as macOS's and Windows' file systems do."""
 
     def __init__(self):
         self.taken: set[str] = set()
 
     def claim(self, base: str) -> str:
+        base = relative_name(base)
         name, k = base, 1
         while name.lower() in self.taken:
             k += 1

@@ -123,6 +123,15 @@ def save_features(path: str | Path, ff: FeatureFile) -> None:
     atomic_write(path, safetensors_chunks({"features": feats, **ff.extra}, ff.metadata()))
 
 
+def is_feature_file(path: str | Path) -> bool:
+    """Whether featinv wrote this file as features (its header says so): what `extract -o DIR/` may
+    write over."""
+    try:
+        return read_metadata(path).get("format") == FEATURES_FORMAT
+    except FeatinvError:
+        return False
+
+
 def load_features(path: str | Path) -> FeatureFile:
     """Read a .npy or featinv .safetensors (or either from '-'), checking shape and values."""
     name = "<stdin>" if str(path) == "-" else str(path)
@@ -196,6 +205,9 @@ def refuse_image(head: bytes, name: str) -> None:
     if bytes(head[:8]).startswith(IMAGE_MAGIC):
         raise FeatinvError(f"{name}: is an image, not features; make features first: "
                            f"featinv extract FEATURE {name} -o features.safetensors")
+    if bytes(head[:8]) == b"SQLite f":
+        raise FeatinvError(f"{name}: is an SQLite file (a COLMAP database?), not features; read its features "
+                           f"first: featinv extract colmap-sift {name} -o feats/")
 
 
 def features_from_bytes(data: bytes, name: str) -> FeatureFile:

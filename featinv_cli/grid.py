@@ -123,7 +123,7 @@ def row_labels(ff, folders: bool = False) -> list[str]:
 class DirectoryOutput:
     """``invert -o DIR/``: one PNG per row, written as soon as its feature file is inverted (a folder
     of 12-megapixel photos never sits in memory at once; a file that fails later keeps the PNGs before
-    it). Names are made safe for a path, each part on its own (no ``..``); a name already written is
+    it). Names are made safe for a path (``relative_name``: no ``..``); a name already written is
     numbered (``dropout 0.5``, ``dropout 0.5-2``). A file already there is overwritten only if featinv
     wrote it (a PNG with its mark: an earlier run's); anything else (the photo the features came from,
     when DIR is its folder) stops the run before it is touched."""
@@ -134,17 +134,11 @@ class DirectoryOutput:
         self.root = Path(output)  # made at the first write: a run that fails first leaves nothing
         self.names = UniqueNames()
 
-    @staticmethod
-    def _safe(name: str) -> str:
-        parts = [("".join(c if c.isalnum() or c in " ._-+=," else "_" for c in part).strip(" .") or "row")
-                 for part in name.replace("\\", "/").split("/") if part not in ("", ".", "..")]
-        return "/".join(parts) or "row"
-
     def write(self, images, names: list[str]) -> None:
         from .images import made_by_featinv, write_image
 
         for image, name in zip(images, names):
-            path = self.root / f"{self.names.claim(self._safe(name))}.png"
+            path = self.root / f"{self.names.claim(name)}.png"
             if path.exists() and not made_by_featinv(path):
                 raise FeatinvError(f"{path}: already there and not marked as written by featinv (a source "
                                    f"photo? or the output of an older featinv, which did not mark its PNGs); "

@@ -225,3 +225,92 @@ def test_a_colmap_sift_model_trains_from_packed_views(cli, tmp_path, monkeypatch
     r = cli("train", "colmap-sift", "-d", views, "-o", tmp_path / "m.safetensors", "--width", "0.125", "--crop", "64",
             "--batch", "2", "--steps", "2", "-q")
     assert r.code == 0, r.err
+
+
+def test_image_names_stay_below_the_output_folder(cli, tmp_path):
+    """A database is someone else's file: an image named ../x.png or /abs/x.png must not write outside
+    -o DIR/, and a file there that featinv did not make is not overwritten."""
+    outside = tmp_path / "victim.safetensors"
+    outside.write_text("mine")
+    db = _damaged(tmp_path, "UPDATE images SET name = '../victim.png' WHERE image_id = 1")
+    con = sqlite3.connect(db)
+    con.execute("UPDATE images SET name = ? WHERE image_id = 2", (str(tmp_path / "abs.png"),))
+    con.commit()
+    con.close()
+    out = tmp_path / "out"
+    r = cli("extract", "colmap-sift", db, "-o", f"{out}/")
+    assert r.code == 0, r.err
+    assert outside.read_text() == "mine" and not (tmp_path / "abs.safetensors").exists()
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.safetensors"))
+    assert len(written) == 4 and "victim.safetensors" in written
+    (out / "rocket.safetensors").write_text("not ours")
+    assert "not a featinv feature file" in one_line_error(cli("extract", "colmap-sift", db, "-o", f"{out}/"))
+    assert (out / "rocket.safetensors").read_text() == "not ours"
+
+
+def test_reading_leaves_nothing_beside_the_database(cli, tmp_path):
+    """COLMAP writes WAL mode: a plain read-only open leaves -shm/-wal beside the evidence and fails on
+    read-only storage. Also a path with # and % (sqlite URIs) reads the file named."""
+    import os
+    import stat
+
+    folder = tmp_path / "case#12 100%"
+    folder.mkdir()
+    db = folder / "database.db"
+    shutil.copyfile(DB, db)
+    os.chmod(folder, stat.S_IRUSR | stat.S_IXUSR)  # read-only folder (root ignores this; the listing check still holds)
+    try:
+        images = read_database(db)
+    finally:
+        os.chmod(folder, stat.S_IRWXU)
+    assert len(images) == 4 and sorted(p.name for p in folder.iterdir()) == ["database.db"]
+    assert not (tmp_path / "case").exists()
+    # A pending -wal log (a COLMAP still running) is read too, from a private copy.
+    live = tmp_path / "live.db"
+    shutil.copyfile(DB, live)
+    writer = sqlite3.connect(live)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("UPDATE images SET name = 'renamed.png' WHERE image_id = 1")
+    writer.commit()
+    assert (tmp_path / "live.db-wal").stat().st_size > 0
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert read_database(live)[0].name == "renamed.png"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    writer.close()
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("UPDATE descriptors SET type = 1 WHERE image_id = 1", "feature type 1"),
+    ("UPDATE cameras SET width = 0", "0x"),
+    ("DELETE FROM images", "no images"),
+])
+def test_databases_featinv_cannot_read_truthfully_are_refused(cli, tmp_path, damage, message):
+    db = _damaged(tmp_path, damage)
+    assert message in one_line_error(cli("extract", "colmap-sift", db, "-o", f"{tmp_path}/out/"))
+
+
+def test_a_zero_scale_is_refused_and_missing_features_are_named(cli, tmp_path):
+    db = _damaged(tmp_path, "UPDATE keypoints SET cols = 6, rows = rows * 4 / 6 WHERE 0")  # a copy to edit
+    con = sqlite3.connect(db)
+    rows, data = con.execute("SELECT rows, data FROM keypoints WHERE image_id = 1").fetchone()
+    kp = np.frombuffer(data, np.float32).reshape(rows, -1).copy()
+    kp[0, 2:] = 0  # a11 = a12 = a21 = a22 = 0
+    con.execute("UPDATE keypoints SET data = ? WHERE image_id = 1", (kp.tobytes(),))
+    con.commit()
+    assert "zero scale" in one_line_error(cli("extract", "colmap-sift", db, "-o", f"{tmp_path}/a/"))
+    con.execute("UPDATE keypoints SET data = ? WHERE image_id = 1", (data,))
+    con.execute("DELETE FROM keypoints WHERE image_id = 3")
+    con.execute("DELETE FROM descriptors WHERE image_id = 3")
+    con.commit()
+    con.close()
+    r = cli("extract", "colmap-sift", db, "-o", f"{tmp_path}/b/")
+    assert r.code == 0 and "1 of 4 images have no stored keypoints (rocket.png)" in r.err
+
+
+def test_a_database_given_where_features_are_expected_points_to_extract(cli, tmp_path):
+    for command in (("info", DB), ("invert", DB, "-o", tmp_path / "x.png")):
+        assert "featinv extract colmap-sift" in one_line_error(cli(*command))
+    fake = tmp_path / "fake.db"
+    fake.write_text("")
+    assert "not a SQLite file" in one_line_error(cli("extract", "colmap-sift", fake, "-o", f"{tmp_path}/o/"))

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # a bug, not the user's fault: still one line unless --debug
         if debug:
             raise
-        _fail(f"unexpected {type(e).__name__}: {e} (rerun with --debug for a traceback; please report it)", 1)
+        _fail(f"unexpected {type(e).__name__}: {e} (rerun as featinv --debug COMMAND ... for a traceback; please report it)", 1)
     # Without standalone mode typer returns the exit code of Ctrl-C (130) instead of raising it.
     if code == 130:
         _interrupted()

@@ -1,12 +1,13 @@
 """featinv extract: images -> feature file."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from ..errors import FeatinvError, UsageError
-from .common import DEVICE, QUIET, WEIGHTS, progress, resolve_device
+from .common import DEVICE, QUIET, WEIGHTS, err, progress, resolve_device
 
 
 def parse_shard(text: str | None, n: int) -> slice:
@@ -20,6 +21,23 @@ def parse_shard(text: str | None, n: int) -> slice:
     if not (k >= 1 and 0 <= i < k):
         raise UsageError(f"--shard {text!r}: need 0 <= I < N")
     return slice(i * n // k, (i + 1) * n // k)
+
+
+def say_what_the_database_lacks(images, database, quiet: bool) -> None:
+    """Notes an auditor must see: images whose features COLMAP never stored (their grids are empty, and
+    their reconstructions say nothing of the photo), and keypoints outside an image's camera size."""
+    never = [i.name for i in images if not i.stored]
+    outside = [(i.name, i.outside(), len(i.keypoints)) for i in images if i.outside()]
+    if quiet:
+        return
+    if never:
+        err.print(f"featinv: note: {database}: {len(never)} of {len(images)} images have no stored keypoints "
+                  f"({', '.join(never[:3])}{', ...' if len(never) > 3 else ''}); their features are empty, so "
+                  f"their reconstructions show nothing of the photo (leave them out of a score)")
+    if outside:
+        name, k, n = outside[0]
+        err.print(f"featinv: note: {database}: {len(outside)} images have keypoints outside their camera's size "
+                  f"(e.g. {name}: {k} of {n}); those keypoints are left out of the grid")
 
 
 def extract(
@@ -72,11 +90,14 @@ def extract(
     from ..data import worker_init
     from ..features.registry import parse_spec, with_weights
     from ..extraction import ExtractDataset, FeatureSink, database_rows, per_file_names
-    from ..features.colmap import is_database
+    from ..features.colmap import is_database, read_database
     from ..files import check_not_input, is_dir_target
     from ..images import expand_image_args, source_names
 
     extractor = parse_spec(with_weights(feature, weights))
+    for i in images:
+        if Path(i).suffix.lower() == ".db" and Path(i).is_file() and not is_database(i):
+            raise FeatinvError(f"{i}: not a SQLite file (a COLMAP database.db is one)")
     if any(is_database(i) for i in images):
         if extractor.name != "colmap-sift" or len(images) != 1:
             raise UsageError("a COLMAP database holds COLMAP's SIFT: featinv extract colmap-sift DATABASE.db -o OUT "
@@ -85,14 +106,16 @@ def extract(
             raise UsageError("--resize, --crop and --shard prepare images; a database holds features of its photos "
                              "as they were")
         check_not_input(output, images)
-        sink = FeatureSink(output, extractor, {"resize": None, "crop": None}, rows_per_file)
-        rows = database_rows(extractor, images[0])  # the whole database is read and checked first
-        sizes = sorted({f"{h}x{w}" for _, (h, w), _, _ in rows})
+        found = read_database(images[0])  # the whole database is read and checked first
+        sizes = sorted({f"{i.height}x{i.width}" for i in found})
         if len(sizes) > 1 and not is_dir_target(output):
             raise UsageError(f"{images[0]}: its images have {len(sizes)} sizes ({', '.join(sizes[:4])}); write one "
                              f"file per image with -o DIR/")
-        with progress(len(rows), "extract", quiet) as bar:
-            for (name, size, feats, extra), file_name in zip(rows, per_file_names([r[0] for r in rows])):
+        say_what_the_database_lacks(found, images[0], quiet)
+        sink = FeatureSink(output, extractor, {"resize": None, "crop": None}, rows_per_file)
+        with progress(len(found), "extract", quiet) as bar:
+            rows = database_rows(extractor, found)
+            for (name, size, feats, extra), file_name in zip(rows, per_file_names([i.name for i in found])):
                 sink.add(f"{images[0]} ({name})", name, size, feats, extra if raw else {}, file_name)
                 bar.advance()
         sink.close()

@@ -66,5 +66,5 @@ def sample(
         raise FeatinvError(f"--alpha {alpha:g}: the samples overflow float32; nothing written")
     save_features(output, FeatureFile(
         flat.reshape([n] + stats.shape), stats.feature, stats.params, stats.image_size, [],
-        history=[f"sample {method}, alpha {alpha:g}, seed {seed}, fitted on {stats.fitted_on} vectors"],
+        history=[f"sample {method}, alpha {alpha:g}, seed {seed}, statistics of {stats.fitted_on} vectors ({name})"],
         labels=[f"{method} #{i + 1}" for i in range(n)]))

@@ -12,7 +12,10 @@ orientation and ``s`` its scale, both from the affine shape: s = sqrt(a11² + a2
 """
 from __future__ import annotations
 
+import shutil
 import sqlite3
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +39,12 @@ class DatabaseImage:
     width: int
     keypoints: np.ndarray
     descriptors: np.ndarray
+    stored: bool = True  # False: the database has no keypoints row for it (features never extracted)
+
+    def outside(self) -> int:
+        """Keypoints outside the camera's image, which no grid cell holds."""
+        x, y = self.keypoints[:, 0], self.keypoints[:, 1]
+        return int((~((x >= 0) & (y >= 0) & (x < self.width) & (y < self.height))).sum())  # grid_bin's test
 
 
 def is_database(path: str | Path) -> bool:
@@ -68,41 +77,74 @@ def keypoint_geometry(kp: np.ndarray) -> np.ndarray:
     return np.stack([x, y, scale, angle], axis=1).astype(np.float32)
 
 
+@contextmanager
+def _connection(path: Path):
+    """A read-only sqlite connection that leaves nothing beside the database (COLMAP writes it in WAL
+    mode, where a reader would create -shm and -wal files: beside evidence, or failing on read-only
+    storage). Changes still in a -wal log (a COLMAP still running, or one that crashed) are read from a
+    private copy of both files; otherwise the file is opened as immutable."""
+    wal = path.with_name(path.name + "-wal")
+    with tempfile.TemporaryDirectory() as tmp:
+        if wal.is_file() and wal.stat().st_size > 0:
+            copy = Path(tmp) / "database.db"
+            shutil.copyfile(path, copy)
+            shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
+            con = sqlite3.connect(copy.as_uri(), uri=True)
+        else:
+            con = sqlite3.connect(path.resolve().as_uri() + "?mode=ro&immutable=1", uri=True)
+        try:
+            yield con
+        finally:
+            con.close()
+
+
 def read_database(path: str | Path) -> list[DatabaseImage]:
-    """Every image of a COLMAP database in image_id order, with its size from its camera."""
+    """Every image of a COLMAP database in image_id order, with its size from its camera; all checked
+    (geometry, descriptor type and size), so a damaged database fails before anything is written."""
     db = str(path)
     if not is_database(path):
         raise FeatinvError(f"{db}: not a SQLite file (a COLMAP database.db is one)")
     try:
-        con = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
-        try:
+        with _connection(Path(path)) as con:
             have = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             missing = [t for t in TABLES if t not in have]
             if missing:
                 raise FeatinvError(f"{db}: not a COLMAP database (no {', '.join(missing)} table)")
-            cameras = {cid: (int(h), int(w)) for cid, w, h in con.execute("SELECT camera_id, width, height FROM cameras")}
+            cameras = {cid: (h, w) for cid, w, h in con.execute("SELECT camera_id, width, height FROM cameras")}
             kps = {i: (r, c, d) for i, r, c, d in con.execute("SELECT image_id, rows, cols, data FROM keypoints")}
-            descs = {i: (r, c, d) for i, r, c, d in con.execute("SELECT image_id, rows, cols, data FROM descriptors")}
+            typed = "type" in {r[1] for r in con.execute("PRAGMA table_info(descriptors)")}  # COLMAP 3.12+
+            descs = {i: (t, r, c, d) for i, t, r, c, d in con.execute(
+                f"SELECT image_id, {'type' if typed else '0'}, rows, cols, data FROM descriptors")}
             images = list(con.execute("SELECT image_id, name, camera_id FROM images ORDER BY image_id"))
-        finally:
-            con.close()
-    except sqlite3.DatabaseError as e:
+    except (sqlite3.DatabaseError, OSError) as e:
         raise FeatinvError(f"{db}: cannot read the database ({e})") from None
+    if not images:
+        raise FeatinvError(f"{db}: the database holds no images (run COLMAP's feature extraction first)")
     out = []
     for image_id, name, camera_id in images:
         if camera_id not in cameras:
             raise FeatinvError(f"{db}: image {name!r} names camera {camera_id}, which the database lacks")
+        height, width = cameras[camera_id]
+        if not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
+            raise FeatinvError(f"{db}: image {name!r}'s camera {camera_id} is {width}x{height}; the database is damaged")
         rows, cols, data = kps.get(image_id, (0, 6, None))
         if cols not in (2, 4, 6):
             raise FeatinvError(f"{db}: keypoints of image {name!r} have {cols} columns (COLMAP writes 2, 4 or 6)")
         kp = keypoint_geometry(_blob(data, rows, cols, np.float32, "keypoints", name, db))
-        drows, dcols, ddata = descs.get(image_id, (0, 128, None))
+        if not np.isfinite(kp).all() or (kp[:, 2] <= 0).any():
+            raise FeatinvError(f"{db}: keypoints of image {name!r} include a non-finite position or a zero "
+                               f"scale; the database is damaged")
+        kind, drows, dcols, ddata = descs.get(image_id, (0, 0, 128, None))
+        if kind != 0:
+            raise FeatinvError(f"{db}: descriptors of image {name!r} are of COLMAP feature type {kind}, not SIFT "
+                               f"(0; ALIKED and other learned features have no inverter here)")
         if dcols != 128:
-            raise FeatinvError(f"{db}: descriptors of image {name!r} are {dcols} wide; SIFT's are 128")
+            raise FeatinvError(f"{db}: descriptors of image {name!r} are {dcols} wide; SIFT's are 128 "
+                               f"(ALIKED's float descriptors have no inverter here)")
         desc = _blob(ddata, drows, dcols, np.uint8, "descriptors", name, db)
         if len(desc) != len(kp):
             raise FeatinvError(f"{db}: image {name!r} has {len(kp)} keypoints but {len(desc)} descriptors")
-        out.append(DatabaseImage(name, *cameras[camera_id], kp, desc))
+        out.append(DatabaseImage(name, height, width, kp, desc, stored=image_id in kps))
     return out
 
 
@@ -141,7 +183,6 @@ class ColmapSIFT(KeypointGrid):
     def read_images(self, images: torch.Tensor) -> list[DatabaseImage]:
         """pycolmap's SIFT of (N, 3, H, W) images in [0, 1], through a database as COLMAP writes it
         (so both routes read the same bytes)."""
-        import tempfile
 
         from ..images import write_image
 
