@@ -62,8 +62,6 @@ class FeatureSink:
             from .formats import check_feature_name
 
             check_feature_name(output)
-        if self.per_file:
-            Path(output).mkdir(parents=True, exist_ok=True)
         self.rows, self.extras, self.sources, self.size, self.first, self.part = [], [], [], None, None, 0
 
     def add(self, path, source: str, size: tuple[int, int], features: torch.Tensor, extra: dict,
