@@ -12,6 +12,8 @@ A block sits between ``<!-- generated: NAME -->`` and ``<!-- end generated -->``
 - ``memory``: peak memory of a 6000x6000 photo, from bench/results.json (bench/run.py --only memory);
 - ``arch``: the paper's network against the skip network, from docs/figures/hog-arch-study.json (bench/study.py);
 - ``audit``: the privacy audit's table, from docs/figures/colmap-audit.json (examples/colmap_audit.py);
+- ``audit_full``: the same on a database of full-size photos, from docs/figures/colmap-fullsize.json
+  (examples/colmap_audit.py --full-size);
 - ``fig7``: the paper's Figure 7 on SqueezeNet, from docs/figures/squeezenet-fig7.json (what
   examples/layer_sweep.py measured), its learned column checked against the shipped files' evaluation.
 """
@@ -29,6 +31,7 @@ README = ROOT / "README.md"
 RESULTS = ROOT / "bench" / "results.json"
 SWEEP = ROOT / "docs" / "figures" / "squeezenet-fig7.json"
 AUDIT = ROOT / "docs" / "figures" / "colmap-audit.json"
+AUDIT_FULL = ROOT / "docs" / "figures" / "colmap-fullsize.json"  # examples/colmap_audit.py --full-size
 ARCH = ROOT / "docs" / "figures" / "hog-arch-study.json"
 BLOCK = re.compile(r"(<!-- generated: (\w+) -->\n)(.*?)(<!-- end generated -->)", re.S)
 
@@ -199,9 +202,9 @@ def fig7_block() -> str:
     return "\n".join(lines) + "\n"
 
 
-def audit_block() -> str:
-    a = json.loads(AUDIT.read_text())
-    lines = [f"| {a['images']} photos, database by pycolmap, read with | normalized error | PSNR | SSIM | MAE |",
+def audit_block(path: Path = AUDIT, what: str = "database by pycolmap, read with") -> str:
+    a = json.loads(path.read_text())
+    lines = [f"| {a['images']} photos, {what} | normalized error | PSNR | SSIM | MAE |",
              "|---|---|---|---|---|"]
     best = min(s["mean"]["normalized_error"] for s in a["scores"].values())
     for label, s in a["scores"].items():
@@ -213,7 +216,9 @@ def audit_block() -> str:
     return "\n".join(lines) + "\n"
 
 
-BLOCKS = {"models": models_block, "speed": speed_block, "memory": memory_block, "arch": arch_block, "fig7": fig7_block, "audit": audit_block}
+BLOCKS = {"models": models_block, "speed": speed_block, "memory": memory_block, "arch": arch_block, "fig7": fig7_block,
+          "audit": audit_block,
+          "audit_full": lambda: audit_block(AUDIT_FULL, "database of the full-size photos by pycolmap, read by")}
 
 
 def render(text: str) -> str:

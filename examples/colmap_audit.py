@@ -13,6 +13,10 @@
    the database by hand gives.
 3. OUT/audit.json (the mean scores; README's table is made from it: copy it to
    docs/figures/colmap-audit.json and run bench/readme.py) and OUT/audit.png (photos over their reconstructions, labelled).
+
+--full-size makes the database from the photos as they are (what an auditor is given) and reads it two
+ways: `extract --resize 128 --crop 128` (the photos' view) and at its size, each scored on the 128-px
+view (`score --resize 128 --crop 128`); docs/figures/colmap-fullsize.json is its audit.json.
 """
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ def featinv(*args) -> str:
     return r.stdout
 
 
-def make_database(photos: Path, out: Path) -> None:
+def make_database(photos: Path, out: Path, full_size: bool) -> None:
     import pycolmap
 
     from featinv_cli.evaluate import load_views
@@ -44,12 +48,18 @@ def make_database(photos: Path, out: Path) -> None:
     from featinv_cli.images import list_images, source_names, write_image
 
     files = list_images(photos)
-    views = load_views(photos, 128)
     shutil.rmtree(out / "photos", ignore_errors=True)
+    shutil.rmtree(out / "views", ignore_errors=True)
     # Class folders kept and equal names numbered, as extract -o DIR/ names them: no photo lost to another.
-    for name, v in zip(per_file_names(source_names(files, [photos])), views):
+    names = per_file_names(source_names(files, [photos]))
+    for name, f, v in zip(names, files, load_views(photos, 128)):
         (out / "photos" / name).parent.mkdir(parents=True, exist_ok=True)
-        write_image(out / "photos" / f"{name}.png", v)
+        if full_size:  # the photo as it is; its view beside, for the figure
+            shutil.copyfile(f, out / "photos" / f"{name}{f.suffix}")
+            (out / "views" / name).parent.mkdir(parents=True, exist_ok=True)
+            write_image(out / "views" / f"{name}.png", v)
+        else:
+            write_image(out / "photos" / f"{name}.png", v)
     (out / "database.db").unlink(missing_ok=True)
     pycolmap.logging.minloglevel = 2
     pycolmap.extract_features(out / "database.db", out / "photos", device=pycolmap.Device.cpu)  # COLMAP's defaults
@@ -97,6 +107,8 @@ def main() -> None:
     p.add_argument("--baseline-mean", default=None, help="also score predicting the mean image of this folder "
                    "(default: train/ beside the photos' folder, when there is one)")
     p.add_argument("--figure-images", type=int, default=6)
+    p.add_argument("--full-size", action="store_true", help="database of the photos as they are, read at the "
+                   "128-px view (extract --resize 128 --crop 128) and at its size")
     args = p.parse_args()
     out = Path(args.out).resolve()
     if args.baseline_mean is None and (Path(args.photos).parent / "train").is_dir():
@@ -104,23 +116,32 @@ def main() -> None:
     for name in ("photos", "model", "sift_model", "baseline_mean"):  # featinv runs from the repository root
         if getattr(args, name):
             setattr(args, name, str(Path(getattr(args, name)).resolve()))
-    make_database(Path(args.photos), out)
-    for d in ("feats", "leaked", "leaked-sift"):
+    make_database(Path(args.photos), out, args.full_size)
+    for d in ("feats", "leaked", "leaked-sift", "feats-full", "leaked-full"):
         shutil.rmtree(out / d, ignore_errors=True)
-    featinv("extract", "colmap-sift", out / "database.db", "-o", f"{out / 'feats'}/", "-q")
+    view = ["--resize", "128", "--crop", "128"] if args.full_size else []
+    featinv("extract", "colmap-sift", out / "database.db", *view, "-o", f"{out / 'feats'}/", "-q")
     feats = sorted((out / "feats").rglob("*.safetensors"))
     model = ["-m", args.model] if args.model else []
     featinv("invert", f"{out / 'feats'}/", *model, "-o", f"{out / 'leaked'}/", "-q")
     baseline = ["--baseline-mean", args.baseline_mean] if args.baseline_mean else []
-    first = json.loads(featinv("score", f"{out / 'leaked'}/", "-r", f"{out / 'photos'}/", *baseline, "--json", "-q"))
-    scores = {"colmap-sift model": first}
-    rows = {"photo": out / "photos", "colmap-sift model": out / "leaked"}
-    if args.sift_model:
+    first = json.loads(featinv("score", f"{out / 'leaked'}/", "-r", f"{out / 'photos'}/", *view, *baseline,
+                               "--json", "-q"))
+    label = "colmap-sift model, `--resize 128 --crop 128`" if args.full_size else "colmap-sift model"
+    scores = {label: first}
+    rows = {"photo": out / ("views" if args.full_size else "photos"), label: out / "leaked"}
+    if args.full_size:  # the same database read at its size; scored on the view of each reconstruction
+        featinv("extract", "colmap-sift", out / "database.db", "-o", f"{out / 'feats-full'}/", "-q")
+        featinv("invert", f"{out / 'feats-full'}/", *model, "-o", f"{out / 'leaked-full'}/", "-q")
+        scores["colmap-sift model, at its size (`score` takes each reconstruction's view)"] = json.loads(featinv(
+            "score", f"{out / 'leaked-full'}/", "-r", f"{out / 'photos'}/", *view, "--json", "-q"))
+    elif args.sift_model:
         hand_conversion(feats, out / "feats", Path(args.sift_model), out / "leaked-sift")
         scores["OpenCV-SIFT model"] = json.loads(featinv("score", f"{out / 'leaked-sift'}/", "-r",
                                                          f"{out / 'photos'}/", "--json", "-q"))
         rows["OpenCV-SIFT model"] = out / "leaked-sift"
-    record = {"photos": Path(args.photos).name, "images": len(feats),
+    record = {"photos": Path(args.photos).name, "images": len(feats), "database": "full-size photos, read with "
+              "extract --resize 128 --crop 128" if args.full_size else "128-px views",
               "scores": {label: {"mean": s["mean"]} for label, s in scores.items()}}
     if "baseline_mean" in first:
         record["baseline_mean_error"] = first["baseline_mean"]["normalized_error"]

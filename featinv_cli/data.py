@@ -11,11 +11,22 @@ from torch.nn import functional as F
 from .images import read_image
 
 
+def shorter_side_size(h: int, w: int, shorter: int) -> tuple[int, int]:
+    """(H, W) of an h x w image resized so its shorter side is ``shorter``."""
+    s = shorter / min(h, w)
+    return max(shorter, round(h * s)), max(shorter, round(w * s))
+
+
+def crop_corner(h: int, w: int, size: int) -> tuple[int, int]:
+    """(top, left) of the centre size x size square of an h x w image."""
+    return (h - size) // 2, (w - size) // 2
+
+
 def resize_shorter(image: torch.Tensor, shorter: int) -> torch.Tensor:
     """Bilinear resize of (3, H, W) so the shorter side is ``shorter`` (antialiased when shrinking)."""
     h, w = image.shape[-2:]
     s = shorter / min(h, w)
-    size = (max(shorter, round(h * s)), max(shorter, round(w * s)))
+    size = shorter_side_size(h, w, shorter)
     if size == (h, w):
         return image
     return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False,
@@ -33,7 +44,7 @@ def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
     h, w = image.shape[-2:]
     if h < size or w < size:
         raise ValueError(f"cannot crop {size}x{size} from {h}x{w}")
-    top, left = (h - size) // 2, (w - size) // 2
+    top, left = crop_corner(h, w, size)
     return image[..., top:top + size, left:left + size]
 
 

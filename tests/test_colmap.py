@@ -314,3 +314,33 @@ def test_a_database_given_where_features_are_expected_points_to_extract(cli, tmp
     fake = tmp_path / "fake.db"
     fake.write_text("")
     assert "not a SQLite file" in one_line_error(cli("extract", "colmap-sift", fake, "-o", f"{tmp_path}/o/"))
+
+
+def test_a_database_read_as_the_photos_view():
+    """--resize N --crop N on a database: keypoints move as resizing moves pixel centres, those smaller
+    than SIFT finds at the new size go, then those outside the centre square."""
+    from featinv_cli.features.colmap import SMALLEST_SCALE, DatabaseImage, as_view
+
+    kp = np.array([[99.5, 49.5, 4.0, 0.3],   # the corner at (100, 50) px of 200x100 (pixel centres at whole
+                                              # numbers): at (50, 25) px of 100x50, i.e. (49.5, 24.5)
+                   [10.0, 10.0, 1.0, 0.0],   # scale 0.5 at half size: finer than SIFT sees there
+                   [190.0, 50.0, 8.0, 0.0]], np.float32)  # right of the 50x50 centre square
+    image = DatabaseImage("x.png", 100, 200, kp, np.zeros((3, 128), np.uint8))
+    view = as_view(image, 50, 50)
+    assert (view.height, view.width) == (50, 50) and len(view.keypoints) == 1
+    x, y, s, a = view.keypoints[0]
+    assert (x, y) == (pytest.approx(49.5 - 25), pytest.approx(24.5)) and s == 2.0 and a == pytest.approx(0.3)
+    assert SMALLEST_SCALE == 0.8  # COLMAP's sigma 1.6 at its first octave (-1)
+
+
+def test_extract_a_database_at_the_evaluation_view(cli, tmp_path):
+    """The fixture's 128x128 and 96x128 images, read at --resize 64 --crop 64: one size, so one file."""
+    out = tmp_path / "view.safetensors"
+    r = cli("extract", "colmap-sift", DB, "--resize", "64", "--crop", "64", "-o", out)
+    assert r.code == 0, r.err
+    ff = load_features(out)
+    assert ff.features.shape == (4, 133, 16, 16) and ff.image_size == (64, 64)
+    assert ff.view == {"resize": 64, "crop": 64}
+    full = read_database(DB)
+    assert (ff.extra["counts"] < torch.tensor([len(i.keypoints) for i in full])).all()
+    assert "--shard" in one_line_error(cli("extract", "colmap-sift", DB, "--shard", "0/2", "-o", f"{tmp_path}/s/"))

@@ -241,3 +241,17 @@ def test_resume_takes_unset_settings_from_the_checkpoint(cli, image_dir, tmp_pat
     assert checkpoint_path(out).exists()
     r = cli("train", "hog", "-o", out, "--init", first, "--minutes", "5", "--checkpoint-every", "1", "--resume", *common)
     assert r.code == 0, r.err
+
+
+def test_score_gives_a_whole_photos_reconstruction_the_references_view(cli, tmp_path):
+    """score --resize 128 --crop 128 of a reconstruction of the whole (non-square) photo takes its centre
+    view, as of the photo: squeezed whole into 128x128 it would be compared with other pixels."""
+    (tmp_path / "rec").mkdir(), (tmp_path / "ref").mkdir()
+    for name in ("chelsea", "coffee"):
+        img = photo(name)
+        assert img.shape[0] != img.shape[1]  # 300x451, 400x600
+        iio.imwrite(tmp_path / "rec" / f"{name}.png", img)
+        iio.imwrite(tmp_path / "ref" / f"{name}.png", img)
+    r = cli("score", tmp_path / "rec", "-r", tmp_path / "ref", "--resize", "128", "--crop", "128", "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.text)["mean"]["normalized_error"] == pytest.approx(0.0, abs=1e-6)

@@ -45,7 +45,8 @@ def extract(
     images: List[str] = typer.Argument(..., help="Image files or directories (walked recursively, in sorted order)."),
     output: str = typer.Option(..., "--output", "-o", help="Feature file (.safetensors or .npy), a "
                                "directory for one file per image, or - for stdout."),
-    resize: Optional[int] = typer.Option(None, help="First resize so the shorter side is this many pixels."),
+    resize: Optional[int] = typer.Option(None, help="First resize so the shorter side is this many pixels "
+                                         "(a COLMAP database: its keypoints, as resizing the photo moves them)."),
     crop: Optional[int] = typer.Option(None, help="Then take the centre square of this size."),
     raw: bool = typer.Option(True, "--raw/--no-raw", help="Keep raw arrays beside the features "
                              "(SIFT: keypoints, descriptors, counts per image)."),
@@ -84,13 +85,14 @@ def extract(
       featinv extract torchvision:resnet18:layer3 --weights resnet18.pth photo.jpg -o r.safetensors
       featinv extract hog big/ --resize 128 --crop 128 --shard 2/8 --rows-per-file 1000 --workers 3 -o s2.safetensors
       featinv extract colmap-sift reconstruction/database.db -o feats/    # COLMAP's stored SIFT, per image
+      featinv extract colmap-sift database.db --resize 128 --crop 128 -o feats/  # as the photos' 128-px view
     """
     import torch
     from .. import ops
     from ..data import worker_init
     from ..features.registry import parse_spec, with_weights
     from ..extraction import ExtractDataset, FeatureSink, database_rows, per_file_names
-    from ..features.colmap import is_database, read_database
+    from ..features.colmap import as_view, is_database, read_database
     from ..files import check_not_input, is_dir_target
     from ..images import expand_image_args, source_names
 
@@ -102,17 +104,18 @@ def extract(
         if extractor.name != "colmap-sift" or len(images) != 1:
             raise UsageError("a COLMAP database holds COLMAP's SIFT: featinv extract colmap-sift DATABASE.db -o OUT "
                              "(one database, nothing else)")
-        if resize or crop or shard:
-            raise UsageError("--resize, --crop and --shard prepare images; a database holds features of its photos "
-                             "as they were")
+        if shard:
+            raise UsageError("--shard splits a list of images; a database is read whole")
         check_not_input(output, images)
         found = read_database(images[0])  # the whole database is read and checked first
+        say_what_the_database_lacks(found, images[0], quiet)
+        if resize or crop:
+            found = [as_view(i, resize, crop) for i in found]
         sizes = sorted({f"{i.height}x{i.width}" for i in found})
         if len(sizes) > 1 and not is_dir_target(output):
             raise UsageError(f"{images[0]}: its images have {len(sizes)} sizes ({', '.join(sizes[:4])}); write one "
                              f"file per image with -o DIR/")
-        say_what_the_database_lacks(found, images[0], quiet)
-        sink = FeatureSink(output, extractor, {"resize": None, "crop": None}, rows_per_file)
+        sink = FeatureSink(output, extractor, {"resize": resize, "crop": crop}, rows_per_file)
         with progress(len(found), "extract", quiet) as bar:
             rows = database_rows(extractor, found)
             for (name, size, feats, extra), file_name in zip(rows, per_file_names([i.name for i in found])):

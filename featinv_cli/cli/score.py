@@ -47,7 +47,8 @@ def score(
                                         "(repeat the flag or give a directory): paired by name below the "
                                         "folders given (extract -o DIR/'s numbering: x.jpg, x.png -> x, x-2), "
                                         "else by file name, else in the order given (a note says so)."),
-    resize: Optional[int] = typer.Option(None, help="Prepare references as extract did: shorter side."),
+    resize: Optional[int] = typer.Option(None, help="Prepare references as extract did: shorter side "
+                                         "(and reconstructions of another size the same way)."),
     crop: Optional[int] = typer.Option(None, help="... then the centre square of this size."),
     baseline_mean: Optional[str] = typer.Option(None, "--baseline-mean", help="Also score predicting "
                                                 "the mean image of this folder (e.g. the training set)."),
@@ -82,7 +83,14 @@ def score(
                   "the order given (the table's reference column shows each pair)")
     prepare = lambda img, name: prepare_view(img, resize, crop, name)  # noqa: E731
     refs = [prepare(read_image(f), str(f)) for f in ref_files]
-    recons = [read_image(f) for f in recon_files]
+    # A reconstruction of the whole photo (at its size, or another of its shape) gets the references' view
+    # too: squeezing a 500x375 reconstruction into the 128x128 centre crop would compare other pixels.
+    recons = []
+    for f, r in zip(recon_files, refs):
+        x = read_image(f)
+        if (resize or crop) and x.shape != r.shape and min(x.shape[-2:]) >= (crop or 0):
+            x = prepare(x, str(f))
+        recons.append(x)
     say_if_resized(recons, refs, recon_files, quiet)
     scores = metrics.score_pairs(recons, refs)
     norm = scores["normalizer"]

@@ -148,6 +148,38 @@ def read_database(path: str | Path) -> list[DatabaseImage]:
     return out
 
 
+# COLMAP's SIFT finds nothing smaller than its base blur at its first octave: sigma 1.6 at octave -1
+# (its defaults), a scale of 0.8 px.
+SMALLEST_SCALE = 0.8
+
+
+def as_view(image: DatabaseImage, resize: int | None, crop: int | None) -> DatabaseImage:
+    """The keypoints a SIFT of the photo's view (`extract --resize N --crop N`) could have: positions and
+    scales moved as resizing moves them (featinv's pixel centres), those smaller than SIFT finds at the
+    new size dropped (the full-size photo's fine detail, which the view does not have), then those
+    outside the centre square. Read this way, a full-size database inverts as its photos' 128-px views do."""
+    from ..data import crop_corner, shorter_side_size
+
+    h, w = image.height, image.width
+    kp = image.keypoints.copy()
+    if resize:
+        h, w = shorter_side_size(image.height, image.width, resize)
+        sx, sy = w / image.width, h / image.height
+        kp[:, 0] = (kp[:, 0] + 0.5) * sx - 0.5
+        kp[:, 1] = (kp[:, 1] + 0.5) * sy - 0.5
+        kp[:, 2] *= np.sqrt(sx * sy)
+    keep = kp[:, 2] >= SMALLEST_SCALE if resize else np.ones(len(kp), bool)
+    if crop:
+        if min(h, w) < crop:
+            raise FeatinvError(f"{image.name}: {h}x{w} is smaller than --crop {crop}; add --resize {crop}")
+        top, left = crop_corner(h, w, crop)
+        kp[:, 0] -= left
+        kp[:, 1] -= top
+        h = w = crop
+        keep &= (kp[:, 0] >= 0) & (kp[:, 1] >= 0) & (kp[:, 0] < crop) & (kp[:, 1] < crop)
+    return DatabaseImage(image.name, h, w, kp[keep], image.descriptors[keep], image.stored)
+
+
 def raw_arrays(images: list[DatabaseImage]) -> dict[str, torch.Tensor]:
     """The raw arrays a feature file keeps beside the grid, as for ``sift``: keypoints (K, 4),
     descriptors (K, 128) float32 (COLMAP's whole numbers 0..255), counts (N,)."""
