@@ -84,6 +84,11 @@ def check_grid_bin(keypoints, descriptors, counts, height, width, cell, seed) ->
         raise ValueError("keypoints must be (K, 4)")
     if descriptors.ndim != 2 or descriptors.shape[0] != keypoints.shape[0]:
         raise ValueError("descriptors must be (K, D)")
+    if not keypoints.device == descriptors.device == counts.device:
+        raise ValueError(f"keypoints, descriptors and counts must be on one device (got {keypoints.device}, "
+                         f"{descriptors.device}, {counts.device})")
+    if counts.is_floating_point() or counts.is_complex():
+        raise ValueError("counts must be integers (keypoints per image)")
     if counts.ndim != 1 or (counts < 0).any() or int(counts.sum()) != keypoints.shape[0]:
         raise ValueError("counts must be (N,), non-negative, adding up to the number of keypoints")
     if min(height, width, cell) <= 0:
@@ -179,11 +184,62 @@ STALE_LOCK_SECONDS = 600
 
 def build_directory(name: str) -> Path:
     """Where the operators are compiled and cached: $FEATINV_CACHE, else $XDG_CACHE_HOME/featinv, else
-    ~/.cache/featinv; one folder per build name (a hash of the sources)."""
+    ~/.cache/featinv; one folder per build name (``build_name``)."""
     root = os.environ.get("FEATINV_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "featinv"
-    where = Path(root) / name
-    where.mkdir(parents=True, exist_ok=True)
-    return where
+    return Path(root) / name
+
+
+# -ffp-contract=off: no fused multiply-adds, so each product rounds as in the torch versions.
+# -fopenmp: at::parallel_for is OpenMP code inlined from a header; without the flag it runs on one
+# thread. The GOMP symbols resolve to the OpenMP runtime torch itself loads. (The C++ standard is torch's.)
+CFLAGS = ["-O3", "-ffp-contract=off", "-fopenmp"]
+
+
+def build_name() -> str:
+    """The cached module's name: a hash of everything that makes it what it is. The kernel files (torch's
+    cache only notices changes to the listed sources, not to headers), their folder (torch rebuilds when
+    one name comes with other source paths, so two checkouts would rebuild each other's), and torch's
+    version, the Python ABI and the flags: a module built against another torch loads into this one with
+    undefined symbols or worse, and its headers come in through -isystem, which ninja does not watch."""
+    import sysconfig
+
+    cflags = CFLAGS + (["-DFEATINV_CUDA"] if _cuda() else [])
+    key = "\n".join([str(KERNELS), torch.__version__, str(torch.version.git_version), str(torch.version.cuda),
+                     sysconfig.get_config_var("SOABI") or sys.version, " ".join(cflags)]).encode()
+    digest = hashlib.sha256(key + b"".join(p.read_bytes() for p in sorted(KERNELS.iterdir()) if p.is_file()))
+    return f"featinv_ops_{'cuda_' if _cuda() else ''}{digest.hexdigest()[:10]}"
+
+
+def _import_built(where: Path, name: str):
+    """The module a finished build left, imported as it is: no lock file, no ninja run (so a read-only
+    cache works, and a start-up costs no build check). None if there is none or it does not load."""
+    import importlib.util
+
+    for so in where.glob(f"{name}*.so"):
+        try:
+            spec = importlib.util.spec_from_file_location(name, so)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+        except (ImportError, OSError):  # a partial file of a killed build: build again
+            return None
+    return None
+
+
+def _missing_tools() -> str | None:
+    """Why a build cannot start, said before announcing one: no C++ compiler, or no ninja (which torch's
+    extension builder needs; the `ninja` package puts one beside this Python)."""
+    import shutil
+
+    bin_dir = str(Path(sys.executable).parent)  # a venv's bin/, where pip puts ninja, need not be on PATH
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
+    compiler = os.environ.get("CXX", "c++")
+    if not shutil.which(compiler):
+        return f"no C++ compiler ({compiler}) on PATH"
+    if not shutil.which("ninja"):
+        return "no ninja on PATH (pip install ninja)"
+    return None
 
 
 def _prepare(where: Path, name: str) -> None:
@@ -194,52 +250,70 @@ def _prepare(where: Path, name: str) -> None:
     if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
         lock.unlink(missing_ok=True)
         sys.stderr.write(f"featinv: note: removed {lock}, left by a build that was stopped\n")
-    if not list(where.glob(f"{name}*.so")):
-        sys.stderr.write(f"featinv: building the featinv operators once (about a minute); they are cached in {where}\n")
-        sys.stderr.flush()
+    sys.stderr.write(f"featinv: building the featinv operators once (about a minute); they are cached in {where}\n")
+    sys.stderr.flush()
 
 
-def build(verbose: bool = False) -> str:
-    """Compile (or load from torch's extension cache) the C++/CUDA kernels.
+FAILED = "failed"  # a file in the build folder: why the last build failed, so later runs do not retry
 
-    Returns the backend in use: "extension" or "torch" (the torch versions). Never raises: after a failed build the
-    ops use their torch versions, and ``status()`` records why.
+
+def _compile(where: Path, name: str, verbose: bool):
+    import logging
+
+    # On a CUDA build of torch without a GPU, importing cpp_extension logs "No CUDA runtime is found" to
+    # stderr on every run; featinv builds for the CPU then and says nothing.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    from torch.utils.cpp_extension import load
+
+    where.mkdir(parents=True, exist_ok=True)
+    _prepare(where, name)
+    try:
+        return load(name=name, sources=_sources(), extra_include_paths=[str(KERNELS)],
+                    extra_cflags=CFLAGS + (["-DFEATINV_CUDA"] if _cuda() else []),
+                    extra_cuda_cflags=["-O3"] if _cuda() else None, build_directory=str(where), verbose=verbose)
+    except Exception as e:
+        text = str(e)
+        # The first compiler error says what is wrong; torch's own last line ("ninja: build stopped") does not.
+        first = next((line for line in text.splitlines() if "error" in line.lower() and "ninja" not in line), None)
+        reason = (first or (text.strip().splitlines() or [type(e).__name__])[-1]).strip()[:300]
+        try:
+            (where / FAILED).write_text(reason)
+        except OSError:
+            pass
+        raise RuntimeError(reason) from None
+
+
+def build(verbose: bool = False, retry: bool = False) -> str:
+    """Compile (or load from the cache) the C++/CUDA kernels.
+
+    Returns the backend in use: "extension" or "torch" (the torch versions). Never raises: after a failed
+    build the ops use their torch versions, and ``status()`` records why. A failed build is remembered in
+    the cache (not tried again on every command) until ``retry`` (`featinv kernels`) asks again.
     """
     with _lock:
-        if _state["backend"]:
+        if _state["backend"] and not retry:
             return _state["backend"]
-        reason = None
+        reason, announce = None, True
         if os.environ.get("FEATINV_NO_EXTENSION"):
-            reason = "FEATINV_NO_EXTENSION is set"
+            reason, announce = "FEATINV_NO_EXTENSION is set", False
         else:
             try:
-                import logging
-
-                # On a CUDA build of torch without a GPU, importing cpp_extension logs "No CUDA runtime
-                # is found" to stderr on every run; featinv builds for the CPU then and says nothing.
-                logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-                from torch.utils.cpp_extension import load
-
-                # torch's cache only notices changes to the listed sources, not to headers: name
-                # the build after a hash of every kernel file so an edited header means a rebuild.
-                # The folder is hashed too: torch rebuilds when the same name comes with other source
-                # paths, so two checkouts sharing one name would rebuild each other's module each time.
-                digest = hashlib.sha256(str(KERNELS).encode() + b"".join(
-                    p.read_bytes() for p in sorted(KERNELS.iterdir()) if p.is_file())).hexdigest()[:10]
-                name = f"featinv_ops_{'cuda_' if _cuda() else ''}{digest}"
+                name = build_name()
                 where = build_directory(name)
-                _prepare(where, name)
-                # -ffp-contract=off: no fused multiply-adds, so each product rounds as in the torch versions.
-                # -fopenmp: at::parallel_for is OpenMP code inlined from a header; without the flag it runs
-                # on one thread. The GOMP symbols resolve to the OpenMP runtime torch itself loads.
-                cflags = ["-O3", "-std=c++17", "-ffp-contract=off", "-fopenmp"] + (["-DFEATINV_CUDA"] if _cuda() else [])
-                _state["module"] = load(name=name, sources=_sources(), extra_include_paths=[str(KERNELS)],
-                                        extra_cflags=cflags, extra_cuda_cflags=["-O3"] if _cuda() else None,
-                                        build_directory=str(where), verbose=verbose)
-            except Exception as e:  # no compiler, no headers, a broken toolchain: fall back
+                _state["module"] = _import_built(where, name)
+                if _state["module"] is None:
+                    failed = where / FAILED
+                    if failed.exists() and not retry:
+                        reason, announce = f"{failed.read_text()}; `featinv kernels` tries again", False
+                    else:
+                        failed.unlink(missing_ok=True)
+                        reason = _missing_tools()
+                        if reason is None:
+                            _state["module"] = _compile(where, name, verbose)
+            except Exception as e:  # a broken toolchain, an unwritable cache: fall back
                 reason = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
         _state["backend"], _state["reason"] = ("extension", None) if reason is None else ("torch", reason)
-        if reason and not os.environ.get("FEATINV_NO_EXTENSION"):
+        if reason and announce:
             sys.stderr.write(f"featinv: note: could not build the C++ featinv operators ({reason}); "
                              f"using their torch versions (same results, slower)\n")
         return _state["backend"]

@@ -2,6 +2,7 @@
 // featinv_cli/ops.py, which registers this for CUDA tensors. Built only when torch has CUDA.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime.h>
 
 extern "C" int featinv_grid_bin_cuda(const float* kp, const float* desc, const int64_t* offsets, int64_t n,
@@ -12,6 +13,9 @@ namespace featinv {
 
 at::Tensor grid_bin_cuda(const at::Tensor& keypoints, const at::Tensor& descriptors, const at::Tensor& counts,
                          int64_t height, int64_t width, int64_t cell, int64_t seed) {
+  // The inputs' GPU current (ops.py checked that all three are on it): a tensor on cuda:1 must not be
+  // launched on cuda:0's stream, nor its buffers allocated there.
+  const c10::cuda::CUDAGuard guard(keypoints.device());
   auto kp = keypoints.contiguous().to(at::kFloat);
   auto desc = descriptors.contiguous().to(at::kFloat);
   auto cnt = counts.to(at::kLong);

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import typer
 
@@ -16,8 +17,10 @@ def kernels(
     featinv::grid_bin, which puts SIFT keypoints on the paper's grid (C++ and CUDA).
 
     They are otherwise built on first use, which takes about a minute once, and cached in
-    $FEATINV_CACHE (default ~/.cache/featinv, or $XDG_CACHE_HOME/featinv). Where no compiler exists featinv uses
-    the ops' torch versions, with identical results; FEATINV_NO_EXTENSION=1 chooses them deliberately.
+    $FEATINV_CACHE (default ~/.cache/featinv, or $XDG_CACHE_HOME/featinv), one module per kernel sources,
+    torch version and Python. Where no compiler (or no ninja) exists featinv uses the ops' torch versions,
+    with identical results, and remembers a failed build until this command tries again (exit 1 if it
+    fails); FEATINV_NO_EXTENSION=1 chooses the torch versions deliberately.
 
     \b
     Example:
@@ -25,7 +28,7 @@ def kernels(
     """
     from .. import ops
 
-    backend = ops.build(verbose=verbose)
+    backend = ops.build(verbose=verbose, retry=True)  # a failure remembered from an earlier run is tried again
     status = ops.status()
     import torch
 
@@ -39,3 +42,5 @@ def kernels(
                                                        " (no CUDA device here: GPU tensors would use torch)"))
     else:
         out.print(f"featinv::hog, featinv::lbp, featinv::grid_bin: their torch versions ({status['reason']})")
+    if backend != "extension" and not os.environ.get("FEATINV_NO_EXTENSION"):
+        raise typer.Exit(1)  # asked to build, and it did not
