@@ -22,6 +22,8 @@ def read_bytes(path: str | Path) -> bytes | bytearray:
         raise FeatinvError(f"{p}: is a directory, expected a file")
     try:
         with p.open("rb") as f:  # into a writable buffer once: tensors are views of it (parse_safetensors)
+            if not p.is_file():  # a pipe (<(...), a FIFO): its size is not known before it is read
+                return bytearray(f.read())
             data = bytearray(os.fstat(f.fileno()).st_size)
             got = f.readinto(data)
     except OSError as e:

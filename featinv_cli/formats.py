@@ -202,12 +202,13 @@ def read_feature_fields(path: str | Path) -> dict:
 
 def refuse_image(head: bytes, name: str) -> None:
     """Stop with a pointer to `extract` when a command that reads featinv's files is given an image."""
+    arg = "-" if name == "<stdin>" else name  # what to type: a pipe is read as -
     if bytes(head[:8]).startswith(IMAGE_MAGIC):
         raise FeatinvError(f"{name}: is an image, not features; make features first: "
-                           f"featinv extract FEATURE {name} -o features.safetensors")
+                           f"featinv extract FEATURE {arg} -o features.safetensors")
     if bytes(head[:8]) == b"SQLite f":
         raise FeatinvError(f"{name}: is an SQLite file (a COLMAP database?), not features; read its features "
-                           f"first: featinv extract colmap-sift {name} -o feats/")
+                           f"first: featinv extract colmap-sift {arg} -o feats/")
 
 
 def features_from_bytes(data: bytes, name: str) -> FeatureFile:

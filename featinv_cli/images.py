@@ -160,9 +160,22 @@ def source_names(files: list[Path], args) -> list[str]:
 
 
 def expand_image_args(args) -> list[Path]:
-    """Command-line image arguments: files as given, directories expanded to their images."""
+    """Command-line image arguments: files as given, directories expanded to their images; a file named
+    twice (``photos/ photos/sub``, ``a.png a.png``) once, with a note."""
+    import sys
+
     out: list[Path] = []
+    seen: set[Path] = set()
+    twice: list[Path] = []
     for a in args:
         p = Path(a)
-        out.extend(list_images(p) if p.is_dir() else [p])
+        for f in list_images(p) if p.is_dir() else [p]:
+            key = f.resolve()
+            if key in seen:
+                twice.append(f)
+                continue
+            seen.add(key)
+            out.append(f)
+    if twice:
+        sys.stderr.write(f"featinv: note: {len(twice)} images named twice (e.g. {twice[0]}) are used once\n")
     return out

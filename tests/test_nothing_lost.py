@@ -255,3 +255,37 @@ def test_score_gives_a_whole_photos_reconstruction_the_references_view(cli, tmp_
     r = cli("score", tmp_path / "rec", "-r", tmp_path / "ref", "--resize", "128", "--crop", "128", "--json")
     assert r.code == 0, r.err
     assert json.loads(r.text)["mean"]["normalized_error"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_info_tells_every_featinv_file_and_reads_pipes(cli, tmp_path, photos):
+    """WebP views counted (were 0), a model's stored evaluation shown, checkpoints and the shipped
+    encoder weights described (were refused), a pipe read like a file (was called a directory)."""
+    from featinv_cli.inverter import ASSETS
+
+    views = tmp_path / "w.safetensors"
+    assert cli("pack", photos["astronaut"], photos["coffee"], "--webp", "75", "-o", views, "-q").code == 0
+    assert json.loads(cli("info", views, "--json").text)["views"] == 2
+    model = json.loads(cli("info", ASSETS / "hog.safetensors", "--json").text)
+    assert 0 < model["evaluation"]["normalized_error"] < 1
+    assert json.loads(cli("info", ASSETS / "squeezenet1_0-imagenet.safetensors", "--json").text)["kind"] == \
+        "encoder weights"
+    import subprocess
+    import sys
+
+    feats = tmp_path / "f.safetensors"
+    assert cli("extract", "hog", photos["coffee"], "--resize", "64", "--crop", "64", "-o", feats).code == 0
+    r = subprocess.run(["bash", "-c", f"{sys.executable} -m featinv_cli info <(cat {feats}) --json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["feature"] == "hog" and d["view"] == {"resize": 64, "crop": 64}
+
+
+def test_pack_and_demo_fail_before_the_work_and_files_named_twice_count_once(cli, tmp_path, photos):
+    r = cli("pack", photos["astronaut"], photos["astronaut"], photos["coffee"], "-o", tmp_path / "v.safetensors")
+    assert r.code == 0 and "named twice" in r.err
+    assert json.loads(cli("info", tmp_path / "v.safetensors", "--json").text)["views"] == 2
+    assert "no such directory" in cli("pack", photos["coffee"], "-o", tmp_path / "no" / "v.safetensors").err
+    assert "no such directory" in cli("demo", "-o", tmp_path / "no" / "d.png").err
+    assert cli("demo", "--specs", "", "-o", tmp_path / "d.png").code == 2
+    assert cli("demo", "--size", "0", "-o", tmp_path / "d.png").code == 2

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from ..errors import FeatinvError, UsageError
 from .common import DEVICE, QUIET, err, out, resolve_device
 
 if TYPE_CHECKING:  # annotations only; imported where used, so --help stays fast
@@ -50,9 +51,18 @@ def demo(
     from ..inverter import Inverter, shipped_model
     from ..images import image_to_uint8, write_image
 
+    specs = [s.strip() for s in specs.split(",") if s.strip()]
+    if not specs:
+        raise UsageError("--specs: give at least one feature spec, e.g. hog,lbp")
+    if size < 32:
+        raise UsageError(f"--size {size}: give at least 32 pixels (128: the protocol the models were scored with)")
+    if not output.parent.is_dir():  # before the models run, not after
+        raise FeatinvError(f"{output.parent}: no such directory")
+    for spec in specs:  # every spec has a shipped model, before any runs
+        shipped_model(parse_spec(spec), how="featinv demo shows the shipped models; for another, "
+                      f"featinv extract {spec} IMAGE -o f.safetensors, then featinv invert f.safetensors -m MODEL")
     photos = bundled_photos(size)
     images = torch.stack(list(photos.values()))
-    specs = [s for s in specs.split(",") if s]
     columns: list[list[np.ndarray]] = [[image_to_uint8(i) for i in images]]
     table = Table("feature", "model", "normalized error", "PSNR (dB)", "SSIM")
     for column in table.columns:  # wrap a long name onto a second line rather than cut it with "…"

@@ -26,33 +26,35 @@ def describe_npy(data, name: str) -> dict:
     return d
 
 
-def _tensor(path: str, entries: dict, header_len: int, key: str):
-    """One tensor of a safetensors file as a numpy array read from the file, without torch."""
+def _tensor(source, entries: dict, header_len: int, key: str):
+    """One tensor of a safetensors file (a path, or its bytes read from a pipe) as a numpy array, without torch."""
     import numpy as np
 
     info = entries[key]
     start, _ = info["data_offsets"]
     dtype = {"I64": np.int64, "F32": np.float32}[info["dtype"]]
-    return np.fromfile(path, dtype=dtype, count=math.prod(info["shape"]), offset=8 + header_len + start)
+    read = np.frombuffer if isinstance(source, (bytes, bytearray, memoryview)) else np.fromfile
+    return read(source, dtype=dtype, count=math.prod(info["shape"]), offset=8 + header_len + start)
 
 
 def describe(path: str) -> dict:
     """Everything but a bare .npy is described from the safetensors header alone: no torch, no tensors
     read (but SIFT's keypoint counts), so info answers in a fraction of a second."""
     from ..files import read_bytes
-    from ..formats import (FEATURES_FORMAT, MODEL_FORMAT, NPY_MAGIC, STATS_FORMAT, VIEWS_FORMAT, feature_fields,
-                           refuse_image)
+    from ..formats import (CHECKPOINT_FORMAT, FEATURES_FORMAT, MODEL_FORMAT, NPY_MAGIC, STATS_FORMAT, VIEWS_FORMAT,
+                           feature_fields, refuse_image)
     from ..safetensors_codec import json_field, read_header, safetensors_header
 
     name = "<stdin>" if path == "-" else path
-    if path == "-":
+    p = Path(path)
+    data = None
+    if path == "-" or p.exists() and not p.is_file() and not p.is_dir():  # stdin, a pipe, <(...)
         data = read_bytes(path)
         if bytes(data[:6]) == NPY_MAGIC:
             return describe_npy(data, name)
         refuse_image(data, name)
         entries, meta, header_len = safetensors_header(data, name)
     else:
-        p = Path(path)
         if not p.is_file():
             raise FeatinvError(f"{p}: no such file" if not p.exists() else f"{p}: is a directory, expected a file")
         with p.open("rb") as f:
@@ -70,9 +72,9 @@ def describe(path: str) -> dict:
         d = {"file": name, "kind": "features", "feature": fields["feature"], "params": fields["params"],
              "shape": shapes["features"], "image_size": list(fields["image_size"] or []),
              "rows": shapes["features"][0], "sources": fields["sources"]}
-        if "counts" in entries and path != "-":
-            d["keypoints"] = int(_tensor(path, entries, header_len, "counts").sum())
-        d.update({k: fields[k] for k in ("history", "labels") if fields[k]})
+        if "counts" in entries:
+            d["keypoints"] = int(_tensor(data if data is not None else path, entries, header_len, "counts").sum())
+        d.update({k: fields[k] for k in ("view", "history", "labels") if fields[k]})
         return d
     if fmt == STATS_FORMAT:
         size = json_field(meta, "image_size", name)
@@ -84,13 +86,24 @@ def describe(path: str) -> dict:
                 "arch": json_field(meta, "arch", name, {}), "weights": sum(math.prod(s) for s in shapes.values()),
                 "image_size": json_field(meta, "image_size", name, []),
                 "normalization": json_field(meta, "normalization", name, {}),
-                "train": json_field(meta, "train", name, {}), "featinv_version": meta.get("featinv_version", "?"),
-                "size_bytes": Path(path).stat().st_size if path != "-" else len(data)}
+                "train": json_field(meta, "train", name, {}),
+                **({"evaluation": json_field(meta, "evaluation", name)} if "evaluation" in meta else {}),
+                "featinv_version": meta.get("featinv_version", "?"),
+                "size_bytes": Path(path).stat().st_size if data is None else len(data)}
     if fmt == VIEWS_FORMAT:
-        views = shapes.get("views") or [len(shapes.get("offsets", [1])) - 1]
+        views = shapes.get("views") or [shapes["offsets"][0] - 1]  # WebP: one offset per view, and the end
         return {"file": name, "kind": "training views (featinv pack)", "views": views[0],
                 "side": int(meta.get("side", 0)), "storage": "webp" if "webp" in entries else "raw uint8",
                 "sift": json_field(meta, "sift_params", name), "fingerprint": meta.get("fingerprint")}
+    if fmt == CHECKPOINT_FORMAT:
+        config = json_field(meta, "config", name, {})
+        return {"file": name, "kind": "training checkpoint (featinv train; --resume continues it)",
+                "feature": config.get("feature"), "step": int(meta.get("step", 0)),
+                "steps": config.get("steps"), "minutes": config.get("minutes"), "output": config.get("output"),
+                "config": config, "tensors": len(entries)}
+    if "source" in meta and "model" in meta:  # a network's weights as featinv ships them (SqueezeNet)
+        return {"file": name, "kind": "encoder weights", **meta,
+                "weights": sum(math.prod(s) for s in shapes.values())}
     raise FeatinvError(f"{name}: safetensors file without featinv metadata (format={fmt!r})")
 
 

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import UsageError
+from ..errors import FeatinvError, UsageError
 from .common import QUIET, err, progress
 
 
@@ -21,7 +21,7 @@ def pack(
                                        "sift:cell=4) on every view and its mirror image, once, for "
                                        "`featinv train sift`: about 25 ms a photo."),
     webp: int = typer.Option(0, "--webp", metavar="QUALITY", help="Store the views as WebP of this quality "
-                             "(1-100; 75: ~3 kB a 128-px view) instead of raw pixels: a small file to carry to "
+                             "(1-100; 75: about 3 kB a 160-px view) instead of raw pixels: a small file to carry to "
                              "another machine, decoded into memory when train loads it. 0: raw, memory-mapped."),
     workers: int = typer.Option(0, "--workers", help="Processes decoding images, detecting SIFT and encoding "
                                 "WebP in parallel."),
@@ -59,6 +59,11 @@ def pack(
         raise UsageError(f"--webp {webp}: give a quality from 1 to 100 (0: raw pixels)")
     if output.suffix != ".safetensors":
         raise UsageError(f"{output}: a views file name ends in .safetensors")
+    if not output.parent.is_dir():  # before the photos are decoded, not after
+        raise FeatinvError(f"{output.parent}: no such directory")
+    if len(images) > 1 and any(is_views_file(i) for i in images):
+        raise UsageError("a views file is packed again on its own (featinv pack VIEWS --sift sift -o OUT); pack "
+                         "photos together from their folders")
     extractor = parse_spec(sift) if sift else None
     if extractor is not None and not extractor.keypoint_grid:
         raise UsageError(f"--sift {sift}: give a sift or colmap-sift spec (HOG, LBP and CNN features are made on "
