@@ -139,7 +139,16 @@ def list_images(*directories: str | Path) -> list[Path]:
         d = Path(directory)
         if not d.is_dir():
             raise FeatinvError(f"{d}: no such file or directory" if not d.exists() else f"{d}: not a directory")
-        found = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        found, other = [], []
+        for p in d.rglob("*"):
+            if p.is_file() and not p.name.startswith("._"):  # ._x.jpg: macOS's metadata beside x.jpg
+                (found if p.suffix.lower() in IMAGE_SUFFIXES else other).append(p)
+        found.sort()
+        if other and found:
+            import sys
+
+            sys.stderr.write(f"featinv: note: {d}: {len(other)} files not named as images are left out "
+                             f"(e.g. {other[0].name}; featinv reads {', '.join(sorted(IMAGE_SUFFIXES))})\n")
         if not found:
             raise FeatinvError(f"{d}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, "
                                f"sub-directories included)")
