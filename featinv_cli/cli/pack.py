@@ -86,5 +86,5 @@ def pack(
     save_views(output, vs, webp, workers)
     if not quiet:
         extra = f", SIFT of each and its mirror ({len(vs.sift['keypoints'])} keypoints)" if vs.sift else ""
-        err.print(f"wrote {output}: {len(vs)} views of {side}x{side}{extra}, "
+        err.print(f"wrote {output}: {len(vs)} view{'' if len(vs) == 1 else 's'} of {side}x{side}{extra}, "
                   f"{output.stat().st_size / 2**20:.1f} MB")
