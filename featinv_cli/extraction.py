@@ -68,6 +68,8 @@ class FeatureSink:
             name: str = "") -> None:
         """``name``: the file's name below a folder -o (``per_file_names``: the same in every shard)."""
         if self.per_file:
+            # per_file_names made the name safe already; kept at the write itself, where a name from a
+            # database (../x) would otherwise land outside -o.
             target = Path(self.output) / f"{relative_name(name)}.safetensors"
             if target.exists() and not is_feature_file(target):
                 raise FeatinvError(f"{target}: already there and not a featinv feature file; refusing to "

@@ -58,9 +58,9 @@ def demo(
         raise UsageError(f"--size {size}: give at least 32 pixels (128: the protocol the models were scored with)")
     if not output.parent.is_dir():  # before the models run, not after
         raise FeatinvError(f"{output.parent}: no such directory")
-    for spec in specs:  # every spec has a shipped model, before any runs
-        shipped_model(parse_spec(spec), how="featinv demo shows the shipped models; for another, "
+    models = {spec: shipped_model(parse_spec(spec), how="featinv demo shows the shipped models; for another, "
                       f"featinv extract {spec} IMAGE -o f.safetensors, then featinv invert f.safetensors -m MODEL")
+              for spec in specs}  # every spec has a shipped model, found before any runs
     photos = bundled_photos(size)
     images = torch.stack(list(photos.values()))
     columns: list[list[np.ndarray]] = [[image_to_uint8(i) for i in images]]
@@ -68,8 +68,7 @@ def demo(
     for column in table.columns:  # wrap a long name onto a second line rather than cut it with "…"
         column.overflow = "fold"
     for spec in specs:
-        extractor = parse_spec(spec)
-        model = shipped_model(extractor)
+        extractor, model = parse_spec(spec), models[spec]
         inverter = Inverter(model, resolve_device(device))
         feats = extractor(images)
         inverter.check(extractor, feats.shape[1], spec)

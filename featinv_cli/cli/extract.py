@@ -27,7 +27,7 @@ def say_what_the_database_lacks(images, database, quiet: bool) -> None:
     """Notes an auditor must see: images whose features COLMAP never stored (their grids are empty, and
     their reconstructions say nothing of the photo), and keypoints outside an image's camera size."""
     never = [i.name for i in images if not i.stored]
-    outside = [(i.name, i.outside(), len(i.keypoints)) for i in images if i.outside()]
+    outside = [(i.name, k, len(i.keypoints)) for i in images if (k := i.outside())]
     if quiet:
         return
     if never:
