@@ -132,10 +132,9 @@ def fit_histograms(f: torch.Tensor, bins: int = 32) -> dict[str, torch.Tensor]:
     return {"p_zero": p_zero.float(), "lo": lo.float(), "hi": hi.float(), "probs": probs.float()}
 
 
-def sample_histograms(stats: dict[str, torch.Tensor], n: int, alpha: float = 2.0,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_histograms(stats: dict[str, torch.Tensor], n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """n vectors (n, D), each dimension drawn independently from its histogram, zero with the
-    dimension's observed probability (so sparsity matches the data), then multiplied by alpha."""
+    dimension's observed probability (so sparsity matches the data)."""
     p_zero, lo, hi, probs = stats["p_zero"], stats["lo"].double(), stats["hi"].double(), stats["probs"].double()
     d, bins = probs.shape
     cdf = probs.cumsum(1)
@@ -145,7 +144,17 @@ def sample_histograms(stats: dict[str, torch.Tensor], n: int, alpha: float = 2.0
     within = torch.rand(d, n, generator=generator, dtype=torch.float64)
     value = lo.unsqueeze(1) + (b + within) * ((hi - lo) / bins).unsqueeze(1)
     keep = torch.rand(d, n, generator=generator, dtype=torch.float64) >= p_zero.double().unsqueeze(1)
-    return (torch.where(keep & (probs.sum(1, keepdim=True) > 0), value, 0.0) * alpha).T.float()
+    return torch.where(keep & (probs.sum(1, keepdim=True) > 0), value, 0.0).T.float()
+
+
+def raise_contrast(flat: torch.Tensor, shape: list[int], alpha: float, geometry: int = 0) -> torch.Tensor:
+    """Samples (n, D) times alpha (paper §4.5), except the last ``geometry`` channels of (C, H, W)
+    vectors: a keypoint's position, angle or scale times 2 is no longer a keypoint."""
+    if not geometry or len(shape) != 3:
+        return flat * alpha
+    out = flat.reshape([len(flat)] + shape).clone()
+    out[:, :shape[0] - geometry] *= alpha
+    return out.reshape(len(flat), -1)
 
 
 def fit_gaussian(f: torch.Tensor) -> torch.Tensor:
@@ -169,13 +178,12 @@ def fit_gaussian(f: torch.Tensor) -> torch.Tensor:
     return torch.tensor([-a * sigma, sigma, 1.0])
 
 
-def sample_gaussian(params: torch.Tensor, n: int, d: int, alpha: float = 2.0,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_gaussian(params: torch.Tensor, n: int, d: int, generator: torch.Generator | None = None) -> torch.Tensor:
     mu, sigma, truncated = (float(v) for v in params)
     x = mu + sigma * torch.randn(n, d, generator=generator, dtype=torch.float64)
     if truncated:
         x = x.clamp_min(0)
-    return (x * alpha).float()
+    return x.float()
 
 
 def fit_statistics(ff, bins: int, name: str = "features"):

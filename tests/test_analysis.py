@@ -66,12 +66,18 @@ def test_interpolation_end_points_are_the_inputs():
 def test_histogram_samples_match_sparsity():
     x = feats(n=400, sparsity=0.7)
     stats = analysis.fit_histograms(x)
-    s = analysis.sample_histograms(stats, 400, alpha=1.0, generator=torch.Generator().manual_seed(0))
+    s = analysis.sample_histograms(stats, 400, generator=torch.Generator().manual_seed(0))
     data_sparsity = float((x == 0).double().mean())
     assert abs(float((s == 0).double().mean()) - data_sparsity) < 0.02
     assert s.min() >= 0 and s.max() <= x.max() + 1e-6
-    s2 = analysis.sample_histograms(stats, 400, alpha=2.0, generator=torch.Generator().manual_seed(0))
-    assert torch.allclose(s2, 2 * s)  # alpha is a contrast factor
+
+
+def test_contrast_leaves_keypoint_geometry_as_drawn():
+    s = torch.rand(3, 133 * 2 * 2) + 0.1
+    assert torch.equal(analysis.raise_contrast(s, [532], 2.0), 2 * s)  # plain vectors: all scaled
+    out = analysis.raise_contrast(s, [133, 2, 2], 2.0, geometry=5).view(3, 133, 2, 2)
+    assert torch.equal(out[:, :128], 2 * s.view(3, 133, 2, 2)[:, :128])
+    assert torch.equal(out[:, 128:], s.view(3, 133, 2, 2)[:, 128:])
 
 
 def test_truncated_gaussian_recovers_its_parameters():
@@ -79,5 +85,5 @@ def test_truncated_gaussian_recovers_its_parameters():
     x = torch.clamp_min(-0.5 + torch.randn(2000, 50, generator=g), 0)
     mu, sigma, truncated = analysis.fit_gaussian(x).tolist()
     assert truncated == 1 and abs(mu + 0.5) < 0.05 and abs(sigma - 1) < 0.05
-    s = analysis.sample_gaussian(torch.tensor([mu, sigma, 1.0]), 500, 50, 1.0, torch.Generator().manual_seed(1))
+    s = analysis.sample_gaussian(torch.tensor([mu, sigma, 1.0]), 500, 50, torch.Generator().manual_seed(1))
     assert abs(float((s == 0).double().mean()) - float((x == 0).double().mean())) < 0.02

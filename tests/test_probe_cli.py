@@ -215,3 +215,16 @@ def test_a_bare_npy_end_takes_the_other_ends_description(cli, hog_pair, tmp_path
     assert r.code == 0 and "bare array" in r.err
     ff = load_features(out)
     assert ff.feature == "hog" and ff.image_size == (64, 64)
+
+
+def test_sampled_sift_keeps_its_geometry_in_range(cli, photos, tmp_path):
+    """--alpha raises the descriptors' contrast; the position, sin/cos and log-scale channels stay within
+    what was fitted (twice a cell offset is outside the cell, twice sin a is no angle)."""
+    sift, out = tmp_path / "s.safetensors", tmp_path / "r.safetensors"
+    assert cli("extract", "sift", photos["astronaut"], photos["chelsea"], photos["coffee"],
+               "--resize", "128", "--crop", "128", "-o", sift).code == 0
+    assert cli("sample", sift, "-n", "16", "--alpha", "3", "-o", out).code == 0
+    real, drawn = load_features(sift).features, load_features(out).features
+    for c in range(128, 133):
+        assert drawn[:, c].min() >= real[:, c].min() - 1e-6 and drawn[:, c].max() <= real[:, c].max() + 1e-6
+    assert drawn[:, :128].max() > real[:, :128].max()  # the descriptors were multiplied

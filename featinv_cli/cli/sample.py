@@ -9,6 +9,11 @@ import typer
 from ..errors import FeatinvError, UsageError
 
 
+def geometry_channels(feature: str | None) -> int:
+    from ..features import EXTRACTORS
+    return EXTRACTORS[feature].geometry_channels if feature in EXTRACTORS else 0
+
+
 def sample(
     source: str = typer.Argument(..., help="Statistics from `sample --fit`, or feature vectors to fit now."),
     output: str = typer.Option(..., "--output", "-o", help="Feature file (or statistics, with --fit)."),
@@ -26,7 +31,7 @@ def sample(
     Assuming independent dimensions (a strong, wrong assumption, as the paper says), each dimension
     is drawn from a histogram of its values over a set of real feature vectors, with the same
     fraction of zeros; or all from one shifted Gaussian truncated at zero. Samples are multiplied by
-    --alpha to raise the contrast.
+    --alpha to raise the contrast (SIFT's position, angle and scale channels are left as drawn).
 
     \b
     Examples:
@@ -59,9 +64,10 @@ def sample(
         return
     gen = torch.Generator().manual_seed(seed)
     if method == "histogram":
-        flat = analysis.sample_histograms(stats.tensors, n, alpha, gen)
+        flat = analysis.sample_histograms(stats.tensors, n, gen)
     else:
-        flat = analysis.sample_gaussian(stats.tensors["gaussian"], n, math.prod(stats.shape), alpha, gen)
+        flat = analysis.sample_gaussian(stats.tensors["gaussian"], n, math.prod(stats.shape), gen)
+    flat = analysis.raise_contrast(flat, stats.shape, alpha, geometry_channels(stats.feature))
     if not all_finite(flat):
         raise FeatinvError(f"--alpha {alpha:g}: the samples overflow float32; nothing written")
     save_features(output, FeatureFile(

@@ -87,6 +87,9 @@ class Extractor:
     # Channel order of the features of the left-right mirrored image: features(flip(x)) equals
     # flip(features(x))[:, mirror_channels] up to border cells; None where no such permutation exists.
     mirror_channels: tuple[int, ...] | None = None
+    # Trailing channels that say where something is rather than how strong (SIFT's position, angle and
+    # scale): `sample --alpha` raises the contrast of the others and leaves these as drawn.
+    geometry_channels: int = 0
 
     @property
     def params(self) -> dict:

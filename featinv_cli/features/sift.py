@@ -59,6 +59,7 @@ class KeypointGrid(Extractor):
     uses_operators = True
     differentiable = False
     keypoint_grid = True
+    geometry_channels = 5
 
     @property
     def channels(self) -> int:
