@@ -1,4 +1,22 @@
-"""The one exception users can cause; the CLI prints it as a single line."""
+"""The one exception users can cause (the CLI prints it as a single line), and notes on stderr."""
+import sys
+
+_quiet = False
+
+
+def set_quiet(on: bool) -> bool:
+    """-q of the running command: notes are dropped (errors never are). Returns ``on`` (a typer callback)."""
+    global _quiet
+    _quiet = bool(on)
+    return on
+
+
+def note(text: str) -> None:
+    """One line a user should see but that is not an error ("featinv: note: ..."), unless -q."""
+    if not _quiet:
+        sys.stderr.write(f"featinv: note: {text}\n")
+        sys.stderr.flush()
+
 
 
 class FeatinvError(Exception):

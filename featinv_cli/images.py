@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import FeatinvError
+from .errors import FeatinvError, note
 from .files import atomic_write, read_bytes
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm"}
@@ -145,10 +145,8 @@ def list_images(*directories: str | Path) -> list[Path]:
                 (found if p.suffix.lower() in IMAGE_SUFFIXES else other).append(p)
         found.sort()
         if other and found:
-            import sys
-
-            sys.stderr.write(f"featinv: note: {d}: {len(other)} files not named as images are left out "
-                             f"(e.g. {other[0].name}; featinv reads {', '.join(sorted(IMAGE_SUFFIXES))})\n")
+            note(f"{d}: {len(other)} files not named as images are left out "
+                 f"(e.g. {other[0].name}; featinv reads {', '.join(sorted(IMAGE_SUFFIXES))})")
         if not found:
             raise FeatinvError(f"{d}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, "
                                f"sub-directories included)")
@@ -171,7 +169,6 @@ def source_names(files: list[Path], args) -> list[str]:
 def expand_image_args(args) -> list[Path]:
     """Command-line image arguments: files as given, directories expanded to their images; a file named
     twice (``photos/ photos/sub``, ``a.png a.png``) once, with a note."""
-    import sys
 
     out: list[Path] = []
     seen: set[Path] = set()
@@ -186,5 +183,5 @@ def expand_image_args(args) -> list[Path]:
             seen.add(key)
             out.append(f)
     if twice:
-        sys.stderr.write(f"featinv: note: {len(twice)} images named twice (e.g. {twice[0]}) are used once\n")
+        note(f"{len(twice)} images named twice (e.g. {twice[0]}) are used once")
     return out

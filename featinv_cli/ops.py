@@ -19,6 +19,8 @@ from typing import Callable
 
 import torch
 
+from .errors import note
+
 KERNELS = Path(__file__).resolve().parent / "kernels"  # in the repository a link to ../kernels; a real copy in a wheel
 
 _lib = torch.library.Library("featinv", "DEF")
@@ -249,9 +251,8 @@ def _prepare(where: Path, name: str) -> None:
     lock = where / "lock"
     if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
         lock.unlink(missing_ok=True)
-        sys.stderr.write(f"featinv: note: removed {lock}, left by a build that was stopped\n")
-    sys.stderr.write(f"featinv: building the featinv operators once (about a minute); they are cached in {where}\n")
-    sys.stderr.flush()
+        note(f"removed {lock}, left by a build that was stopped")
+    note(f"building the featinv operators once (about a minute); they are cached in {where}")
 
 
 FAILED = "failed"  # a file in the build folder: why the last build failed, so later runs do not retry
@@ -314,8 +315,8 @@ def build(verbose: bool = False, retry: bool = False) -> str:
                 reason = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
         _state["backend"], _state["reason"] = ("extension", None) if reason is None else ("torch", reason)
         if reason and announce:
-            sys.stderr.write(f"featinv: note: could not build the C++ featinv operators ({reason}); "
-                             f"using their torch versions (same results, slower)\n")
+            note(f"could not build the C++ featinv operators ({reason}); "
+                 f"using their torch versions (same results, slower)")
         return _state["backend"]
 
 

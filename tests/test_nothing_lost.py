@@ -289,3 +289,13 @@ def test_pack_and_demo_fail_before_the_work_and_files_named_twice_count_once(cli
     assert "no such directory" in cli("demo", "-o", tmp_path / "no" / "d.png").err
     assert cli("demo", "--specs", "", "-o", tmp_path / "d.png").code == 2
     assert cli("demo", "--size", "0", "-o", tmp_path / "d.png").code == 2
+
+
+def test_quiet_silences_notes_for_that_command_only(cli, tmp_path, photos):
+    """-q drops the library's notes (here: a file named twice), not only progress bars; the next command
+    in the same process, without -q, notes again."""
+    twice = (photos["astronaut"], photos["astronaut"])
+    r = cli("extract", "hog", *twice, "--resize", "64", "--crop", "64", "-q", "-o", tmp_path / "q.safetensors")
+    assert r.code == 0 and r.err == ""
+    r = cli("extract", "hog", *twice, "--resize", "64", "--crop", "64", "-o", tmp_path / "n.safetensors")
+    assert r.code == 0 and "featinv: note:" in r.err and "named twice" in r.err

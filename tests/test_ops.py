@@ -250,7 +250,7 @@ def test_a_built_module_loads_quietly_from_a_cache_it_cannot_write(tmp_path, mon
     assert ops.build() == "extension" and capfd.readouterr().err == ""
     assert sorted(p.name for p in where.iterdir()) == [built.name]  # no lock, no build files
     ops._prepare(where, "x")
-    assert capfd.readouterr().err.startswith("featinv: building the featinv operators once")
+    assert capfd.readouterr().err.startswith("featinv: note: building the featinv operators once")
 
 
 def test_a_failed_build_is_remembered_until_kernels_tries_again(tmp_path, monkeypatch, capfd):

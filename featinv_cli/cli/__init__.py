@@ -11,7 +11,7 @@ import sys
 import typer
 
 from .. import __version__
-from ..errors import FeatinvError
+from ..errors import FeatinvError, set_quiet
 from . import demo, extract, info, interpolate, invert, kernels, pack, perturb, sample, score, train
 
 app = typer.Typer(
@@ -51,6 +51,7 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks for errors."),
 ):
     # --debug is read by main() before parsing, so it covers errors in the command line too.
+    set_quiet(False)  # until the command's own -q says otherwise (one process may run several commands)
     return None
 
 

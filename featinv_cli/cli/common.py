@@ -7,12 +7,13 @@ from contextlib import contextmanager
 import typer
 from rich.console import Console
 
-from ..errors import FeatinvError, UsageError
+from ..errors import FeatinvError, UsageError, set_quiet
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
-QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or chatter on stderr.")
+QUIET = typer.Option(False, "--quiet", "-q", callback=set_quiet,
+                     help="No progress bars or notes on stderr (errors still).")
 DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda (auto takes cuda when available).")
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON on stdout instead of a table.")
 WEIGHTS = typer.Option(None, "--weights", help="CNN features: a torchvision-style .pth state dict or "

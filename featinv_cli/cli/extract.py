@@ -6,8 +6,8 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import FeatinvError, UsageError
-from .common import DEVICE, QUIET, WEIGHTS, err, progress, resolve_device
+from ..errors import FeatinvError, UsageError, note
+from .common import DEVICE, QUIET, WEIGHTS, progress, resolve_device
 
 
 def parse_shard(text: str | None, n: int) -> slice:
@@ -23,21 +23,19 @@ def parse_shard(text: str | None, n: int) -> slice:
     return slice(i * n // k, (i + 1) * n // k)
 
 
-def say_what_the_database_lacks(images, database, quiet: bool) -> None:
+def say_what_the_database_lacks(images, database) -> None:
     """Notes an auditor must see: images whose features COLMAP never stored (their grids are empty, and
     their reconstructions say nothing of the photo), and keypoints outside an image's camera size."""
     never = [i.name for i in images if not i.stored]
     outside = [(i.name, k, len(i.keypoints)) for i in images if (k := i.outside())]
-    if quiet:
-        return
     if never:
-        err.print(f"featinv: note: {database}: {len(never)} of {len(images)} images have no stored keypoints "
-                  f"({', '.join(never[:3])}{', ...' if len(never) > 3 else ''}); their features are empty, so "
-                  f"their reconstructions show nothing of the photo (leave them out of a score)")
+        note(f"{database}: {len(never)} of {len(images)} images have no stored keypoints "
+             f"({', '.join(never[:3])}{', ...' if len(never) > 3 else ''}); their features are empty, so "
+             f"their reconstructions show nothing of the photo (leave them out of a score)")
     if outside:
         name, k, n = outside[0]
-        err.print(f"featinv: note: {database}: {len(outside)} images have keypoints outside their camera's size "
-                  f"(e.g. {name}: {k} of {n}); those keypoints are left out of the grid")
+        note(f"{database}: {len(outside)} images have keypoints outside their camera's size "
+             f"(e.g. {name}: {k} of {n}); those keypoints are left out of the grid")
 
 
 def extract(
@@ -108,7 +106,7 @@ def extract(
             raise UsageError("--shard splits a list of images; a database is read whole")
         check_not_input(output, images)
         found = read_database(images[0])  # the whole database is read and checked first
-        say_what_the_database_lacks(found, images[0], quiet)
+        say_what_the_database_lacks(found, images[0])
         if resize or crop:
             found = [as_view(i, resize, crop) for i in found]
         sizes = sorted({f"{i.height}x{i.width}" for i in found})

@@ -5,8 +5,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from ..errors import FeatinvError, UsageError
-from .common import err
+from ..errors import FeatinvError, UsageError, note
 
 if TYPE_CHECKING:  # annotations only; imported where used, so --help stays fast
     from ..formats import FeatureFile
@@ -59,8 +58,8 @@ def interpolate(
     for bare, described, name in ((fa, fb, a), (fb, fa, b)):
         if bare.feature is None and described.feature is not None:  # a .npy beside its extract's file
             bare.feature, bare.params, bare.image_size = described.feature, described.params, described.image_size
-            err.print(f"featinv: note: {'<stdin>' if name == '-' else name} holds a bare array; taken as "
-                      f"{described.feature} features like the other end (same settings and image size)")
+            note(f"{'<stdin>' if name == '-' else name} holds a bare array; taken as "
+                 f"{described.feature} features like the other end (same settings and image size)")
     same_space(fa, fb, a, b)
     out = FeatureFile(analysis.interpolate(fa.features, fb.features, count), fa.feature, fa.params,
                       fa.image_size, [s for pair in zip(fa.sources or [a] * len(fa), fb.sources or [b] * len(fb))

@@ -7,19 +7,19 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import FeatinvError, UsageError
-from .common import JSON, QUIET, err, out
+from ..errors import FeatinvError, UsageError, note
+from .common import JSON, QUIET, out
 
 
-def say_if_resized(recons, refs, recon_files, quiet: bool) -> None:
+def say_if_resized(recons, refs, recon_files) -> None:
     """One line when reconstructions are resized to their references' size before scoring."""
     differ = [(f, tuple(x.shape[-2:]), tuple(r.shape[-2:])) for f, x, r in zip(recon_files, recons, refs)
               if x.shape[-2:] != r.shape[-2:]]
-    if differ and not quiet:
+    if differ:
         f, a, b = differ[0]
-        err.print(f"featinv: note: {len(differ)} of {len(refs)} reconstructions differ in size from their "
-                  f"references (e.g. {f}: {a[0]}x{a[1]}, reference {b[0]}x{b[1]}); resized bilinearly to the "
-                  f"reference before scoring (--resize N --crop N prepares references as extract did)")
+        note(f"{len(differ)} of {len(refs)} reconstructions differ in size from their "
+             f"references (e.g. {f}: {a[0]}x{a[1]}, reference {b[0]}x{b[1]}); resized bilinearly to the "
+             f"reference before scoring (--resize N --crop N prepares references as extract did)")
 
 
 def paired_by_name(recons: tuple[list[Path], list[str]], refs: tuple[list[Path], list[str]]) -> tuple[list[Path], str]:
@@ -53,7 +53,7 @@ def score(
     baseline_mean: Optional[str] = typer.Option(None, "--baseline-mean", help="Also score predicting "
                                                 "the mean image of this folder (e.g. the training set)."),
     as_json: bool = JSON,
-    quiet: bool = QUIET,
+    quiet: bool = QUIET,  # notes obey it through the option's callback (errors.set_quiet)
 ):
     """Score reconstructions: the paper's normalized error, PSNR (dB), SSIM and MAE.
 
@@ -78,9 +78,9 @@ def score(
         raise UsageError(f"{len(recon_files)} reconstructions but {len(ref_files)} references; "
                          f"they pair up one to one")
     ref_files, paired = paired_by_name((recon_files, recon), (ref_files, reference))
-    if paired == "in the order given" and len(ref_files) > 1 and not quiet:
-        err.print("featinv: note: the reconstructions' names do not match the references' one to one; paired in "
-                  "the order given (the table's reference column shows each pair)")
+    if paired == "in the order given" and len(ref_files) > 1:
+        note("the reconstructions' names do not match the references' one to one; paired in "
+             "the order given (the table's reference column shows each pair)")
     prepare = lambda img, name: prepare_view(img, resize, crop, name)  # noqa: E731
     refs = [prepare(read_image(f), str(f)) for f in ref_files]
     # A reconstruction of the whole photo (at its size, or another of its shape) gets the references' view
@@ -91,7 +91,7 @@ def score(
         if (resize or crop) and x.shape != r.shape and min(x.shape[-2:]) >= (crop or 0):
             x = prepare(x, str(f))
         recons.append(x)
-    say_if_resized(recons, refs, recon_files, quiet)
+    say_if_resized(recons, refs, recon_files)
     scores = metrics.score_pairs(recons, refs)
     norm = scores["normalizer"]
     rows = [{"image": str(f), "reference": str(r), "normalized_error": e, "psnr": p, "ssim": s, "mae": m}
@@ -105,9 +105,8 @@ def score(
         m = mean_image(expand_image_args([baseline_mean]), tuple(refs[0].shape[-2:]), prepare)
         baseline = metrics.score_pairs([m] * len(refs), refs)["mean"]
         result["baseline_mean"] = {k: baseline[k] for k in ("normalized_error", "psnr", "mae")}
-    if norm is None and not quiet:
-        err.print("featinv: note: normalized error needs two or more references of one size; "
-                  "showing PSNR, SSIM and MAE only")
+    if norm is None:
+        note("normalized error needs two or more references of one size; showing PSNR, SSIM and MAE only")
     if as_json:
         out.print_json(json.dumps(result))
         return
