@@ -93,7 +93,7 @@ def figure(out: Path, names: list[str], rows: dict[str, Path], scores: dict[str,
     for label, folder in rows.items():
         tiles.append([np.asarray(iio.imread(folder / name))[..., :3] for name in names[:n]])
         e = scores.get(label)
-        labels.append(label if e is None else f"{label}: {e['mean']['normalized_error']:.2f}")
+        labels.append(label if e is None else f"{label}: normalized error {e['mean']['normalized_error']:.2f}")
     write_image(out / "audit.png", labelled_grid(tiles, row_labels=labels, col_labels=names[:n]))
 
 

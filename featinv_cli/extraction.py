@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from .data import prepare_view
-from .errors import FeatinvError, UsageError
+from .errors import FeatinvError, UsageError, note
 from .features.base import Extractor
 from .files import is_dir_target, relative_name
 from .formats import FeatureFile, is_feature_file, save_features
@@ -49,7 +49,12 @@ class FeatureSink:
     """Where `featinv extract` puts its rows, one image at a time: a file per image under a folder
     (``output`` ending in / or existing; sub-folders of the input kept, so equal names in two class
     folders stay apart; other equal names numbered), or rows of one size gathered into one file, or into numbered files of
-    ``rows_per_file`` rows each (OUT-00000.safetensors, ...) holding no more than that in memory."""
+    ``rows_per_file`` rows each (OUT-00000.safetensors, ...) holding no more than that in memory.
+
+    Used as a context manager: on an error the numbered files of this run are removed (like the single
+    file, which is written at the end, they would be a part taken for the whole); after a run, numbered
+    files of an earlier, longer run to the same OUT are removed, so OUT-* is this run's rows alone. Files
+    under a folder stay: each is whole."""
 
     def __init__(self, output: str, extractor, view: dict, rows_per_file: int = 0):
         self.output, self.extractor, self.view, self.rows_per_file = output, extractor, view, rows_per_file
@@ -63,6 +68,17 @@ class FeatureSink:
 
             check_feature_name(output)
         self.rows, self.extras, self.sources, self.size, self.first, self.part = [], [], [], None, None, 0
+        self.parts: list[Path] = []
+
+    def __enter__(self) -> "FeatureSink":
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        if kind is None:
+            self.close()
+            return
+        for part in self.parts:
+            part.unlink(missing_ok=True)
 
     def add(self, path, source: str, size: tuple[int, int], features: torch.Tensor, extra: dict,
             name: str = "") -> None:
@@ -88,6 +104,18 @@ class FeatureSink:
     def close(self) -> None:
         if self.rows:
             self._flush()
+        stale = []
+        while self.rows_per_file and is_feature_file(older := self._part_name(self.part + len(stale))):
+            stale.append(older)
+        for older in stale:
+            older.unlink()
+        if stale:
+            note(f"removed {len(stale)} numbered files of an earlier run to {self.output} "
+                 f"({stale[0].name}{' ...' if len(stale) > 1 else ''}): {self.part} files hold this run's rows")
+
+    def _part_name(self, k: int) -> Path:
+        p = Path(self.output)
+        return p.with_name(f"{p.stem}-{k:05d}{p.suffix}")
 
     def _file(self, features, size, sources, extra) -> FeatureFile:
         return FeatureFile(features, self.extractor.spec, self.extractor.params, size, sources, extra, view=self.view)
@@ -99,9 +127,10 @@ class FeatureSink:
         extra = {k: cat([e[k] for e in self.extras]) for k in self.extras[0]}
         name = self.output
         if self.rows_per_file:
-            p = Path(self.output)
-            name, self.part = str(p.with_name(f"{p.stem}-{self.part:05d}{p.suffix}")), self.part + 1
+            name, self.part = self._part_name(self.part), self.part + 1
         save_features(name, self._file(cat(self.rows), self.size, list(self.sources), extra))
+        if self.rows_per_file:
+            self.parts.append(name)
         self.rows, self.extras, self.sources = [], [], []
 
 

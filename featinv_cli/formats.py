@@ -339,11 +339,13 @@ def model_from_bytes(data: bytes, name: str) -> ModelFile:
 # ------------------------------------------------------------------------------- checkpoints
 
 CHECKPOINT_FORMAT = "featinv-checkpoint/1"
-# Settings a resumed run must share with its checkpoint (the others, such as --workers, may change).
+# Settings a resumed run must share with its checkpoint, so that the model's record says how it was made
+# (the others, such as --workers, may change; the data may move, but must be the same: train compares
+# its fingerprint).
 SAME_ON_RESUME = ("feature", "arch", "width", "upsample", "crop", "batch", "seed", "steps", "max_zoom", "features",
-                  "finetune_encoder", "ema", "low_res", "minutes")
+                  "finetune_encoder", "ema", "low_res", "minutes", "lr", "warmup", "init")
 # Values of settings added after checkpoints were first written, as those runs had them.
-BEFORE = {"upsample": "zeros", "ema": 0.0, "low_res": 0.0, "minutes": 0.0}
+BEFORE = {"upsample": "zeros", "ema": 0.0, "low_res": 0.0, "minutes": 0.0, "init": ""}
 
 
 def checkpoint_path(output: str | Path) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import FeatinvError
+from .errors import FeatinvError, UsageError
 
 FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX; cv2 is imported where a grid is drawn (73 ms, a single PNG needs none)
 
@@ -135,16 +135,35 @@ class DirectoryOutput:
         self.names = UniqueNames()
 
     def write(self, images, names: list[str]) -> None:
-        from .images import made_by_featinv, write_image
+        from .images import write_image
 
         for image, name in zip(images, names):
             path = self.root / f"{self.names.claim(name)}.png"
-            if path.exists() and not made_by_featinv(path):
-                raise FeatinvError(f"{path}: already there and not marked as written by featinv (a source "
-                                   f"photo? or the output of an older featinv, which did not mark its PNGs); "
-                                   f"refusing to overwrite it: give -o another folder, or remove the file")
+            refuse_unless_ours(path, "give -o another folder")
             path.parent.mkdir(parents=True, exist_ok=True)
             write_image(path, image)
+
+
+def refuse_unless_ours(path: Path, instead: str) -> None:
+    """An existing file is replaced only if featinv wrote it (a PNG with its mark: an earlier run's)."""
+    from .images import made_by_featinv
+
+    if path.exists() and not made_by_featinv(path):
+        raise FeatinvError(f"{path}: already there and not marked as written by featinv (a source photo? or "
+                           f"the output of an older featinv, which did not mark its PNGs); refusing to overwrite "
+                           f"it: {instead}, or remove the file")
+
+
+def check_png_output(output: str) -> None:
+    """-o FILE of a command that writes one PNG, checked before any work: a *.png name (a name without
+    one is more likely a folder missing its /), and never a file featinv did not write, such as the photo
+    the features came from."""
+    if output == "-":
+        return
+    if Path(output).suffix.lower() != ".png":
+        raise UsageError(f"-o {output}: featinv writes PNG images; name it *.png (or end a folder's name "
+                         f"with / for one PNG per row)")
+    refuse_unless_ours(Path(output), "choose another name")
 
 
 def row_title(captions: list[str], history: list[str], name: str) -> str:

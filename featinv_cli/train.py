@@ -107,7 +107,7 @@ def training_data(cfg: TrainConfig, extractor, device: torch.device, rank: int, 
         raise UsageError(f"--batch {cfg.batch} does not split evenly over {world} processes")
     if cfg.features:
         return _stored_features(cfg, extractor, device, rank, world)
-    if cfg.crop % 64:
+    if cfg.crop < 64 or cfg.crop % 64:
         raise UsageError(f"--crop {cfg.crop} must be a multiple of 64 (the network's 1/64 bottleneck)")
     packed = [d for d in cfg.data if is_views_file(d)]
     if packed and len(cfg.data) > 1:
@@ -194,6 +194,14 @@ class Interrupted(FeatinvError):
     exit_code = 130
 
 
+class Diverged(FeatinvError):
+    def __init__(self, step: int, loss: float, cfg, ckpt: Path):
+        kept = f"the last checkpoint, {ckpt}, holds step {peek(ckpt)['step']}" if ckpt.exists() else "no checkpoint"
+        super().__init__(f"training diverged at step {step + 1}: the loss is {loss} (learning rate {cfg.lr:g}, "
+                         f"warm-up {cfg.warmup} steps); no model written, {kept}; start again with a lower --lr "
+                         f"or a longer --warmup")
+
+
 class Terminated(Exception):
     """SIGTERM during training (`kill`, a batch scheduler's time limit): stops the run as Ctrl-C does."""
 
@@ -215,15 +223,17 @@ def sigterm_stops_training():
         signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
 
 
-def _stop_requested(flag: dict, world: int, device: torch.device) -> bool:
-    """Whether any process got SIGTERM (under torchrun each one does, not always before the same step)."""
+def _in_any_process(flags: list[bool], world: int, device: torch.device) -> list[bool]:
+    """Each flag, true if it is in any process: under torchrun each process gets its own SIGTERM (not
+    always before the same step) and its own loss, and all must stop at the same step or the others
+    wait for them forever."""
     if world == 1:
-        return flag["stop"]
+        return flags
     import torch.distributed as dist
 
-    anyone = torch.tensor([float(flag["stop"])], device=device)
+    anyone = torch.tensor([float(f) for f in flags], device=device)
     dist.all_reduce(anyone, op=dist.ReduceOp.MAX)
-    return bool(anyone.item())
+    return [bool(v) for v in anyone.tolist()]
 
 
 def _device(cfg: TrainConfig, world: int) -> torch.device:
@@ -280,11 +290,15 @@ def train(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int, int, f
     start = 0
     if resume:
         start, extra = load_checkpoint(ckpt, model, averaged, opt, cfg)
+        if extra.get("data_fingerprint", data.fingerprint) != data.fingerprint:
+            raise FeatinvError(f"{ckpt}: checkpoint was trained on other data ({extra.get('data_images', '?')} "
+                               f"images, not these {data.images}); resume with the same photos or views file")
         if start >= cfg.steps and Path(cfg.output).exists():
             raise FeatinvError(f"{ckpt}: this run already finished ({start}{of_steps(cfg.steps, ' of ')} steps) and wrote "
                                f"{cfg.output}; nothing to resume")
     if "mean" not in extra:
         extra["mean"] = data.mean()
+    extra["data_fingerprint"], extra["data_images"] = data.fingerprint, data.images
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
@@ -351,6 +365,11 @@ def _loop(cfg, net, model, averaged, opt, data: Data, extra: dict, start: int, d
                 images = F.interpolate(images, size=pred.shape[-2:], mode="bilinear", antialias=True,
                                        align_corners=False)
             loss = F.mse_loss(pred, images - mean)
+            value = loss.item()
+            term, diverged = _in_any_process([sigterm is not None and sigterm["stop"], not math.isfinite(value)],
+                                             world, device)
+            if diverged:  # before the step: the weights (and the last checkpoint) stay finite
+                raise Diverged(step, value, cfg, ckpt)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.clip_grad_norm > 0:  # seen without it: HOG and SqueezeNet runs blew up (loss 1e4-1e11)
@@ -359,7 +378,7 @@ def _loop(cfg, net, model, averaged, opt, data: Data, extra: dict, start: int, d
             if averaged is not None:
                 averaged.update(model)
             step, seen = step + 1, seen + images.shape[0]
-            smooth = 0.95 * smooth + 0.05 * loss.item()  # bias-corrected below, as in Adam
+            smooth = 0.95 * smooth + 0.05 * value  # bias-corrected below, as in Adam
             loss_avg = extra["loss"] = smooth / (1 - 0.95 ** (step - start))
             if on_step and rank == 0:
                 on_step(step, cfg.steps, loss_avg, world * seen / (time.perf_counter() - t0))
@@ -367,7 +386,7 @@ def _loop(cfg, net, model, averaged, opt, data: Data, extra: dict, start: int, d
             if rank == 0 and (progress() < 1 and due or progress() >= 1 and cfg.keep_checkpoint):
                 save()
                 saved = time.perf_counter()
-            if sigterm is not None and _stop_requested(sigterm, world, device):
+            if term:
                 raise Terminated
     except (KeyboardInterrupt, Terminated) as e:
         if rank == 0 and step > start:

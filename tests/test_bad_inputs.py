@@ -331,3 +331,36 @@ def test_zero_size_image_and_features(cli, tmp_path, tiny_model):
     np.save(tmp_path / "empty.npy", np.zeros((0, 31, 4, 4), np.float32))
     out = tmp_path / "r.png"
     fails_cleanly(cli("invert", tmp_path / "empty.npy", "-m", tiny_model, "-o", out), out)
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "hog", "--log-every", "0"], ["train", "hog", "--crop", "0"], ["train", "hog", "--crop", "-64"],
+    ["train", "hog", "--crop", "100"], ["train", "hog", "--lr", "-1"], ["train", "hog", "--lr", "nan"],
+    ["train", "hog", "--max-zoom", "0.5"], ["extract", "hog:cell=0"], ["extract", "hog:orientations=-3"],
+    ["extract", "lbp:cell=0"], ["extract", "squeezenet:fire5,size=0"], ["extract", "hog", "--resize", "-5"],
+    ["extract", "hog", "--resize", "0"], ["extract", "hog", "--crop", "0"],
+])
+def test_numbers_out_of_range_are_a_usage_error_before_any_work(cli, image_dir, tmp_path, args):
+    where = ["-d", image_dir] if args[0] == "train" else [image_dir]
+    r = cli(*args[:2], *where, *args[2:], "-o", tmp_path / "x.safetensors")
+    assert r.code == 2 and "unexpected" not in one_line_error(r)
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_error_in_a_worker_is_one_line(cli, tmp_path, image_dir):
+    """A photo that does not decode, read in a DataLoader worker: the user's line, not torch's
+    "Caught FeatinvError in DataLoader worker process 0" and the worker's traceback."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for p in sorted(image_dir.iterdir())[:2]:
+        (bad / p.name).write_bytes(p.read_bytes())
+    (bad / "z.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    line = one_line_error(cli("extract", "hog", bad, "--resize", "64", "--crop", "64", "--workers", "1",
+                              "-o", tmp_path / "w.safetensors"))
+    assert "z.png" in line and "DataLoader" not in line
+
+
+def test_a_bare_array_names_the_specs_its_channels_fit(cli, tmp_path):
+    np.save(tmp_path / "f.npy", np.zeros((1, 512, 13, 13), np.float32))
+    line = one_line_error(cli("invert", tmp_path / "f.npy", "-o", tmp_path / "x.png"))
+    assert "squeezenet:fire8, squeezenet:fire9" in line

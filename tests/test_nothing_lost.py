@@ -9,7 +9,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from conftest import photo
+from conftest import one_line_error, photo
 
 
 def test_extract_to_a_folder_numbers_equal_names(cli, tmp_path):
@@ -299,3 +299,70 @@ def test_quiet_silences_notes_for_that_command_only(cli, tmp_path, photos):
     assert r.code == 0 and r.err == ""
     r = cli("extract", "hog", *twice, "--resize", "64", "--crop", "64", "-o", tmp_path / "n.safetensors")
     assert r.code == 0 and "featinv: note:" in r.err and "named twice" in r.err
+
+
+def test_invert_to_one_file_never_replaces_a_photo(cli, photos, tmp_path, tiny_model):
+    """-o FILE replaces an earlier reconstruction, never the photo the features came from (nor a name
+    that is not *.png: a folder missing its /), checked before any work."""
+    feats, out = tmp_path / "a.safetensors", tmp_path / "recon.png"
+    assert cli("extract", "hog", photos["astronaut"], "--resize", "64", "--crop", "64", "-o", feats).code == 0
+    before = photos["astronaut"].read_bytes()
+    assert "not marked as written by featinv" in one_line_error(
+        cli("invert", feats, "-m", tiny_model, "-o", photos["astronaut"]))
+    assert photos["astronaut"].read_bytes() == before
+    assert cli("invert", feats, "-m", tiny_model, "-o", out).code == 0
+    assert cli("invert", feats, "-m", tiny_model, "-o", out).code == 0  # its own earlier output: replaced
+    assert "*.png" in one_line_error(cli("invert", feats, "-m", tiny_model, "-o", tmp_path / "newdir"))
+    assert not (tmp_path / "newdir").exists()
+
+
+def test_train_never_replaces_its_inputs_or_a_file_that_is_not_a_model(cli, image_dir, photos, tmp_path, tiny_model):
+    feats = tmp_path / "f.safetensors"
+    assert cli("extract", "hog", photos["coffee"], "--resize", "64", "--crop", "64", "-o", feats).code == 0
+    init = tmp_path / "init.safetensors"
+    init.write_bytes(tiny_model.read_bytes())
+    args = ["train", "hog", "-d", image_dir, "--crop", "64", "--batch", "4", "--steps", "2"]
+    before = feats.read_bytes(), init.read_bytes()
+    assert "not a featinv model" in one_line_error(cli(*args, "-o", feats))
+    assert "overwrite an input" in one_line_error(cli(*args, "--init", init, "-o", init))
+    assert (feats.read_bytes(), init.read_bytes()) == before
+    assert "--val" in one_line_error(cli(*args, "--val", tmp_path / "nowhere", "-o", tmp_path / "m.safetensors"))
+    assert not (tmp_path / "m.safetensors").exists() and not (tmp_path / "m.safetensors.ckpt").exists()
+
+
+def test_rows_per_file_leaves_this_runs_files_only(cli, tmp_path, image_dir):
+    """A shorter rerun removes the numbered files of the longer one before it; a run that fails removes
+    the numbered files it wrote (as the one-file output, they would be a part taken for the whole)."""
+    out = tmp_path / "rows.safetensors"
+    view = ("--resize", "64", "--crop", "64", "--rows-per-file", "2")
+    assert cli("extract", "hog", image_dir, *view, "-o", out).code == 0
+    assert len(list(tmp_path.glob("rows-*.safetensors"))) == 4
+    two = sorted(image_dir.iterdir())[:2]
+    r = cli("extract", "hog", *two, *view, "-o", out)
+    assert r.code == 0 and "removed 3 numbered files" in r.err
+    assert [p.name for p in sorted(tmp_path.glob("rows-*"))] == ["rows-00000.safetensors"]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for p in sorted(image_dir.iterdir())[:4]:
+        (bad / p.name).write_bytes(p.read_bytes())
+    (bad / "9_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    one_line_error(cli("extract", "hog", bad, *view, "-o", tmp_path / "b.safetensors"))
+    assert not list(tmp_path.glob("b-*"))
+
+
+def test_an_empty_shard_is_no_error(cli, tmp_path, image_dir):
+    """A job array with more jobs than images: the spare jobs write nothing and say so, exit 0."""
+    r = cli("extract", "hog", image_dir, "--shard", "0/10", "-o", tmp_path / "s0.safetensors")
+    assert r.code == 0 and "holds none of the 8 images" in r.err and not (tmp_path / "s0.safetensors").exists()
+
+
+def test_a_big_photos_hand_made_features_get_a_note_about_scale(cli, photos, tmp_path):
+    """The shipped models learned from 128-160-pixel photos: a 512-pixel photo's HOG is inverted (the
+    layout survives) with a note saying so and how to extract at the model's scale."""
+    big, small = tmp_path / "big.safetensors", tmp_path / "small.safetensors"
+    assert cli("extract", "hog", photos["astronaut"], "-o", big).code == 0
+    assert cli("extract", "hog", photos["astronaut"], "--resize", "160", "-o", small).code == 0
+    r = cli("invert", big, "-o", tmp_path / "big.png")
+    assert r.code == 0 and "--resize 160" in r.err
+    r = cli("invert", small, "-o", tmp_path / "small.png")
+    assert r.code == 0 and r.err == ""

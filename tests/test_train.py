@@ -387,3 +387,28 @@ def test_cnn_layers_ignore_low_res(image_dir, tmp_path):
     train(cfg(image_dir, out, feature="squeezenet:conv1", steps=2, width=0.0625, low_res=0.5))
     m = load_model(out)
     assert m.train["config"]["low_res"] == 0.0 and "full_res_from" not in m.train
+
+
+def test_a_diverging_run_stops_with_an_error_and_writes_no_model(image_dir, tmp_path):
+    """A learning rate far too high: the loss turns non-finite; the run stops there, before that step
+    touches the weights, and writes no model (one that inverts to black images with exit 0)."""
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(FeatinvError, match="diverged at step .*--lr"):
+        train(cfg(image_dir, out, steps=30, lr=1e30, warmup=0, checkpoint_every=100))
+    assert not out.exists()
+
+
+def test_resume_refuses_another_learning_rate_or_other_photos(image_dir, tmp_path):
+    """What the model's record says must be how it was made: the rate and the data too (the data may
+    move, so its fingerprint is compared, not its path)."""
+    out = tmp_path / "m.safetensors"
+    train(cfg(image_dir, out, steps=2, keep_checkpoint=True))
+    out.unlink()
+    with pytest.raises(FeatinvError, match="lr"):
+        train(cfg(image_dir, out, steps=2, lr=3e-4), resume=True)
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    for p in sorted(Path(image_dir).iterdir())[:6]:
+        (fewer / p.name).write_bytes(p.read_bytes())
+    with pytest.raises(FeatinvError, match="other data"):
+        train(cfg(fewer, out, steps=2), resume=True)

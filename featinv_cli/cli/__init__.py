@@ -60,6 +60,16 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _without_worker_traceback(message: str) -> str:
+    """A FeatinvError raised in a DataLoader worker (a photo that does not decode, read by `train
+    --workers`) comes back with torch's "Caught FeatinvError in DataLoader worker process 0" and the
+    worker's traceback in its message; the user's one line is what follows the class name at its end."""
+    if "Original Traceback" not in message:
+        return message
+    _, found, rest = message.rpartition("\nfeatinv_cli.errors.")
+    return rest.split(": ", 1)[1].strip() if found and ": " in rest else message
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app, turning every expected failure into one line and an exit code."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("FEATINV_DEBUG"))
@@ -70,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         if e.exit_code in (130, 143):  # training stopped by SIGINT or SIGTERM, its checkpoint saved
             _interrupted(str(e), e.exit_code)
-        _fail(str(e), e.exit_code)
+        _fail(_without_worker_traceback(str(e)), e.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.TyperException as e:  # bad flag, missing argument (typer >= 0.29 vendors click)

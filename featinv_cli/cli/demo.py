@@ -47,7 +47,7 @@ def demo(
     from rich.table import Table
     from .. import metrics
     from ..features import parse_spec
-    from ..grid import labelled_grid
+    from ..grid import check_png_output, labelled_grid
     from ..inverter import Inverter, shipped_model
     from ..images import image_to_uint8, write_image
 
@@ -58,6 +58,7 @@ def demo(
         raise UsageError(f"--size {size}: give at least 32 pixels (128: the protocol the models were scored with)")
     if not output.parent.is_dir():  # before the models run, not after
         raise FeatinvError(f"{output.parent}: no such directory")
+    check_png_output(str(output))
     models = {spec: shipped_model(parse_spec(spec), how="featinv demo shows the shipped models; for another, "
                       f"featinv extract {spec} IMAGE -o f.safetensors, then featinv invert f.safetensors -m MODEL")
               for spec in specs}  # every spec has a shipped model, found before any runs

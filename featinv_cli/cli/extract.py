@@ -43,9 +43,9 @@ def extract(
     images: List[str] = typer.Argument(..., help="Image files or directories (walked recursively, in sorted order)."),
     output: str = typer.Option(..., "--output", "-o", help="Feature file (.safetensors or .npy), a "
                                "directory for one file per image, or - for stdout."),
-    resize: Optional[int] = typer.Option(None, help="First resize so the shorter side is this many pixels "
+    resize: Optional[int] = typer.Option(None, min=1, help="First resize so the shorter side is this many pixels "
                                          "(a COLMAP database: its keypoints, as resizing the photo moves them)."),
-    crop: Optional[int] = typer.Option(None, help="Then take the centre square of this size."),
+    crop: Optional[int] = typer.Option(None, min=1, help="Then take the centre square of this size."),
     raw: bool = typer.Option(True, "--raw/--no-raw", help="Keep raw arrays beside the features "
                              "(SIFT: keypoints, descriptors, counts per image)."),
     shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help="Only the I-th of N contiguous "
@@ -113,21 +113,21 @@ def extract(
         if len(sizes) > 1 and not is_dir_target(output):
             raise UsageError(f"{images[0]}: its images have {len(sizes)} sizes ({', '.join(sizes[:4])}); write one "
                              f"file per image with -o DIR/")
-        sink = FeatureSink(output, extractor, {"resize": resize, "crop": crop}, rows_per_file)
-        with progress(len(found), "extract", quiet) as bar:
+        with FeatureSink(output, extractor, {"resize": resize, "crop": crop}, rows_per_file) as sink, \
+                progress(len(found), "extract", quiet) as bar:
             rows = database_rows(extractor, found)
             for (name, size, feats, extra), file_name in zip(rows, per_file_names([i.name for i in found])):
                 sink.add(f"{images[0]} ({name})", name, size, feats, extra if raw else {}, file_name)
                 bar.advance()
-        sink.close()
         return
     files = expand_image_args(images)
     sources = source_names(files, images)
-    block = parse_shard(shard, len(files))
+    block, total = parse_shard(shard, len(files)), len(files)
     names = per_file_names(sources)[block]  # over every image, before the shard is cut: the same in each shard
     files, sources = files[block], sources[block]
-    if not files:
-        raise FeatinvError(f"shard {shard} holds no images")
+    if not files:  # more jobs in an array than images: this one has nothing to do, and that is no error
+        note(f"shard {shard} holds none of the {total} images; nothing written")
+        return
     check_not_input(output, files)
     if rows_per_file < 0 or workers < 0:
         raise UsageError("--rows-per-file and --workers must be >= 0")
@@ -139,8 +139,8 @@ def extract(
         ops.build()  # compile or load the operators here, once, not in every worker at the same time
     loader = torch.utils.data.DataLoader(ExtractDataset(files, extractor, resize, crop, extract=not on_gpu),
                                          batch_size=None, num_workers=workers, worker_init_fn=worker_init)
-    sink = FeatureSink(output, extractor, {"resize": resize, "crop": crop}, rows_per_file)
-    with progress(len(files), "extract", quiet) as bar:
+    with FeatureSink(output, extractor, {"resize": resize, "crop": crop}, rows_per_file) as sink, \
+            progress(len(files), "extract", quiet) as bar:
         for i, size, feats, extra in loader:
             if on_gpu:
                 with torch.no_grad():
@@ -148,4 +148,3 @@ def extract(
                 feats, extra = feats.cpu(), {k: v.cpu() for k, v in extra.items()}
             sink.add(files[i], sources[i], tuple(size), feats, extra if raw else {}, names[i])
             bar.advance()
-    sink.close()

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import FeatinvError, UsageError
+from ..errors import FeatinvError, UsageError, note
 from .common import DEVICE, QUIET, parse_size, progress, resolve_device
 
 
@@ -18,6 +18,22 @@ def optimize_rows(extractor, features, size, steps, lambda_a, lambda_tv, device,
     with progress(steps * len(features), "optimize", quiet) as bar:
         return invert_each_by_optimization(extractor, features, size, cfg, lambda row, step, loss: bar.advance(
             1, info=f"image {row + 1}/{len(features)}, loss {loss:.4f}"))
+
+
+def say_if_beyond_the_models_scale(inverter, size: tuple[int, int], name: str) -> bool:
+    """A note when the image the features came from is much larger than what the model learned from:
+    hand-made features are computed in cells of fixed pixels, so a big photo's describe finer detail
+    than any training view had, and the reconstruction keeps the layout but invents its colours (seen
+    on a 512-pixel photo: saturated blotches, where the same photo at 160 pixels comes back plausible).
+    CNN layers resize every image to their input size, so they have no such limit."""
+    trained = max(inverter.file.image_size or [128])
+    if min(size) <= 2 * trained:
+        return False
+    largest = round(trained * float(inverter.file.train.get("config", {}).get("max_zoom", 1.25)))
+    note(f"{name}: features of a {size[0]}x{size[1]} image, but the model learned from photos whose shorter "
+         f"side was {trained}-{largest} pixels; at this scale a reconstruction keeps the layout but invents "
+         f"colours: extract with --resize {largest} for the model's scale")
+    return True
 
 
 def invert(
@@ -70,8 +86,8 @@ def invert(
     from ..features import resolve
     from ..files import check_not_input, is_dir_target
     from ..formats import expand_feature_args, load_features
-    from ..grid import (DirectoryOutput, distinct_titles, row_labels, row_title, save_reconstructions,
-                        source_label)
+    from ..grid import (DirectoryOutput, check_png_output, distinct_titles, row_labels, row_title,
+                        save_reconstructions, source_label)
     from ..inverter import Inverter, shipped_model
 
     folders = [Path(a) for a in features if a != "-" and Path(a).is_dir()]
@@ -93,9 +109,11 @@ def invert(
         raise UsageError("--columns lays out one file's batch; several feature files make one grid row each")
     # -o DIR/: each file's PNGs are written as soon as it is inverted; otherwise one PNG or grid at the end.
     directory = DirectoryOutput(output) if is_dir_target(output) else None
+    if directory is None:
+        check_png_output(output)
     inverters: dict[Path, Inverter] = {}
     rows, captions, row_names, specs = [], [], [], []
-    grid_columns, run_titles = columns, None
+    grid_columns, run_titles, warned_scale = columns, None, False
     for path in features:
         name = "<stdin>" if path == "-" else path
         ff = load_features(path)
@@ -111,6 +129,8 @@ def invert(
             if mirror_average and not inverter.can_mirror:
                 raise UsageError(f"--mirror-average: {extractor.name} features have no mirrored form (HOG and LBP do)")
             images = inverter(ff.features, None if grid_size else size, mirror_average=mirror_average)
+            if not extractor.is_cnn and not warned_scale:
+                warned_scale = say_if_beyond_the_models_scale(inverter, size, name)
         if directory:
             # A one-row file found in a folder (`extract -o DIR/`'s) gives its PNG the file's own name below
             # that folder: x-2.safetensors -> x-2.png, the round trip of extract's numbered names.

@@ -47,9 +47,9 @@ def score(
                                         "(repeat the flag or give a directory): paired by name below the "
                                         "folders given (extract -o DIR/'s numbering: x.jpg, x.png -> x, x-2), "
                                         "else by file name, else in the order given (a note says so)."),
-    resize: Optional[int] = typer.Option(None, help="Prepare references as extract did: shorter side "
+    resize: Optional[int] = typer.Option(None, min=1, help="Prepare references as extract did: shorter side "
                                          "(and reconstructions of another size the same way)."),
-    crop: Optional[int] = typer.Option(None, help="... then the centre square of this size."),
+    crop: Optional[int] = typer.Option(None, min=1, help="... then the centre square of this size."),
     baseline_mean: Optional[str] = typer.Option(None, "--baseline-mean", help="Also score predicting "
                                                 "the mean image of this folder (e.g. the training set)."),
     as_json: bool = JSON,

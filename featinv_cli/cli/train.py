@@ -1,6 +1,7 @@
 """featinv train: fit an inverter for one kind of feature on a folder of images."""
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -9,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import UsageError
+from ..errors import FeatinvError, UsageError
 from ..settings import NO_STEP_LIMIT, of_steps
 from ..settings import TrainConfig as D  # the defaults (no torch import)
 from .common import DEVICE, QUIET, WEIGHTS, err, progress, resolve_device
@@ -150,9 +151,16 @@ def train(
     resumed = resumed_config(output) if resume else {}
     if steps is None:  # a resumed run keeps its own (an older version's default may differ from today's)
         steps = resumed.get("steps") or (NO_STEP_LIMIT if minutes > 0 else D.steps)
-    for flag, value in (("--steps", steps), ("--batch", batch), ("--checkpoint-every", checkpoint_every)):
+    for flag, value in (("--steps", steps), ("--batch", batch), ("--checkpoint-every", checkpoint_every),
+                        ("--log-every", log_every)):
         if value < 1:
             raise UsageError(f"{flag} {value}: must be a positive number")
+    if crop < 64 or crop % 64:
+        raise UsageError(f"--crop {crop}: must be a positive multiple of 64 (the network's 1/64 bottleneck)")
+    if not (math.isfinite(lr) and lr > 0):
+        raise UsageError(f"--lr {lr:g}: give a positive learning rate (default {D.lr:g})")
+    if not (math.isfinite(max_zoom) and max_zoom >= 1):
+        raise UsageError(f"--max-zoom {max_zoom:g}: must be 1 (whole photos only) or more")
     if output.suffix != ".safetensors":
         raise UsageError(f"-o {output}: a model file is safetensors; name it *.safetensors")
     if width is not None and width <= 0:
@@ -176,6 +184,7 @@ def train(
         from ..inverter import shipped_model
 
         init = shipped_model(extractor, how="start from scratch (leave --init out) or give --init MODEL")
+    check_outputs(output, init, data, val)
     if init is not None:
         arch, width, upsample = init_defaults(init, arch, width, upsample, D.upsample)
     arch, width = shipped_defaults(extractor, arch, width)
@@ -213,6 +222,30 @@ def train(
                   f"loss {meta['final_loss']:.5f})")
     if val is not None and int(os.environ.get("RANK", "0")) == 0:
         report_validation(output, val, cfg)
+
+
+def check_outputs(output: Path, init: Path | None, data: list[Path], val: Path | None) -> None:
+    """Before any work: -o is none of the inputs, replaces only a featinv model (an earlier run's, never a
+    feature file or photo named by mistake), and --val holds images that decode (not found out after an
+    hour of training)."""
+    from ..evaluate import load_views
+    from ..files import check_not_input
+    from ..safetensors_codec import read_metadata
+
+    check_not_input(output, [p for p in [init, *data, val] if p is not None])
+    if output.is_file():
+        try:
+            ours = read_metadata(output).get("format") == "featinv-model/1"
+        except FeatinvError:  # not safetensors at all
+            ours = False
+        if not ours:
+            raise FeatinvError(f"-o {output}: already there and not a featinv model; refusing to overwrite it: "
+                               f"choose another name, or remove the file")
+    if val is not None:
+        try:
+            load_views(val, 128)
+        except FeatinvError as e:
+            raise UsageError(f"--val: {e}") from None
 
 
 def resumed_config(output: Path) -> dict:

@@ -57,7 +57,20 @@ def parse_spec(spec: str) -> Extractor:
             raise UsageError(f"bad parameter {item!r} in feature spec {spec!r}; "
                                f"{name} takes: {', '.join(fields) or 'nothing'}")
         kwargs[key] = _coerce(fields[key], value)
+    _check_numbers(name, kwargs, UsageError)
     return cls(**kwargs)
+
+
+# Numeric parameters are sizes and counts (cell, orientations, size, ...): positive. These may be 0 too
+# (a seed; OpenCV's n_features=0, "all"; a contrast threshold of 0 keeps every extremum).
+ZERO_ALLOWED = {"seed", "n_features", "contrast_threshold"}
+
+
+def _check_numbers(name: str, params: dict, error: type) -> None:
+    for key, value in params.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and \
+                not (value >= 0 if key in ZERO_ALLOWED else value > 0):
+            raise error(f"{name}: {key}={value} must be {'0 or more' if key in ZERO_ALLOWED else 'positive'}")
 
 
 def from_metadata(name: str, params: dict | None) -> Extractor:
@@ -69,7 +82,9 @@ def from_metadata(name: str, params: dict | None) -> Extractor:
     except UsageError as e:  # the file's metadata is wrong, not the command line
         raise FeatinvError(f"the file names an unknown feature: {e}") from None
     known = {f.name for f in dataclasses.fields(type(base))}
-    return type(base)(**{k: v for k, v in params.items() if k in known})
+    kept = {k: v for k, v in params.items() if k in known}
+    _check_numbers(f"the file's {base.name} parameters", kept, FeatinvError)
+    return type(base)(**kept)
 
 
 def guess_from_channels(channels: int) -> Extractor | None:
@@ -85,6 +100,15 @@ def _default_channels(cls: type[Extractor]) -> int | None:
         return cls().channels
     except Exception:  # extractors whose width depends on weights have no default
         return None
+
+
+def specs_with_channels(channels: int) -> list[str]:
+    """Specs whose features have this many channels (or values, for pool10): hand-made extractors at
+    their defaults and the layers of the built-in SqueezeNet (others depend on the user's network)."""
+    from .squeezenet import CHANNELS
+
+    fits = [cls().spec for cls in EXTRACTORS.values() if not cls.is_cnn and _default_channels(cls) == channels]
+    return fits + [f"squeezenet:{layer}" for layer, c in CHANNELS.items() if c == channels]
 
 
 def resolve(ff, name: str, feature: str | None = None,
@@ -105,8 +129,10 @@ def resolve(ff, name: str, feature: str | None = None,
     else:
         extractor = guess_from_channels(shape[1]) if len(shape) == 4 else None
         if extractor is None:
-            raise FeatinvError(f"{name}: cannot tell which extractor made an array of shape {shape}; "
-                               f"add --feature SPEC (one of: {', '.join(names())})")
+            fits = specs_with_channels(shape[1]) if len(shape) >= 2 else []
+            raise FeatinvError(f"{name}: cannot tell which extractor made an array of shape {shape}; add "
+                               + (f"--feature SPEC: {', '.join(fits)} give {shape[1]} channels" if fits else
+                                  f"--feature SPEC (one of: {', '.join(names())}, with its layer)"))
     if len(shape) == 4 and shape[1] != extractor.channels:
         raise FeatinvError(f"{name}: {extractor.spec} features have {extractor.channels} channels, "
                            f"this array has {shape[1]}")
