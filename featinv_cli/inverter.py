@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from .errors import FeatinvError
 from .features import Extractor, from_metadata
 from .features.cnn import same_weights
-from .formats import ModelFile, load_model
+from .formats import ModelFile, all_finite, load_model
 from .models import build
 
 ASSETS = Path(__file__).parent / "assets"
@@ -81,6 +81,10 @@ class Inverter:
     def __init__(self, path: str | Path, device: str = "cpu"):
         self.path = Path(path)
         self.file: ModelFile = load_model(path)
+        broken = [k for k, v in self.file.state.items() if v.is_floating_point() and not all_finite(v)]
+        if broken:  # an older featinv wrote the weights of a diverged run; they invert everything to black
+            raise FeatinvError(f"{path}: {len(broken)} weight tensors hold NaN or Inf (e.g. {broken[0]}): the "
+                               f"model of a training run that diverged; train it again with a lower --lr")
         self.extractor = from_metadata(self.file.feature, self.file.params)
         self.net = build(self.file.arch)
         encoder = {k[8:]: v for k, v in self.file.state.items() if k.startswith("encoder.")}

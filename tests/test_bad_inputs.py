@@ -364,3 +364,17 @@ def test_a_bare_array_names_the_specs_its_channels_fit(cli, tmp_path):
     np.save(tmp_path / "f.npy", np.zeros((1, 512, 13, 13), np.float32))
     line = one_line_error(cli("invert", tmp_path / "f.npy", "-o", tmp_path / "x.png"))
     assert "squeezenet:fire8, squeezenet:fire9" in line
+
+
+def test_a_model_with_nan_weights_is_refused_not_inverted_to_black(cli, tiny_model, tmp_path, photos):
+    from featinv_cli.formats import save_model
+
+    m = load_model(tiny_model)
+    name = next(k for k, v in m.state.items() if v.is_floating_point())
+    m.state[name] = torch.full_like(m.state[name], float("nan"))
+    bad = tmp_path / "nan.safetensors"
+    save_model(bad, m)
+    feats = tmp_path / "f.safetensors"
+    assert cli("extract", "hog", photos["coffee"], "--resize", "64", "--crop", "64", "-o", feats).code == 0
+    assert "diverged" in one_line_error(cli("invert", feats, "-m", bad, "-o", tmp_path / "x.png"))
+    assert not (tmp_path / "x.png").exists()
