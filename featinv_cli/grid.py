@@ -189,13 +189,10 @@ def save_reconstructions(output: str, rows: list, captions: list[list[str]], row
     ((N, 3, H, W) in [0, 1]). Several files make one grid PNG, a row per file (``row_names``) with a
     caption per tile; one file's batch a grid of ``columns`` per row (all up to 8), each grid row titled
     by ``run_titles`` when given (an interpolation's pair); a plain PNG for a single image. (A directory
-    is DirectoryOutput's, row by row.)"""
+    is DirectoryOutput's, row by row; ``output`` passed check_png_output before the work.)"""
     from .images import image_to_uint8, write_image
 
     if len(rows) > 1:
-        if not (output == "-" or output.lower().endswith(".png")):
-            raise FeatinvError(f"{output}: several feature files make one grid PNG (name it *.png) or one PNG "
-                               f"per row (give a directory ending in /)")
         tiles = [[image_to_uint8(i) for i in images] for images in rows]
         # A caption that only repeats its row's label says nothing: "binarize" left of the row is enough.
         captions = [["" if c == name else c for c in caps] for caps, name in zip(captions, row_names)]
@@ -206,9 +203,6 @@ def save_reconstructions(output: str, rows: list, captions: list[list[str]], row
     if len(images) == 1:
         write_image(output, images[0])
     else:
-        if output != "-" and not output.lower().endswith(".png"):
-            raise FeatinvError(f"{output}: a batch of {len(images)} becomes a grid PNG (name it *.png) "
-                               f"or one PNG per row (give a directory ending in /)")
         cols = columns or min(len(images), 8)
         tiles = [image_to_uint8(i) for i in images]
         write_image(output, labelled_grid([tiles[i:i + cols] for i in range(0, len(tiles), cols)],

@@ -327,6 +327,10 @@ def test_train_never_replaces_its_inputs_or_a_file_that_is_not_a_model(cli, imag
     assert "overwrite an input" in one_line_error(cli(*args, "--init", init, "-o", init))
     assert (feats.read_bytes(), init.read_bytes()) == before
     assert "--val" in one_line_error(cli(*args, "--val", tmp_path / "nowhere", "-o", tmp_path / "m.safetensors"))
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "x.png").write_bytes(photos["coffee"].read_bytes())
+    assert "two or more" in one_line_error(cli(*args, "--val", one, "-o", tmp_path / "m.safetensors"))
     assert not (tmp_path / "m.safetensors").exists() and not (tmp_path / "m.safetensors.ckpt").exists()
 
 

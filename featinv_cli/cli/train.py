@@ -243,9 +243,12 @@ def check_outputs(output: Path, init: Path | None, data: list[Path], val: Path |
                                f"choose another name, or remove the file")
     if val is not None:
         try:
-            load_views(val, 128)
+            n = len(load_views(val, 128))
         except FeatinvError as e:
             raise UsageError(f"--val: {e}") from None
+        if n < 2:
+            raise UsageError(f"--val {val}: one image; the normalized error needs two or more (it divides by "
+                             f"their mean distance)")
 
 
 def resumed_config(output: Path) -> dict:
