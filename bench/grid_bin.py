@@ -57,7 +57,7 @@ def main() -> None:
                                                          (kp, desc, counts, h, w), total, repeat)))
     rows.append(("pure torch (CPU)", rate(lambda *a: ops.grid_bin_torch(*a, 4, 0),
                                           (kp, desc, counts, h, w), total, repeat)))
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and ops.compiled("grid_bin", "cuda"):  # else "CUDA op" would time the torch version
         gpu = (kp.cuda(), desc.cuda(), counts.cuda(), h, w)
         sync = torch.cuda.synchronize
         rows.append(("CUDA op", rate(lambda *a: ops.grid_bin(*a, 4, 0), gpu, total, repeat * 10, sync)))

@@ -1,4 +1,4 @@
-"""README's generated blocks: figures that cannot drift from where they come from.
+"""README's and BENCHMARKS.md's generated blocks: figures that cannot drift from where they come from.
 
     python bench/readme.py             # rewrite the blocks in README.md
     python bench/readme.py --check     # exit 1 if a block differs from what its sources give (a test runs this)
@@ -14,6 +14,8 @@ A block sits between ``<!-- generated: NAME -->`` and ``<!-- end generated -->``
 - ``audit``: the privacy audit's table, from docs/figures/colmap-audit.json (examples/colmap_audit.py);
 - ``audit_full``: the same on a database of full-size photos, from docs/figures/colmap-fullsize.json
   (examples/colmap_audit.py --full-size);
+- ``results:SECTION`` (BENCHMARKS.md): every figure of one bench/results.json section, under its
+  run's stamp; every section must have one;
 - ``fig7``: the paper's Figure 7 on SqueezeNet, from docs/figures/squeezenet-fig7.json (what
   examples/layer_sweep.py measured), its learned column checked against the shipped files' evaluation.
 """
@@ -28,12 +30,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 README = ROOT / "README.md"
+BENCHMARKS = ROOT / "BENCHMARKS.md"
 RESULTS = ROOT / "bench" / "results.json"
 SWEEP = ROOT / "docs" / "figures" / "squeezenet-fig7.json"
 AUDIT = ROOT / "docs" / "figures" / "colmap-audit.json"
 AUDIT_FULL = ROOT / "docs" / "figures" / "colmap-fullsize.json"  # examples/colmap_audit.py --full-size
 ARCH = ROOT / "docs" / "figures" / "hog-arch-study.json"
-BLOCK = re.compile(r"(<!-- generated: (\w+) -->\n)(.*?)(<!-- end generated -->)", re.S)
+BLOCK = re.compile(r"(<!-- generated: ([\w:]+) -->\n)(.*?)(<!-- end generated -->)", re.S)
 
 
 def shipped_models() -> list[str]:
@@ -125,6 +128,14 @@ def _v(results: dict, section: str, key: str) -> float:
         raise SystemExit(f"{RESULTS}: no {section!r} figure {key!r}; run the benchmark that makes it") from None
 
 
+def _key(results: dict, section: str, prefix: str) -> str:
+    """The one figure of a section whose name starts with ``prefix`` (its thread count varies by machine)."""
+    keys = [k for k in results.get(section, {}).get("values", {}) if k.startswith(prefix)]
+    if len(keys) != 1:
+        raise SystemExit(f"{RESULTS}: {len(keys)} {section!r} figures start with {prefix!r}; expected one")
+    return keys[0]
+
+
 def speed_block() -> str:
     if not RESULTS.exists():
         return "No measurements yet: `python bench/run.py` and `python bench/grid_bin.py` write them.\n"
@@ -140,8 +151,8 @@ def speed_block() -> str:
         f"- a batch of 64 RGB 256x256 images on one thread: HOG "
         f"{_v(r, 'extraction', 'hog images/s batch of 64 256 px 1 thread(s)'):,.0f} images/s, LBP "
         f"{_v(r, 'extraction', 'lbp images/s batch of 64 256 px 1 thread(s)'):,.0f} images/s;",
-        f"- `featinv::grid_bin`: {_v(r, 'grid_bin', 'C++ op (2 threads) keypoints/s (batch 64)'):,.0f} keypoints/s "
-        f"({r['grid_bin']['date']});",
+        f"- `featinv::grid_bin`: {_v(r, 'grid_bin', _key(r, 'grid_bin', 'C++ op (')):,.0f} keypoints/s, "
+        f"{_key(r, 'grid_bin', 'C++ op (')[8:].split(')')[0]} ({r['grid_bin']['date']});",
         f"- training (`featinv train`, batch 32, {tr['date']}): HOG at width 0.3 "
         f"{_v(r, 'training', 'hog views file images/s'):.0f} images/s from a views file and "
         f"{_v(r, 'training', 'hog JPEG folder images/s'):.0f} from a folder of JPEGs, against "
@@ -174,11 +185,11 @@ def memory_block() -> str:
 def arch_block() -> str:
     study = json.loads(ARCH.read_text())
     rows = {r["variant"]: r for r in study["rows"]}
-    skip, paper = rows["plain"], rows["paper-net"]
+    skip, paper = rows["defaults"], rows["paper-net"]
     return (f"With the same {study['minutes']:g} minutes of training (HOG, width 0.3, `train`'s other defaults, "
             f"one thread each, {study['date']}) the paper's network scores {paper['normalized_error']:.3f} and the "
             f"skip network {skip['normalized_error']:.3f}, though the paper's network, cheaper per image, saw "
-            f"{paper['images_seen'] / skip['images_seen']:.1f}x the images (`python bench/study.py ... plain "
+            f"{paper['images_seen'] / skip['images_seen']:.1f}x the images (`python bench/study.py ... defaults "
             f"paper-net`; docs/figures/hog-arch-study.json).\n")
 
 
@@ -221,8 +232,38 @@ BLOCKS = {"models": models_block, "speed": speed_block, "memory": memory_block, 
           "audit_full": lambda: audit_block(AUDIT_FULL, "database of the full-size photos by pycolmap, read by")}
 
 
+def results_block(section: str) -> str:
+    """BENCHMARKS.md's "now" table of one bench/results.json section: every figure it holds, under the
+    stamp of the run that measured them (date, machine, threads, operators, how busy the machine was)."""
+    r = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if section not in r:
+        raise SystemExit(f"{RESULTS}: no section {section!r}; run the benchmark that makes it")
+    s = r[section]
+    stamp = [s["date"], s["machine"], f"torch {s['torch']}"]
+    if "torch_threads" in s:
+        stamp += [f"{s['torch_threads']} torch threads", f"operators: {s['operators']}",
+                  f"load average {s['load_at_start']} at the start"]
+    fmt = lambda v: v if isinstance(v, str) else f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"  # noqa: E731
+    return (f"`bench/results.json`, `{section}`: " + ", ".join(stamp) + "\n\n| figure | value |\n|---|---|\n"
+            + "".join(f"| {k} | {fmt(v)} |\n" for k, v in s["values"].items()))
+
+
+def block(name: str) -> str:
+    if name.startswith("results:"):
+        return results_block(name.partition(":")[2])
+    return BLOCKS[name]()
+
+
 def render(text: str) -> str:
-    return BLOCK.sub(lambda m: m.group(1) + BLOCKS[m.group(2)]() + m.group(4), text)
+    return BLOCK.sub(lambda m: m.group(1) + block(m.group(2)) + m.group(4), text)
+
+
+def missing_blocks(readme: str, benchmarks: str) -> list[str]:
+    """Block markers that should be there and are not: README's every block, BENCHMARKS.md's a table
+    for every section of bench/results.json (a deleted marker would otherwise pass --check)."""
+    found = {m.group(2) for m in BLOCK.finditer(readme)} | {m.group(2) for m in BLOCK.finditer(benchmarks)}
+    sections = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    return sorted((set(BLOCKS) | {f"results:{s}" for s in sections}) - found)
 
 
 def evaluate_shipped(val: str, only: list[str] | None = None) -> None:
@@ -253,14 +294,17 @@ def main() -> None:
         ap.error("--only goes with --evaluate")
     if args.evaluate:
         evaluate_shipped(args.evaluate, args.only)
-    text = README.read_text()
-    new = render(text)
-    if args.check:
-        if new != text:
-            print("README.md: generated blocks are out of date; run python bench/readme.py", file=sys.stderr)
+    texts = {path: path.read_text() for path in (README, BENCHMARKS)}
+    missing = missing_blocks(texts[README], texts[BENCHMARKS])
+    if missing:
+        raise SystemExit(f"README.md / BENCHMARKS.md: no generated block for {', '.join(missing)}")
+    for path, text in texts.items():
+        new = render(text)
+        if args.check and new != text:
+            print(f"{path.name}: generated blocks are out of date; run python bench/readme.py", file=sys.stderr)
             sys.exit(1)
-        return
-    README.write_text(new)
+        if not args.check:
+            path.write_text(new)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,9 @@ from featinv_cli.inverter import ASSETS, Inverter
 
 RESULTS_FILE = Path(__file__).with_name("results.json")
 RESULTS: dict[str, dict] = {}  # section -> figures; merged into RESULTS_FILE at the end
+# How busy the machine was when the run started (1-minute load average): on two cores a training run
+# beside a benchmark halves its figures, and the file should say so rather than leave it to memory.
+LOAD_AT_START = os.getloadavg()[0]
 
 
 def record(section: str, key: str, value) -> None:
@@ -56,7 +59,11 @@ def save_results() -> None:
     import json
 
     old = json.loads(RESULTS_FILE.read_text()) if RESULTS_FILE.exists() else {}
-    stamp = {"date": datetime.date.today().isoformat(), "machine": machine(), "torch": torch.__version__}
+    from featinv_cli import ops
+
+    stamp = {"date": datetime.date.today().isoformat(), "machine": machine(), "torch": torch.__version__,
+             "torch_threads": torch.get_num_threads(), "operators": ops.status()["backend"] or "not used",
+             "load_at_start": round(LOAD_AT_START, 2)}
     gpu = " (GPU machine)" if torch.cuda.is_available() else ""  # a lent GPU machine's run keeps its own
     for section, values in RESULTS.items():
         old[section + gpu] = {**stamp, "values": values}
@@ -352,6 +359,9 @@ def memory(sizes: tuple[int, ...]) -> None:
     import imageio.v3 as iio
     from skimage import data
 
+    from featinv_cli import ops
+
+    ops.build()  # an empty cache would compile inside the first measured process (the compiler's memory)
     featinv = [shutil.which("featinv") or sys.executable, *([] if shutil.which("featinv") else ["-m", "featinv_cli"])]
     print("\nPeak memory (GB) and seconds, one photo, extract then invert")
     print(f"{'size':>6} {'feature':>18} {'extract GB':>11} {'s':>6} {'invert GB':>10} {'s':>6}")
@@ -411,7 +421,10 @@ def main() -> None:
     if only - set(sections):
         p.error(f"--only: unknown section(s) {', '.join(sorted(only - set(sections)))}")
     print(f"featinv benchmarks on {platform.machine()}, {torch.get_num_threads()} torch threads, "
-          f"torch {torch.__version__}")
+          f"torch {torch.__version__}, load average {LOAD_AT_START:.2f} at the start")
+    if LOAD_AT_START > 0.5:
+        print(f"note: the machine is busy (load {LOAD_AT_START:.2f}); the figures will be low, and results.json "
+              f"records the load beside them")
     if "extraction" in only:
         extraction(1 if args.quick else 3)
     if "cnn" in only:

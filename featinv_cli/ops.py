@@ -50,6 +50,14 @@ def define(name: str, schema: str, torch_version: Callable, check: Callable, sha
         torch.library.impl(_lib, name, key)(kernel)
 
 
+def compiled(name: str, device: str) -> bool:
+    """Whether ``featinv::name`` runs compiled code on ``device`` (not its torch version): what a
+    benchmark must know before it labels a figure "C++" or "CUDA"."""
+    if _state["backend"] is None:
+        build()
+    return getattr(_state["module"], f"{name}_{device}", None) is not None
+
+
 def implementation(name: str, device: str) -> Callable:
     """The function that computes ``featinv::name`` for tensors on ``device`` ("cpu" or "cuda")."""
     if _state["backend"] is None:

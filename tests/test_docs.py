@@ -109,3 +109,18 @@ def test_readme_squeezenet_table_says_which_layers_have_a_shipped_inverter():
     assert said == shipped
     words = {3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten", 11: "eleven"}
     assert f"inverters for {words[len(shipped)]} of its layers ship" in text.replace("\n", " ")
+
+
+def test_a_deleted_block_marker_is_noticed():
+    """bench/readme.py --check re-renders the blocks it finds; a marker deleted by an edit would leave
+    hand-typed figures behind unchecked, so every block must be found, and BENCHMARKS.md must hold a
+    recorded table for every section of bench/results.json."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme", ROOT / "bench" / "readme.py")
+    readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readme)
+    text, bench = (ROOT / "README.md").read_text(), (ROOT / "BENCHMARKS.md").read_text()
+    assert readme.missing_blocks(text, bench) == []
+    assert readme.missing_blocks(text.replace("<!-- generated: fig7 -->", ""), bench) == ["fig7"]
+    assert readme.missing_blocks(text, bench.replace("<!-- generated: results:memory -->", "")) == ["results:memory"]
