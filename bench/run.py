@@ -283,6 +283,10 @@ def training(steps: int) -> None:
     with tempfile.TemporaryDirectory() as d:
         folder = training_photos(Path(d))
         files = list_images(folder)
+        # The photos differ between a checkout beside the project's data and a fresh clone: say which.
+        beside = folder.is_relative_to(Path(__file__).resolve().parents[2] / "shared")
+        record("training", "photos", f"{len(files)} " + ("validation photos beside the project" if beside
+                                                         else "crops of scikit-image's photographs"))
         for feature, width in (("hog", 0.3), ("lbp", 0.5), ("sift", 0.2)):
             sift = parse_spec("sift") if feature == "sift" else None
             views = Path(d) / f"views-{feature}.safetensors"
