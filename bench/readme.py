@@ -161,7 +161,8 @@ def speed_block() -> str:
         f"{_v(r, 'training', 'fp32 matmul peak GFLOP/s'):.0f});",
         f"- the optimisation baseline (`invert --method optimize`, 200 steps) takes "
         f"{_v(r, 'optimisation', 'hog (shipped model) optimize s (200 steps)'):.2f} s for one 128x128 HOG "
-        f"image, the learned inverter {_v(r, 'optimisation', 'hog (shipped model) learned ms'):.2f} ms.",
+        f"image, the learned inverter {_v(r, 'optimisation', 'hog (shipped model) learned ms'):.2f} ms "
+        f"({r['optimisation']['date']}).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -186,8 +187,10 @@ def arch_block() -> str:
     study = json.loads(ARCH.read_text())
     rows = {r["variant"]: r for r in study["rows"]}
     skip, paper = rows["defaults"], rows["paper-net"]
-    return (f"With the same {study['minutes']:g} minutes of training (HOG, width 0.3, `train`'s other defaults, "
-            f"one thread each, {study['date']}) the paper's network scores {paper['normalized_error']:.3f} and the "
+    width = re.search(r"--width (\S+)", skip["command"]).group(1)
+    return (f"With the same {study['minutes']:g} minutes of training ({study['feature'].upper()}, width {width}, "
+            f"`train`'s other defaults, {study['threads_per_run']} thread{'s' if study['threads_per_run'] > 1 else ''} "
+            f"each, {study['date']}) the paper's network scores {paper['normalized_error']:.3f} and the "
             f"skip network {skip['normalized_error']:.3f}, though the paper's network, cheaper per image, saw "
             f"{paper['images_seen'] / skip['images_seen']:.1f}x the images (`python bench/study.py ... defaults "
             f"paper-net`; docs/figures/hog-arch-study.json).\n")

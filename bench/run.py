@@ -259,8 +259,9 @@ def compute_only(feature: str, width: float, batch: int, steps: int, data) -> tu
 
 
 def end_to_end(feature: str, width: float, batch: int, steps: int, data: str, out: Path) -> float:
-    """Steady-state images/s of `featinv train` itself (the library's loop, as the command runs it):
-    the steps after the first fifth, so start-up, decoding and the first batches are left out."""
+    """Steady-state images/s of `featinv train` itself (the library's loop the command runs), in fp32 like
+    the bare step it is compared with (the command's `--precision auto` picks bf16 on CPUs with AMX): the
+    steps after the first fifth, so start-up, decoding and the first batches are left out."""
     from featinv_cli.train import TrainConfig, train
 
     times = []
