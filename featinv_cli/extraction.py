@@ -79,6 +79,7 @@ class FeatureSink:
             return
         for part in self.parts:
             part.unlink(missing_ok=True)
+        self._remove_stale(quietly=True)  # an earlier run's parts after ours would pass for a whole set
 
     def add(self, path, source: str, size: tuple[int, int], features: torch.Tensor, extra: dict,
             name: str = "") -> None:
@@ -104,12 +105,16 @@ class FeatureSink:
     def close(self) -> None:
         if self.rows:
             self._flush()
+        self._remove_stale()
+
+    def _remove_stale(self, quietly: bool = False) -> None:
+        """Numbered feature files of an earlier run to the same OUT from part ``self.part`` on."""
         stale = []
         while self.rows_per_file and is_feature_file(older := self._part_name(self.part + len(stale))):
             stale.append(older)
         for older in stale:
             older.unlink()
-        if stale:
+        if stale and not quietly:
             note(f"removed {len(stale)} numbered files of an earlier run to {self.output} "
                  f"({stale[0].name}{' ...' if len(stale) > 1 else ''}): {self.part} files hold this run's rows")
 

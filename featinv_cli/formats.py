@@ -345,7 +345,7 @@ CHECKPOINT_FORMAT = "featinv-checkpoint/1"
 SAME_ON_RESUME = ("feature", "arch", "width", "upsample", "crop", "batch", "seed", "steps", "max_zoom", "features",
                   "finetune_encoder", "ema", "low_res", "minutes", "lr", "warmup", "init")
 # Values of settings added after checkpoints were first written, as those runs had them.
-BEFORE = {"upsample": "zeros", "ema": 0.0, "low_res": 0.0, "minutes": 0.0, "init": ""}
+BEFORE = {"upsample": "zeros", "ema": 0.0, "low_res": 0.0, "minutes": 0.0, "init": "", "warmup": 0}
 
 
 def checkpoint_path(output: str | Path) -> Path:

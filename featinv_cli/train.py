@@ -196,10 +196,11 @@ class Interrupted(FeatinvError):
 
 class Diverged(FeatinvError):
     def __init__(self, step: int, loss: float, cfg, ckpt: Path):
-        kept = f"the last checkpoint, {ckpt}, holds step {peek(ckpt)['step']}" if ckpt.exists() else "no checkpoint"
-        super().__init__(f"training diverged at step {step + 1}: the loss is {loss} (learning rate {cfg.lr:g}, "
-                         f"warm-up {cfg.warmup} steps); no model written, {kept}; start again with a lower --lr "
-                         f"or a longer --warmup")
+        what = f"the loss is {loss}" if not math.isfinite(loss) else "the loss turned non-finite in another process"
+        again = (f"delete {ckpt} (its step {peek(ckpt)['step']}, before this; --resume keeps the rate) and start "
+                 f"again" if ckpt.exists() else "start again")
+        super().__init__(f"training diverged at step {step + 1}: {what} (learning rate {cfg.lr:g}, warm-up "
+                         f"{cfg.warmup} steps); no model written; {again} with a lower --lr or a longer --warmup")
 
 
 class Terminated(Exception):
@@ -370,6 +371,8 @@ def _loop(cfg, net, model, averaged, opt, data: Data, extra: dict, start: int, d
                                              world, device)
             if diverged:  # before the step: the weights (and the last checkpoint) stay finite
                 raise Diverged(step, value, cfg, ckpt)
+            if term:  # before this step's backward, not after another step: a scheduler's grace may be short
+                raise Terminated
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.clip_grad_norm > 0:  # seen without it: HOG and SqueezeNet runs blew up (loss 1e4-1e11)
@@ -386,8 +389,6 @@ def _loop(cfg, net, model, averaged, opt, data: Data, extra: dict, start: int, d
             if rank == 0 and (progress() < 1 and due or progress() >= 1 and cfg.keep_checkpoint):
                 save()
                 saved = time.perf_counter()
-            if term:
-                raise Terminated
     except (KeyboardInterrupt, Terminated) as e:
         if rank == 0 and step > start:
             save()

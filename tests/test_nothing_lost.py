@@ -291,12 +291,16 @@ def test_pack_and_demo_fail_before_the_work_and_files_named_twice_count_once(cli
     assert cli("demo", "--size", "0", "-o", tmp_path / "d.png").code == 2
 
 
-def test_quiet_silences_notes_for_that_command_only(cli, tmp_path, photos):
+def test_quiet_silences_notes_for_that_command_only(cli, tmp_path, photos, capfdbinary):
     """-q drops the library's notes (here: a file named twice), not only progress bars; the next command
     in the same process, without -q, notes again."""
     twice = (photos["astronaut"], photos["astronaut"])
     r = cli("extract", "hog", *twice, "--resize", "64", "--crop", "64", "-q", "-o", tmp_path / "q.safetensors")
     assert r.code == 0 and r.err == ""
+    from featinv_cli.errors import note
+
+    note("after the command")  # -q ended with its command, also for a caller of main in this process
+    assert b"after the command" in capfdbinary.readouterr().err
     r = cli("extract", "hog", *twice, "--resize", "64", "--crop", "64", "-o", tmp_path / "n.safetensors")
     assert r.code == 0 and "featinv: note:" in r.err and "named twice" in r.err
 
@@ -352,6 +356,9 @@ def test_rows_per_file_leaves_this_runs_files_only(cli, tmp_path, image_dir):
     (bad / "9_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     one_line_error(cli("extract", "hog", bad, *view, "-o", tmp_path / "b.safetensors"))
     assert not list(tmp_path.glob("b-*"))
+    assert cli("extract", "hog", image_dir, *view, "-o", out).code == 0  # four parts again, then a failing
+    one_line_error(cli("extract", "hog", bad, *view, "-o", out))       # rerun writes two before its error:
+    assert not list(tmp_path.glob("rows-*"))  # neither its own nor the earlier run's last two pass for a set
 
 
 def test_an_empty_shard_is_no_error(cli, tmp_path, image_dir):

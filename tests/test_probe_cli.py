@@ -221,8 +221,8 @@ def test_sampled_sift_keeps_its_geometry_in_range(cli, photos, tmp_path):
     """--alpha raises the descriptors' contrast; the position, sin/cos and log-scale channels stay within
     what was fitted (twice a cell offset is outside the cell, twice sin a is no angle)."""
     sift, out = tmp_path / "s.safetensors", tmp_path / "r.safetensors"
-    assert cli("extract", "sift", photos["astronaut"], photos["chelsea"], photos["coffee"],
-               "--resize", "128", "--crop", "128", "-o", sift).code == 0
+    assert cli("extract", "sift:cell=8", photos["astronaut"], photos["chelsea"], photos["coffee"],  # a spec with
+               "--resize", "128", "--crop", "128", "-o", sift).code == 0  # parameters: the file says "sift:cell=8"
     assert cli("sample", sift, "-n", "16", "--alpha", "3", "-o", out).code == 0
     real, drawn = load_features(sift).features, load_features(out).features
     for c in range(128, 133):

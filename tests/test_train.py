@@ -396,6 +396,8 @@ def test_a_diverging_run_stops_with_an_error_and_writes_no_model(image_dir, tmp_
     with pytest.raises(FeatinvError, match="diverged at step .*--lr"):
         train(cfg(image_dir, out, steps=30, lr=1e30, warmup=0, checkpoint_every=100))
     assert not out.exists()
+    with pytest.raises(FeatinvError, match=f"delete {checkpoint_path(out)}"):  # the way out, when a checkpoint
+        train(cfg(image_dir, out, steps=30, lr=1e30, warmup=0, checkpoint_every=1))  # stands in it
 
 
 def test_resume_refuses_another_learning_rate_or_other_photos(image_dir, tmp_path):

@@ -51,7 +51,6 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks for errors."),
 ):
     # --debug is read by main() before parsing, so it covers errors in the command line too.
-    set_quiet(False)  # until the command's own -q says otherwise (one process may run several commands)
     return None
 
 
@@ -72,6 +71,13 @@ def _without_worker_traceback(message: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app, turning every expected failure into one line and an exit code."""
+    try:
+        _main(argv)
+    finally:
+        set_quiet(False)  # a command's -q ends with it (tests and scripts call main in one process)
+
+
+def _main(argv: list[str] | None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("FEATINV_DEBUG"))
     try:
         code = app(args=argv, prog_name="featinv", standalone_mode=False)

@@ -10,8 +10,11 @@ from ..errors import FeatinvError, UsageError
 
 
 def geometry_channels(feature: str | None) -> int:
+    """How many trailing channels of ``feature`` (a spec: "sift:cell=8") are geometry, not strength."""
     from ..features import EXTRACTORS
-    return EXTRACTORS[feature].geometry_channels if feature in EXTRACTORS else 0
+
+    cls = EXTRACTORS.get((feature or "").partition(":")[0])
+    return cls.geometry_channels if cls else 0
 
 
 def sample(
