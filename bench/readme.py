@@ -141,6 +141,7 @@ def speed_block() -> str:
         return "No measurements yet: `python bench/run.py` and `python bench/grid_bin.py` write them.\n"
     r = json.loads(RESULTS.read_text())
     ex, tr = r["extraction"], r["training"]
+    cpp = _key(r, "grid_bin", "C++ op (")  # "C++ op (2 threads) ...": the thread count is the machine's
     lines = [
         f"Measured by `python bench/run.py` on {ex['machine']} ({ex['date']}; `bench/results.json`):",
         "",
@@ -151,8 +152,8 @@ def speed_block() -> str:
         f"- a batch of 64 RGB 256x256 images on one thread: HOG "
         f"{_v(r, 'extraction', 'hog images/s batch of 64 256 px 1 thread(s)'):,.0f} images/s, LBP "
         f"{_v(r, 'extraction', 'lbp images/s batch of 64 256 px 1 thread(s)'):,.0f} images/s;",
-        f"- `featinv::grid_bin`: {_v(r, 'grid_bin', _key(r, 'grid_bin', 'C++ op (')):,.0f} keypoints/s, "
-        f"{_key(r, 'grid_bin', 'C++ op (')[8:].split(')')[0]} ({r['grid_bin']['date']});",
+        f"- `featinv::grid_bin`: {_v(r, 'grid_bin', cpp):,.0f} keypoints/s, "
+        f"{cpp[len('C++ op ('):].split(')')[0]} ({r['grid_bin']['date']});",
         f"- training (`featinv train`, batch 32, {tr['date']}): HOG at width 0.3 "
         f"{_v(r, 'training', 'hog views file images/s'):.0f} images/s from a views file and "
         f"{_v(r, 'training', 'hog JPEG folder images/s'):.0f} from a folder of JPEGs, against "

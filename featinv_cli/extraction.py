@@ -68,7 +68,6 @@ class FeatureSink:
 
             check_feature_name(output)
         self.rows, self.extras, self.sources, self.size, self.first, self.part = [], [], [], None, None, 0
-        self.parts: list[Path] = []
 
     def __enter__(self) -> "FeatureSink":
         return self
@@ -77,8 +76,8 @@ class FeatureSink:
         if kind is None:
             self.close()
             return
-        for part in self.parts:
-            part.unlink(missing_ok=True)
+        for k in range(self.part if self.rows_per_file else 0):  # this run's numbered files
+            self._part_name(k).unlink(missing_ok=True)
         self._remove_stale(quietly=True)  # an earlier run's parts after ours would pass for a whole set
 
     def add(self, path, source: str, size: tuple[int, int], features: torch.Tensor, extra: dict,
@@ -134,8 +133,6 @@ class FeatureSink:
         if self.rows_per_file:
             name, self.part = self._part_name(self.part), self.part + 1
         save_features(name, self._file(cat(self.rows), self.size, list(self.sources), extra))
-        if self.rows_per_file:
-            self.parts.append(name)
         self.rows, self.extras, self.sources = [], [], []
 
 

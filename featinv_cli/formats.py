@@ -123,13 +123,17 @@ def save_features(path: str | Path, ff: FeatureFile) -> None:
     atomic_write(path, safetensors_chunks({"features": feats, **ff.extra}, ff.metadata()))
 
 
-def is_feature_file(path: str | Path) -> bool:
-    """Whether featinv wrote this file as features (its header says so): what `extract -o DIR/` may
-    write over."""
+def has_format(path: str | Path, fmt: str) -> bool:
+    """Whether featinv wrote this file as ``fmt`` (its header says so): what an output may write over
+    (features for `extract -o DIR/`, a model for `train -o`)."""
     try:
-        return read_metadata(path).get("format") == FEATURES_FORMAT
+        return read_metadata(path).get("format") == fmt
     except FeatinvError:
         return False
+
+
+def is_feature_file(path: str | Path) -> bool:
+    return has_format(path, FEATURES_FORMAT)
 
 
 def load_features(path: str | Path) -> FeatureFile:

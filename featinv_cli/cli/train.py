@@ -34,13 +34,14 @@ def shipped_defaults(extractor, arch: str, width: float | None) -> tuple[str, fl
 
 def init_defaults(init: Path, arch: str, width: float | None, upsample: str, default_upsample: str):
     """--init: the model file's architecture, width and upsampling where the command line left them out."""
+    from ..formats import MODEL_FORMAT
     from ..safetensors_codec import json_field, read_metadata
     from ..models.registry import canonical
 
     if not init.is_file():
         raise UsageError(f"--init {init}: no such model file")
     meta = read_metadata(init)
-    if meta.get("format") != "featinv-model/1":
+    if meta.get("format") != MODEL_FORMAT:
         raise UsageError(f"--init {init}: not a featinv model file")
     theirs = canonical(json_field(meta, "arch", str(init), {}))
     return (theirs.get("name", arch) if arch == "auto" else arch,
@@ -230,17 +231,12 @@ def check_outputs(output: Path, init: Path | None, data: list[Path], val: Path |
     hour of training)."""
     from ..evaluate import load_views
     from ..files import check_not_input
-    from ..safetensors_codec import read_metadata
+    from ..formats import MODEL_FORMAT, has_format
 
     check_not_input(output, [p for p in [init, *data, val] if p is not None])
-    if output.is_file():
-        try:
-            ours = read_metadata(output).get("format") == "featinv-model/1"
-        except FeatinvError:  # not safetensors at all
-            ours = False
-        if not ours:
-            raise FeatinvError(f"-o {output}: already there and not a featinv model; refusing to overwrite it: "
-                               f"choose another name, or remove the file")
+    if output.is_file() and not has_format(output, MODEL_FORMAT):
+        raise FeatinvError(f"-o {output}: already there and not a featinv model; refusing to overwrite it: "
+                           f"choose another name, or remove the file")
     if val is not None:
         try:
             n = len(load_views(val, 128))
