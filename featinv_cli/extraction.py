@@ -10,7 +10,7 @@ from .data import prepare_view
 from .errors import FeatinvError, UsageError, note
 from .features.base import Extractor
 from .files import is_dir_target, relative_name
-from .formats import FeatureFile, is_feature_file, save_features
+from .formats import FEATURES_FORMAT, FeatureFile, check_replaceable, is_feature_file, save_features
 from .images import read_image
 
 
@@ -64,9 +64,10 @@ class FeatureSink:
         if rows_per_file and (self.per_file or output == "-"):
             raise UsageError("--rows-per-file needs a file name for -o (not a directory or -)")
         if not self.per_file:
-            from .formats import check_feature_name
+            from .formats import check_feature_name, check_feature_output
 
-            check_feature_name(output)
+            # With --rows-per-file, OUT names the numbered files, each checked as it is written.
+            check_feature_name(output) if rows_per_file else check_feature_output(output)
         self.rows, self.extras, self.sources, self.size, self.first, self.part = [], [], [], None, None, 0
 
     def __enter__(self) -> "FeatureSink":
@@ -132,6 +133,7 @@ class FeatureSink:
         name = self.output
         if self.rows_per_file:
             name, self.part = self._part_name(self.part), self.part + 1
+            check_replaceable(name, FEATURES_FORMAT)
         save_features(name, self._file(cat(self.rows), self.size, list(self.sources), extra))
         self.rows, self.extras, self.sources = [], [], []
 

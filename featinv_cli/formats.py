@@ -123,6 +123,16 @@ def save_features(path: str | Path, ff: FeatureFile) -> None:
     atomic_write(path, safetensors_chunks({"features": feats, **ff.extra}, ff.metadata()))
 
 
+def note_if_bare(path: str | Path, ff: FeatureFile) -> None:
+    """A command that read described features and writes a .npy says what the bare array leaves behind
+    (`invert` will have to be told the extractor)."""
+    from .errors import note
+
+    if str(path).lower().endswith(".npy") and ff.feature:
+        note(f"{path}: a .npy holds the array alone; what it is ({ff.feature}, image size, history) is left "
+             f"behind; name it *.safetensors to keep that")
+
+
 def has_format(path: str | Path, fmt: str) -> bool:
     """Whether featinv wrote this file as ``fmt`` (its header says so): what an output may write over
     (features for `extract -o DIR/`, a model for `train -o`)."""
@@ -134,6 +144,42 @@ def has_format(path: str | Path, fmt: str) -> bool:
 
 def is_feature_file(path: str | Path) -> bool:
     return has_format(path, FEATURES_FORMAT)
+
+
+_KINDS = {FEATURES_FORMAT: "feature file", STATS_FORMAT: "statistics file", MODEL_FORMAT: "model",
+          VIEWS_FORMAT: "views file"}
+
+
+def check_replaceable(path: str | Path, fmt: str) -> None:
+    """-o checked before any work: an existing file is replaced only if featinv wrote it as ``fmt`` (an
+    earlier run's output), never someone's array, a model, or a photo named by mistake. A .npy carries
+    no mark of ours; it is replaced only if it holds what featinv writes there: float32 features,
+    (N, D) or (N, C, H, W)."""
+    p = Path(str(path))
+    if str(path) == "-" or not p.exists():
+        return
+    if p.is_dir():
+        raise FeatinvError(f"-o {p}: is a directory; give a file name")
+    npy = p.suffix.lower() == ".npy"
+    if not (_float32_features(p) if npy else has_format(p, fmt)):
+        what = "an array of float32 features" if npy else f"a featinv {_KINDS[fmt]}"
+        raise FeatinvError(f"-o {p}: already there and not {what}; refusing to overwrite it: choose another "
+                           f"name, or remove the file")
+
+
+def check_feature_output(path: str | Path) -> None:
+    """-o of a command that writes features, before any work: a feature file's name, replacing only
+    features (``check_replaceable``)."""
+    check_feature_name(path)
+    check_replaceable(path, FEATURES_FORMAT)
+
+
+def _float32_features(path: Path) -> bool:
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)  # the header only: nothing is read yet
+    except Exception:  # not a .npy at all (or unreadable): not ours to replace
+        return False
+    return arr.dtype == np.float32 and arr.ndim in (2, 4)
 
 
 def load_features(path: str | Path) -> FeatureFile:
@@ -204,8 +250,9 @@ def read_feature_fields(path: str | Path) -> dict:
     return feature_fields(read_metadata(path), str(path))
 
 
-def refuse_image(head: bytes, name: str) -> None:
-    """Stop with a pointer to `extract` when a command that reads featinv's files is given an image."""
+def refuse_foreign(head: bytes, name: str) -> None:
+    """Bytes that are not .npy, checked before they are read as safetensors: an image or a database
+    (stop with a pointer to `extract`), or a .npy name holding something else."""
     arg = "-" if name == "<stdin>" else name  # what to type: a pipe is read as -
     if bytes(head[:8]).startswith(IMAGE_MAGIC):
         raise FeatinvError(f"{name}: is an image, not features; make features first: "
@@ -213,6 +260,8 @@ def refuse_image(head: bytes, name: str) -> None:
     if bytes(head[:8]) == b"SQLite f":
         raise FeatinvError(f"{name}: is an SQLite file (a COLMAP database?), not features; read its features "
                            f"first: featinv extract colmap-sift {arg} -o feats/")
+    if name.lower().endswith(".npy"):
+        raise FeatinvError(f"{name}: not a valid .npy file ({'empty' if not len(head) else 'bad magic bytes'})")
 
 
 def features_from_bytes(data: bytes, name: str) -> FeatureFile:
@@ -224,9 +273,7 @@ def features_from_bytes(data: bytes, name: str) -> FeatureFile:
             raise FeatinvError(f"{name}: .npy holds {arr.dtype}, expected numbers")
         ff = FeatureFile(torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)))
     else:
-        refuse_image(data, name)
-        if name.lower().endswith(".npy"):
-            raise FeatinvError(f"{name}: not a valid .npy file (bad magic bytes)")
+        refuse_foreign(data, name)
         tensors, meta = parse_safetensors(data, name)
         fields = feature_fields(meta, name)
         if "features" not in tensors:
@@ -237,6 +284,8 @@ def features_from_bytes(data: bytes, name: str) -> FeatureFile:
         ff.features = f = f.unsqueeze(0)
     if f.ndim == 1:
         ff.features = f = f.unsqueeze(0)
+    if f.ndim in (2, 4) and f.shape[0] == 0:
+        raise FeatinvError(f"{name}: holds no feature vectors (shape {tuple(f.shape)})")
     if f.ndim not in (2, 4) or f.numel() == 0:
         raise FeatinvError(f"{name}: features must be (N, C, H, W) or (N, D), got {tuple(f.shape)}")
     if not all_finite(f):
@@ -272,6 +321,7 @@ def stats_from_bytes(data: bytes, name: str) -> StatsFile | None:
     """The statistics in a file's bytes, or None when it is not a statistics file."""
     if bytes(data[:6]) == NPY_MAGIC:
         return None
+    refuse_foreign(data, name)
     tensors, meta = parse_safetensors(data, name)
     if meta.get("format") != STATS_FORMAT:
         return None

@@ -18,13 +18,41 @@ def _text_block(text: str, width: int, height: int, scale: float) -> np.ndarray:
     block = np.full((height, width, 3), 255, np.uint8)
     if not text:
         return block
-    # Shrink long labels until they fit the tile width.
-    while scale > 0.3 and cv2.getTextSize(text, FONT, scale, 1)[0][0] > width - 4:
+    fits = lambda t: cv2.getTextSize(t, FONT, scale, 1)[0][0] <= width - 8  # noqa: E731  (4 px each side)
+    # Shrink long labels until they fit the width; then break them into lines where the block is tall
+    # (a row label beside its tiles), and shorten the last line that still does not fit with "...".
+    while scale > 0.3 and not fits(text):
         scale -= 0.05
-    (tw, th), _ = cv2.getTextSize(text, FONT, scale, 1)
-    org = (max(2, (width - tw) // 2), (height + th) // 2)
-    cv2.putText(block, text, org, FONT, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    line_h = cv2.getTextSize("Ag", FONT, scale, 1)[0][1] + 6
+    lines = _wrap(text, fits, max(1, height // line_h))
+    top = (height - line_h * len(lines)) // 2
+    for i, line in enumerate(lines):
+        (tw, th), _ = cv2.getTextSize(line, FONT, scale, 1)
+        org = (max(4, (width - tw) // 2), top + i * line_h + (line_h + th) // 2)
+        cv2.putText(block, line, org, FONT, scale, (0, 0, 0), 1, cv2.LINE_AA)
     return block
+
+
+def _wrap(text: str, fits, most: int) -> list[str]:
+    """``text`` in at most ``most`` lines that each ``fits``: broken at spaces (a word too long for a
+    line at any character), the last line ending in "..." if the rest does not fit."""
+    lines, rest = [], text
+    while rest and len(lines) < most:
+        if fits(rest):
+            return lines + [rest]
+        cut = len(rest)
+        while cut > 1 and not fits(rest[:cut]):
+            cut -= 1
+        space = rest.rfind(" ", 0, cut + 1)
+        cut = space if space > 0 and fits(rest[:space]) else cut
+        if len(lines) == most - 1:  # the last line there is room for
+            short = rest
+            while len(short) > 1 and not fits(short + "..."):
+                short = short[:-1]
+            return lines + [short.rstrip() + "..."]
+        lines.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    return lines
 
 
 def _fit(tile: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -148,21 +176,23 @@ def refuse_unless_ours(path: Path, instead: str) -> None:
     """An existing file is replaced only if featinv wrote it (a PNG with its mark: an earlier run's)."""
     from .images import made_by_featinv
 
+    if path.is_dir():
+        raise FeatinvError(f"{path}: is a directory; {instead}")
     if path.exists() and not made_by_featinv(path):
         raise FeatinvError(f"{path}: already there and not marked as written by featinv (a source photo? or "
                            f"the output of an older featinv, which did not mark its PNGs); refusing to overwrite "
                            f"it: {instead}, or remove the file")
 
 
-def check_png_output(output: str) -> None:
+def check_png_output(output: str, folders: bool = True) -> None:
     """-o FILE of a command that writes one PNG, checked before any work: a *.png name (a name without
     one is more likely a folder missing its /), and never a file featinv did not write, such as the photo
     the features came from."""
     if output == "-":
         return
     if Path(output).suffix.lower() != ".png":
-        raise UsageError(f"-o {output}: featinv writes PNG images; name it *.png (or end a folder's name "
-                         f"with / for one PNG per row)")
+        raise UsageError(f"-o {output}: featinv writes PNG images; name it *.png"
+                         + (" (or end a folder's name with / for one PNG per row)" if folders else ""))
     refuse_unless_ours(Path(output), "choose another name")
 
 

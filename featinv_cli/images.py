@@ -183,5 +183,6 @@ def expand_image_args(args) -> list[Path]:
             seen.add(key)
             out.append(f)
     if twice:
-        note(f"{len(twice)} images named twice (e.g. {twice[0]}) are used once")
+        note(f"{len(twice)} image{'s' if len(twice) > 1 else ''} named twice (e.g. {twice[0]}) "
+             f"{'are' if len(twice) > 1 else 'is'} used once")
     return out

@@ -43,9 +43,19 @@ def mae(recon: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return (recon.double() - ref.double()).abs().flatten(1).mean(1)
 
 
+PSNR_IDENTICAL = 120.0  # dB for identical images (infinite in theory): the MSE is floored at 1e-12
+
+
 def psnr(recon: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     mse = ((recon.double() - ref.double()) ** 2).flatten(1).mean(1)
-    return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
+    return 10 * torch.log10(1.0 / mse.clamp_min(10 ** (-PSNR_IDENTICAL / 10)))
+
+
+def mean_psnr(values: list[float]) -> float:
+    """The mean PSNR of the pairs that differ: one identical pair's 120 dB would outweigh every real
+    figure (28 and 120 dB average to 74). Only if all pairs are identical is the mean 120."""
+    differ = [v for v in values if v < PSNR_IDENTICAL]
+    return sum(differ) / len(differ) if differ else PSNR_IDENTICAL
 
 
 def ssim(recon: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -67,7 +77,7 @@ def score(recon: torch.Tensor, ref: torch.Tensor) -> dict:
     errors = normalized_errors(recon, ref)
     p, s, m = psnr(recon, ref), ssim(recon, ref), mae(recon, ref)
     out = {"normalized_error": errors.tolist(), "psnr": p.tolist(), "ssim": s.tolist(), "mae": m.tolist(),
-           "mean": {"normalized_error": float(errors.mean()), "psnr": float(p.mean()), "ssim": float(s.mean()),
+           "mean": {"normalized_error": float(errors.mean()), "psnr": mean_psnr(p.tolist()), "ssim": float(s.mean()),
                     "mae": float(m.mean())}}
     if min(ref.shape[-2:]) >= 16 and ref.shape[0] >= 2:
         thumb = thumbnail_errors(recon, ref)
@@ -79,16 +89,19 @@ def score(recon: torch.Tensor, ref: torch.Tensor) -> dict:
 def score_pairs(recons: list[torch.Tensor], refs: list[torch.Tensor]) -> dict:
     """``score`` for (3, H, W) pairs that may differ in size from pair to pair: each reconstruction is
     resized to its reference. The normalized error needs two or more references of one size; without
-    them it is None (per image and in the mean) and PSNR and SSIM are still given."""
+    them, or when the references are all one image (N = 0), it is None (per image and in the mean) and
+    PSNR and SSIM are still given."""
     if len(refs) >= 2 and len({tuple(r.shape[-2:]) for r in refs}) == 1:
         stack = torch.stack(refs)
-        out = score(torch.cat([match_size(x[None].float(), tuple(stack.shape[-2:])) for x in recons]), stack)
-        out["normalizer"] = mean_pairwise_distance(stack)
-        return out
+        norm = mean_pairwise_distance(stack)
+        if norm > 0:
+            out = score(torch.cat([match_size(x[None].float(), tuple(stack.shape[-2:])) for x in recons]), stack)
+            out["normalizer"] = norm
+            return out
     pairs = [(match_size(x[None].float(), tuple(r.shape[-2:])).clamp(0, 1), r[None]) for x, r in zip(recons, refs)]
     p = [float(psnr(x, r)[0]) for x, r in pairs]
     s = [float(ssim(x, r)[0]) for x, r in pairs]
     m = [float(mae(x, r)[0]) for x, r in pairs]
     return {"normalized_error": [None] * len(pairs), "psnr": p, "ssim": s, "mae": m, "normalizer": None,
-            "mean": {"normalized_error": None, "psnr": sum(p) / len(p), "ssim": sum(s) / len(s),
+            "mean": {"normalized_error": None, "psnr": mean_psnr(p), "ssim": sum(s) / len(s),
                      "mae": sum(m) / len(m)}}

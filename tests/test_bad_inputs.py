@@ -113,7 +113,8 @@ def test_nan_and_inf_features(cli, tmp_path, tiny_model, value, suffix):
     save_features(path, FeatureFile(f, "hog", {"cell": 8, "orientations": 9}, (64, 64)))
     out = tmp_path / "r.png"
     assert "NaN or Inf" in fails_cleanly(cli("invert", path, "-m", tiny_model, "-o", out), out)
-    assert "NaN or Inf" in fails_cleanly(cli("perturb", path, "--scale", "2", "-o", out), out)
+    perturbed = tmp_path / f"p{suffix}"
+    assert "NaN or Inf" in fails_cleanly(cli("perturb", path, "--scale", "2", "-o", perturbed), perturbed)
 
 
 def test_metadata_from_another_extractor(cli, hog_file, tmp_path, tiny_model):
@@ -378,3 +379,60 @@ def test_a_model_with_nan_weights_is_refused_not_inverted_to_black(cli, tiny_mod
     assert cli("extract", "hog", photos["coffee"], "--resize", "64", "--crop", "64", "-o", feats).code == 0
     assert "diverged" in one_line_error(cli("invert", feats, "-m", bad, "-o", tmp_path / "x.png"))
     assert not (tmp_path / "x.png").exists()
+
+
+def test_requests_too_big_for_memory_are_one_line(cli, hog_file, tmp_path):
+    """A billion interpolation steps: an allocation that fails is the user's request, said in one line."""
+    out = tmp_path / "x.safetensors"
+    line = one_line_error(cli("interpolate", hog_file, hog_file, "-n", "1000000000", "-o", out))
+    assert "out of memory (it needed" in line and "GiB" in line and not out.exists()
+
+
+def test_inputs_that_are_not_features_are_named_for_what_they_are(cli, photos, hog_file, tmp_path):
+    out = tmp_path / "x.safetensors"
+    assert "is an image, not features" in one_line_error(cli("sample", photos["astronaut"], "-o", out))
+    empty = tmp_path / "empty.npy"
+    empty.write_bytes(b"")
+    for command in (("info", empty), ("perturb", empty, "--binarize", "-o", out)):
+        assert "not a valid .npy file (empty)" in one_line_error(cli(*command))
+    no_rows = tmp_path / "none.npy"
+    np.save(no_rows, np.zeros((0, 31, 8, 8), np.float32))
+    assert "holds no feature vectors" in one_line_error(cli("perturb", no_rows, "--binarize", "-o", out))
+    assert not out.exists()
+
+
+def test_perturbations_that_leave_nothing_say_so(cli, hog_file, tmp_path):
+    """--dropout P that rounds to every entry is refused (no norm to restore); a combination that leaves
+    a vector all zeros (keep the K largest of negated features: zeros) is written with a note."""
+    out = tmp_path / "p.safetensors"
+    line = one_line_error(cli("perturb", hog_file, "--dropout", "0.9999", "-o", out))
+    assert "zeroes all 1984 entries" in line and not out.exists()
+    r = cli("perturb", hog_file, "--scale", "-1", "--keep-top", "10", "-o", out)
+    assert r.code == 0 and "1 of 1 vectors are all zeros after scale -1, keep-top 10" in r.err
+    r = cli("perturb", hog_file, "--dropout", "0.5", "-o", out)
+    assert r.code == 0 and "all zeros" not in r.err
+
+
+def test_sample_refuses_what_it_would_ignore_and_perturb_says_what_a_npy_drops(cli, photos, tmp_path):
+    two, stats = tmp_path / "two.safetensors", tmp_path / "stats.safetensors"
+    assert cli("extract", "hog", photos["astronaut"], photos["coffee"], "--resize", "64", "--crop", "64",
+               "-o", two).code == 0
+    assert cli("sample", "--fit", two, "-o", stats).code == 0
+    out = tmp_path / "s.safetensors"
+    assert "holds statistics already" in one_line_error(cli("sample", "--fit", stats, "-o", out))
+    assert "uses no histogram bins" in one_line_error(cli("sample", two, "--method", "gaussian", "--bins", "4",
+                                                          "-o", out))
+    line = one_line_error(cli("sample", stats, "-n", "0", "-o", out))
+    assert "--count 0" in line and "--bins" not in line
+    assert not out.exists()
+    r = cli("perturb", two, "--binarize", "-o", tmp_path / "bare.npy")
+    assert r.code == 0 and "a .npy holds the array alone" in r.err and "hog" in r.err
+    r = cli("perturb", two, "--binarize", "-o", tmp_path / "kept.safetensors")
+    assert r.code == 0 and "note" not in r.err
+
+
+def test_demo_is_never_told_to_write_a_folder(cli, tmp_path):
+    line = one_line_error(cli("demo", "-o", f"{tmp_path}/out/"))
+    assert "*.png" in line and "folder" not in line
+    (tmp_path / "grid.png").mkdir()
+    assert "is a directory" in one_line_error(cli("demo", "-o", tmp_path / "grid.png"))

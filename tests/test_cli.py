@@ -105,6 +105,19 @@ def test_grid_rows_of_one_photo_are_titled_by_what_differs():
     assert distinct_titles(["coffee", "coffee"], ["hog", "hog"], ["d/one.safetensors", "two.npy"]) == ["one", "two"]
 
 
+def test_long_labels_are_broken_into_lines_not_cut():
+    """A row label too wide for its column goes on two lines; a caption with room for one line only ends
+    in "..." instead of being cut mid-letter at the tile's edge."""
+    from featinv_cli.grid import _wrap
+
+    fits = lambda t: len(t) <= 20  # noqa: E731
+    text = "interpolate 5 points to chelsea.safetensors"
+    assert _wrap(text, fits, 3) == ["interpolate 5 points", "to", "chelsea.safetensors"]
+    assert _wrap(text, fits, 1) == ["interpolate 5 poi..."]
+    assert _wrap("short", fits, 1) == ["short"]
+    assert all(fits(line) for line in _wrap("x" * 50, fits, 5))
+
+
 def test_directory_output_numbers_repeated_names_and_keeps_paths_inside(tmp_path):
     from featinv_cli.grid import DirectoryOutput
 

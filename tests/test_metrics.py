@@ -65,3 +65,22 @@ def test_psnr_and_ssim_have_their_textbook_values():
     want = structural_similarity(a[0].permute(1, 2, 0).double().numpy(), b[0].permute(1, 2, 0).double().numpy(),
                                  channel_axis=2, data_range=1.0, win_size=7)
     assert float(metrics.ssim(a, b)[0]) == pytest.approx(want, abs=1e-12) and 0.2 < want < 0.9
+
+
+def test_identical_pairs_do_not_outweigh_the_mean_psnr():
+    """An identical pair's PSNR is infinite (120 dB here); averaged in, 28 and 120 dB would read 74."""
+    torch.manual_seed(0)
+    refs = [torch.rand(3, 16, 16), torch.rand(3, 16, 16)]
+    recon = [refs[0].clone(), (refs[1] + 0.05).clamp(0, 1)]
+    s = metrics.score_pairs(recon, refs)
+    assert s["psnr"][0] == metrics.PSNR_IDENTICAL
+    assert s["mean"]["psnr"] == pytest.approx(s["psnr"][1])
+    assert metrics.score_pairs(refs, refs)["mean"]["psnr"] == metrics.PSNR_IDENTICAL
+
+
+def test_references_that_are_all_one_image_give_no_normalized_error():
+    """N, the mean distance between the references, is 0: no NaN or inf, the other metrics stay."""
+    ref = torch.rand(3, 16, 16)
+    s = metrics.score_pairs([torch.rand(3, 16, 16), ref], [ref, ref.clone()])
+    assert s["normalizer"] is None and s["mean"]["normalized_error"] is None
+    assert all(math.isfinite(v) for v in s["psnr"] + s["ssim"])

@@ -377,3 +377,33 @@ def test_a_big_photos_hand_made_features_get_a_note_about_scale(cli, photos, tmp
     assert r.code == 0 and "--resize 160" in r.err
     r = cli("invert", small, "-o", tmp_path / "small.png")
     assert r.code == 0 and r.err == ""
+
+
+def test_feature_outputs_replace_only_what_featinv_writes_there(cli, photos, tmp_path):
+    """perturb, interpolate, sample and extract -o replace an earlier run's features (a Makefile reruns
+    them), never someone's array, a model or a photo; checked before any work. A .npy has no mark: one
+    of float32 features, what featinv writes there, is replaced; a float64 array is not."""
+    feats = tmp_path / "a.safetensors"
+    assert cli("extract", "hog", photos["astronaut"], "--resize", "64", "--crop", "64", "-o", feats).code == 0
+    theirs, ours = tmp_path / "theirs.npy", tmp_path / "ours.npy"
+    np.save(theirs, np.random.default_rng(0).random((3, 100)))  # float64: someone's data
+    theirs_bytes = theirs.read_bytes()
+    two = tmp_path / "two.safetensors"  # sample fits statistics to several vectors
+    assert cli("extract", "hog", photos["astronaut"], photos["coffee"], "--resize", "64", "--crop", "64",
+               "-o", two).code == 0
+    runs = [("perturb", feats, "--binarize"), ("interpolate", feats, feats), ("sample", two, "-n", "2"),
+            ("extract", "hog", photos["coffee"], "--resize", "64", "--crop", "64")]
+    not_features = tmp_path / "model.safetensors"
+    not_features.write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")  # a safetensors file without featinv's mark
+    for args in runs:
+        assert "not an array of float32 features" in one_line_error(cli(*args, "-o", theirs))
+        assert "not a featinv feature file" in one_line_error(cli(*args, "-o", not_features))
+        assert theirs.read_bytes() == theirs_bytes
+        assert cli(*args, "-o", ours).code == 0 and cli(*args, "-o", ours).code == 0  # its own: replaced
+        again = tmp_path / f"{args[0]}.safetensors"
+        assert cli(*args, "-o", again).code == 0 and cli(*args, "-o", again).code == 0
+    stats = tmp_path / "stats.safetensors"
+    assert cli("sample", "--fit", two, "-o", stats).code == 0 and cli("sample", "--fit", two, "-o", stats).code == 0
+    assert "not a featinv statistics file" in one_line_error(cli("sample", "--fit", two, "-o", feats))
+    (tmp_path / "d.safetensors").mkdir()
+    assert "is a directory" in one_line_error(cli("perturb", feats, "--binarize", "-o", tmp_path / "d.safetensors"))

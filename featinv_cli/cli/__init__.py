@@ -6,6 +6,7 @@ once here as a single line; a traceback appears only with --debug.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import typer
@@ -69,6 +70,24 @@ def _without_worker_traceback(message: str) -> str:
     return rest.split(": ", 1)[1].strip() if found and ": " in rest else message
 
 
+def _out_of_memory(e: BaseException) -> bool:
+    """An allocation that failed (a huge -n, an enormous image): the user's request, not a bug. torch's
+    CPU allocator raises a plain RuntimeError; CUDA's is torch.OutOfMemoryError (also a RuntimeError)."""
+    text = str(e)
+    return isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text.lower()))
+
+
+def _asked(text: str) -> str:
+    """How much the failed allocation wanted, from torch's message (CPU: "... allocate 31744000000 bytes";
+    CUDA: "Tried to allocate 20.00 GiB")."""
+    found = re.search(r"(?i)tried to allocate ([\d.]+) ?(bytes|[KMGT]iB)", text)
+    if not found:
+        return ""
+    amount, unit = found.groups()
+    return f" (it needed {int(amount) / 2**30:,.1f} GiB at once)" if unit == "bytes" else f" (it needed {amount} {unit})"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app, turning every expected failure into one line and an exit code."""
     try:
@@ -104,6 +123,9 @@ def _main(argv: list[str] | None) -> None:
     except Exception as e:  # a bug, not the user's fault: still one line unless --debug
         if debug:
             raise
+        if _out_of_memory(e):
+            _fail(f"out of memory{_asked(str(e))}; ask for less (a smaller -n/--count, --size, --batch or "
+                  f"image)", 1)
         _fail(f"unexpected {type(e).__name__}: {e} (rerun as featinv --debug COMMAND ... for a traceback; please report it)", 1)
     # Without standalone mode typer returns the exit code of Ctrl-C (130) instead of raising it.
     if code == 130:

@@ -58,7 +58,7 @@ def demo(
         raise UsageError(f"--size {size}: give at least 32 pixels (128: the protocol the models were scored with)")
     if not output.parent.is_dir():  # before the models run, not after
         raise FeatinvError(f"{output.parent}: no such directory")
-    check_png_output(str(output))
+    check_png_output(str(output), folders=False)  # one grid, never a folder
     models = {spec: shipped_model(parse_spec(spec), how="featinv demo shows the shipped models; for another, "
                       f"featinv extract {spec} IMAGE -o f.safetensors, then featinv invert f.safetensors -m MODEL")
               for spec in specs}  # every spec has a shipped model, found before any runs

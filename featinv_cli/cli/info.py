@@ -42,7 +42,7 @@ def describe(path: str) -> dict:
     read (but SIFT's keypoint counts), so info answers in a fraction of a second."""
     from ..files import read_bytes
     from ..formats import (CHECKPOINT_FORMAT, FEATURES_FORMAT, MODEL_FORMAT, NPY_MAGIC, STATS_FORMAT, VIEWS_FORMAT,
-                           feature_fields, refuse_image)
+                           feature_fields, refuse_foreign)
     from ..safetensors_codec import json_field, read_header, safetensors_header
 
     name = "<stdin>" if path == "-" else path
@@ -52,7 +52,7 @@ def describe(path: str) -> dict:
         data = read_bytes(path)
         if bytes(data[:6]) == NPY_MAGIC:
             return describe_npy(data, name)
-        refuse_image(data, name)
+        refuse_foreign(data, name)
         entries, meta, header_len = safetensors_header(data, name)
     else:
         if not p.is_file():
@@ -61,7 +61,7 @@ def describe(path: str) -> dict:
             head = f.read(8)
         if head[:6] == NPY_MAGIC:
             return describe_npy(read_bytes(path), name)
-        refuse_image(head, name)
+        refuse_foreign(head, name)
         entries, meta, header_len = read_header(path)
     shapes = {k: list(v["shape"]) for k, v in entries.items()}
     fmt = meta.get("format")

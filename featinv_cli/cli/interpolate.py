@@ -47,13 +47,14 @@ def interpolate(
     """
     from .. import analysis
     from ..files import check_not_input
-    from ..formats import FeatureFile, load_features, save_features
+    from ..formats import FeatureFile, check_feature_output, load_features, note_if_bare, save_features
 
     if count < 2:
         raise UsageError("-n/--count must be at least 2 (the two end points)")
     if a == "-" and b == "-":
         raise UsageError("only one of A and B can be read from stdin")
     check_not_input(output, [a, b])
+    check_feature_output(output)
     fa, fb = load_features(a), load_features(b)
     for bare, described, name in ((fa, fb, a), (fb, fa, b)):
         if bare.feature is None and described.feature is not None:  # a .npy beside its extract's file
@@ -66,4 +67,5 @@ def interpolate(
                                       for s in [f"{pair[0]} -> {pair[1]}"] * count],
                       history=fa.history + [f"interpolate {count} points to {b}"],
                       labels=[f"t = {i / (count - 1):.3g}" for i in range(count)] * len(fa), row_length=count)
+    note_if_bare(output, out)
     save_features(output, out)

@@ -40,7 +40,7 @@ def invert(
     features: List[str] = typer.Argument(..., help="Feature file(s) (.safetensors or .npy), directories of "
                                          "them, or - for stdin. Several files make one grid, a row per file."),
     output: str = typer.Option(..., "--output", "-o", help="PNG for one image or a labelled grid of a "
-                               "batch; a directory (ending in /) for one PNG per row, in the sources' "
+                               "batch; a directory (existing, or ending in /) for one PNG per row, in the sources' "
                                "sub-folders; - for PNG on stdout."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Inverter model file; default: "
                                          "the model shipped for the file's feature kind."),

@@ -48,6 +48,7 @@ def pack(
     """
     from ..features.registry import parse_spec
     from ..files import check_not_input
+    from ..formats import VIEWS_FORMAT, check_replaceable
     from ..images import expand_image_args, source_names
     from ..views import detect_sift, is_views_file, load_views, pack as pack_views, save_views
 
@@ -61,6 +62,7 @@ def pack(
         raise UsageError(f"{output}: a views file name ends in .safetensors")
     if not output.parent.is_dir():  # before the photos are decoded, not after
         raise FeatinvError(f"{output.parent}: no such directory")
+    check_replaceable(output, VIEWS_FORMAT)
     if len(images) > 1 and any(is_views_file(i) for i in images):
         raise UsageError("a views file is packed again on its own (featinv pack VIEWS --sift sift -o OUT); pack "
                          "photos together from their folders")

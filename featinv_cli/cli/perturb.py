@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import FeatinvError, UsageError
+from ..errors import FeatinvError, UsageError, note
 
 
 def _operations(ctx: typer.Context) -> list[tuple[str, object]]:
@@ -40,10 +40,14 @@ def _operations(ctx: typer.Context) -> list[tuple[str, object]]:
     return ops
 
 
-def _check_k(ops: list[tuple[str, object]], size: int) -> None:
+def _check_sizes(ops: list[tuple[str, object]], size: int) -> None:
+    """The options that count entries, against the vector size."""
     for name, v in ops:
         if name in ("keep_top", "zero_top") and not 0 < v <= size:
             raise UsageError(f"--{name.replace('_', '-')} {v}: K must be between 1 and the vector size ({size})")
+        if name == "dropout" and round(v * size) == size:
+            raise UsageError(f"--dropout {v:g} zeroes all {size} entries of each vector (round(P x {size}) = {size}), "
+                             f"and no norm can be restored; give a smaller P")
 
 
 def perturb(
@@ -82,13 +86,18 @@ def perturb(
     """
     from ..analysis import perturb as apply
     from ..files import check_not_input
-    from ..formats import all_finite, load_features, save_features
+    from ..formats import all_finite, check_feature_output, load_features, note_if_bare, save_features
 
     ops = _operations(ctx)
     check_not_input(output, [features])
+    check_feature_output(output)
     ff = load_features(features)
-    _check_k(ops, ff.features[0].numel())
+    _check_sizes(ops, ff.features[0].numel())
+    was_zero = int((ff.features.flatten(1).abs().amax(1) == 0).sum())
     ff.features, labels = apply(ff.features, ops, seed)
+    now_zero = int((ff.features.flatten(1).abs().amax(1) == 0).sum())
+    if now_zero > was_zero:  # --scale -1 --keep-top K keeps K zeros; invert would draw a flat grey
+        note(f"{now_zero - was_zero} of {len(ff)} vectors are all zeros after {', '.join(labels)}")
     if not all_finite(ff.features):
         raise FeatinvError(f"{features}: the result holds values beyond float32's range (--scale too large?); "
                            f"nothing written")
@@ -99,4 +108,5 @@ def perturb(
     # SIFT's raw keypoints and descriptors describe the unperturbed image: a "degraded" file must not
     # carry them along (interpolate and sample write none either).
     ff.extra = {}
+    note_if_bare(output, ff)
     save_features(output, ff)

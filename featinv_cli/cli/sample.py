@@ -45,22 +45,30 @@ def sample(
     import torch
     from .. import analysis
     from ..files import check_not_input, read_bytes
-    from ..formats import FeatureFile, all_finite, features_from_bytes, save_features, save_stats, stats_from_bytes
+    from ..formats import (STATS_FORMAT, FeatureFile, all_finite, check_feature_output, check_replaceable,
+                           features_from_bytes, note_if_bare, save_features, save_stats, stats_from_bytes)
 
     if method not in ("histogram", "gaussian"):
         raise UsageError(f"--method {method!r}: choose histogram or gaussian")
-    if n < 1 or (bins is not None and bins < 1):
-        raise UsageError("--count and --bins must be positive")
+    if n < 1:
+        raise UsageError(f"--count {n}: draw at least 1 vector")
+    if bins is not None and bins < 1:
+        raise UsageError(f"--bins {bins}: give at least 1 bin")
+    if bins is not None and method == "gaussian" and not fit_only:
+        raise UsageError("--bins: --method gaussian draws from one Gaussian and uses no histogram bins")
     if not (math.isfinite(alpha) and alpha > 0):
         raise UsageError(f"--alpha {alpha}: give a positive contrast factor (the paper's is 2)")
     if fit_only and output != "-" and not output.endswith(".safetensors"):
         raise UsageError(f"-o {output}: statistics are a safetensors file; name it *.safetensors (or - for a pipe)")
     check_not_input(output, [source])
+    check_replaceable(output, STATS_FORMAT) if fit_only else check_feature_output(output)
     data, name = read_bytes(source), "<stdin>" if source == "-" else source
     stats = stats_from_bytes(data, name)
     if stats is not None and bins is not None:
         raise UsageError(f"--bins: {name} holds statistics already fitted with their own bins; --bins applies "
                          f"when fitting feature vectors")
+    if stats is not None and fit_only:
+        raise UsageError(f"--fit: {name} holds statistics already; --fit reads feature vectors")
     stats = stats or analysis.fit_statistics(features_from_bytes(data, name), bins or 32, name)
     if fit_only:
         save_stats(output, stats)
@@ -73,7 +81,9 @@ def sample(
     flat = analysis.raise_contrast(flat, stats.shape, alpha, geometry_channels(stats.feature))
     if not all_finite(flat):
         raise FeatinvError(f"--alpha {alpha:g}: the samples overflow float32; nothing written")
-    save_features(output, FeatureFile(
+    ff = FeatureFile(
         flat.reshape([n] + stats.shape), stats.feature, stats.params, stats.image_size, [],
         history=[f"sample {method}, alpha {alpha:g}, seed {seed}, statistics of {stats.fitted_on} vectors ({name})"],
-        labels=[f"{method} #{i + 1}" for i in range(n)]))
+        labels=[f"{method} #{i + 1}" for i in range(n)])
+    note_if_bare(output, ff)
+    save_features(output, ff)

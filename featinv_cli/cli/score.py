@@ -73,9 +73,12 @@ def score(
     from ..evaluate import mean_image
     from ..images import expand_image_args, read_image
 
+    if baseline_mean and not Path(baseline_mean).exists():  # found out now, not after the scoring
+        raise FeatinvError(f"--baseline-mean {baseline_mean}: no such folder or image")
     recon_files, ref_files = expand_image_args(recon), expand_image_args(reference)
     if len(recon_files) != len(ref_files):
-        raise UsageError(f"{len(recon_files)} reconstructions but {len(ref_files)} references; "
+        many = lambda n, word: f"{n} {word}{'' if n == 1 else 's'}"  # noqa: E731
+        raise UsageError(f"{many(len(recon_files), 'reconstruction')} but {many(len(ref_files), 'reference')}; "
                          f"they pair up one to one")
     ref_files, paired = paired_by_name((recon_files, recon), (ref_files, reference))
     if paired == "in the order given" and len(ref_files) > 1:
@@ -101,12 +104,18 @@ def score(
     result = {"images": rows, "mean": mean, "normalizer": norm, "paired": paired}
     if baseline_mean:
         if norm is None:
-            raise FeatinvError("--baseline-mean needs references of one size; add --resize/--crop")
+            raise FeatinvError("--baseline-mean needs two or more different references of one size; add "
+                               "--resize/--crop")
         m = mean_image(expand_image_args([baseline_mean]), tuple(refs[0].shape[-2:]), prepare)
         baseline = metrics.score_pairs([m] * len(refs), refs)["mean"]
         result["baseline_mean"] = {k: baseline[k] for k in ("normalized_error", "psnr", "mae")}
     if norm is None:
-        note("normalized error needs two or more references of one size; showing PSNR, SSIM and MAE only")
+        note("normalized error needs two or more different references of one size; showing PSNR, SSIM and "
+             "MAE only")
+    identical = sum(r["psnr"] >= metrics.PSNR_IDENTICAL for r in rows)
+    if identical and identical < len(rows):
+        note(f"{identical} of {len(rows)} reconstructions equal their reference ({metrics.PSNR_IDENTICAL:g} dB); "
+             f"the mean PSNR is of the others")
     if as_json:
         out.print_json(json.dumps(result))
         return

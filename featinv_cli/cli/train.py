@@ -231,12 +231,10 @@ def check_outputs(output: Path, init: Path | None, data: list[Path], val: Path |
     hour of training)."""
     from ..evaluate import load_views
     from ..files import check_not_input
-    from ..formats import MODEL_FORMAT, has_format
+    from ..formats import MODEL_FORMAT, check_replaceable
 
     check_not_input(output, [p for p in [init, *data, val] if p is not None])
-    if output.is_file() and not has_format(output, MODEL_FORMAT):
-        raise FeatinvError(f"-o {output}: already there and not a featinv model; refusing to overwrite it: "
-                           f"choose another name, or remove the file")
+    check_replaceable(output, MODEL_FORMAT)
     if val is not None:
         try:
             n = len(load_views(val, 128))
