@@ -205,6 +205,14 @@ def row_title(captions: list[str], history: list[str], name: str) -> str:
     return history[-1] if history else Path(name).stem
 
 
+def file_title(ff, captions: list[str], name: str) -> str:
+    """The title of a feature file's grid row: one interpolated pair is "a to b", as it is when inverted
+    alone (where each pair is a row titled so); any other file's is ``row_title``'s."""
+    if ff.row_length and len(ff) == ff.row_length and len(ff.sources) == len(ff):
+        return source_label(ff.sources[0])
+    return row_title(captions, ff.history, name)
+
+
 def distinct_titles(titles: list[str], specs: list[str], files: list[str]) -> list[str]:
     """Row titles that tell the rows apart: where two would read the same (one photo's features from
     several layers, each titled with the photo), the rows' feature specs, else their file names."""

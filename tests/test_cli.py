@@ -105,6 +105,20 @@ def test_grid_rows_of_one_photo_are_titled_by_what_differs():
     assert distinct_titles(["coffee", "coffee"], ["hog", "hog"], ["d/one.safetensors", "two.npy"]) == ["one", "two"]
 
 
+def test_an_interpolated_pair_is_titled_a_to_b_beside_other_files_too():
+    import torch
+    from featinv_cli.formats import FeatureFile
+    from featinv_cli.grid import file_title
+
+    pair = FeatureFile(torch.zeros(3, 4), "hog", {}, (8, 8), ["x/a.png -> y/b.jpg"] * 3,
+                       history=["interpolate 3 points to b.safetensors"], labels=["t = 0", "t = 0.5", "t = 1"],
+                       row_length=3)
+    assert file_title(pair, pair.labels, "ab.safetensors") == "a to b"
+    plain = FeatureFile(torch.zeros(2, 4), "hog", {}, (8, 8), ["a.png", "b.png"], history=["binarize"],
+                        labels=["binarize"] * 2)
+    assert file_title(plain, plain.labels, "p.safetensors") == "binarize"
+
+
 def test_long_labels_are_broken_into_lines_not_cut():
     """A row label too wide for its column goes on two lines; a caption with room for one line only ends
     in "..." instead of being cut mid-letter at the tile's edge."""

@@ -86,7 +86,7 @@ def invert(
     from ..features import resolve
     from ..files import check_not_input, is_dir_target
     from ..formats import expand_feature_args, load_features
-    from ..grid import (DirectoryOutput, check_png_output, distinct_titles, row_labels, row_title,
+    from ..grid import (DirectoryOutput, check_png_output, distinct_titles, file_title, row_labels,
                         save_reconstructions, source_label)
     from ..inverter import Inverter, shipped_model
 
@@ -145,7 +145,7 @@ def invert(
             run = columns or ff.row_length
             run_titles = [source_label(s) for s in ff.sources[::run]] if run == ff.row_length else None
             grid_columns = run
-        row_names.append(row_title(captions[-1], ff.history, name))
+        row_names.append(file_title(ff, captions[-1], name))
         specs.append(extractor.spec)
     if not directory:
         row_names = distinct_titles(row_names, specs, features)
