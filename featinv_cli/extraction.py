@@ -10,7 +10,7 @@ from .data import prepare_view
 from .errors import FeatinvError, UsageError, note
 from .features.base import Extractor
 from .files import is_dir_target, relative_name
-from .formats import FEATURES_FORMAT, FeatureFile, check_replaceable, is_feature_file, save_features
+from .formats import FEATURES_FORMAT, FeatureFile, check_replaceable, save_features, written_as
 from .images import read_image
 
 
@@ -66,8 +66,12 @@ class FeatureSink:
         if not self.per_file:
             from .formats import check_feature_name, check_feature_output
 
-            # With --rows-per-file, OUT names the numbered files, each checked as it is written.
+            # With --rows-per-file, OUT names the numbered files: those there now are checked first.
             check_feature_name(output) if rows_per_file else check_feature_output(output)
+            k = 0
+            while rows_per_file and self._part_name(k).exists():
+                check_replaceable(self._part_name(k), FEATURES_FORMAT)
+                k += 1
         self.rows, self.extras, self.sources, self.size, self.first, self.part = [], [], [], None, None, 0
 
     def __enter__(self) -> "FeatureSink":
@@ -77,7 +81,9 @@ class FeatureSink:
         if kind is None:
             self.close()
             return
-        for k in range(self.part if self.rows_per_file else 0):  # this run's numbered files
+        if not self.part:  # nothing written: an earlier run's numbered files are still a whole set
+            return
+        for k in range(self.part):  # this run's numbered files
             self._part_name(k).unlink(missing_ok=True)
         self._remove_stale(quietly=True)  # an earlier run's parts after ours would pass for a whole set
 
@@ -88,9 +94,7 @@ class FeatureSink:
             # per_file_names made the name safe already; kept at the write itself, where a name from a
             # database (../x) would otherwise land outside -o.
             target = Path(self.output) / f"{relative_name(name)}.safetensors"
-            if target.exists() and not is_feature_file(target):
-                raise FeatinvError(f"{target}: already there and not a featinv feature file; refusing to "
-                                   f"overwrite it: give -o another folder, or remove the file")
+            check_replaceable(target, FEATURES_FORMAT, "give -o another folder")
             target.parent.mkdir(parents=True, exist_ok=True)
             save_features(target, self._file(features, size, [source], extra))
             return
@@ -110,13 +114,15 @@ class FeatureSink:
     def _remove_stale(self, quietly: bool = False) -> None:
         """Numbered feature files of an earlier run to the same OUT from part ``self.part`` on."""
         stale = []
-        while self.rows_per_file and is_feature_file(older := self._part_name(self.part + len(stale))):
+        while self.rows_per_file and (older := self._part_name(self.part + len(stale))).exists() \
+                and written_as(older, FEATURES_FORMAT):
             stale.append(older)
         for older in stale:
             older.unlink()
         if stale and not quietly:
-            note(f"removed {len(stale)} numbered files of an earlier run to {self.output} "
-                 f"({stale[0].name}{' ...' if len(stale) > 1 else ''}): {self.part} files hold this run's rows")
+            note(f"removed {len(stale)} numbered file{'s' if len(stale) > 1 else ''} of an earlier run to "
+                 f"{self.output} ({stale[0].name}{' ...' if len(stale) > 1 else ''}): {self.part} "
+                 f"file{'s hold' if self.part != 1 else ' holds'} this run's rows")
 
     def _part_name(self, k: int) -> Path:
         p = Path(self.output)
@@ -132,8 +138,8 @@ class FeatureSink:
         extra = {k: cat([e[k] for e in self.extras]) for k in self.extras[0]}
         name = self.output
         if self.rows_per_file:
+            check_replaceable(self._part_name(self.part), FEATURES_FORMAT)  # a gap's file, after those in __init__
             name, self.part = self._part_name(self.part), self.part + 1
-            check_replaceable(name, FEATURES_FORMAT)
         save_features(name, self._file(cat(self.rows), self.size, list(self.sources), extra))
         self.rows, self.extras, self.sources = [], [], []
 

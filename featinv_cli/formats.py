@@ -142,29 +142,39 @@ def has_format(path: str | Path, fmt: str) -> bool:
         return False
 
 
-def is_feature_file(path: str | Path) -> bool:
-    return has_format(path, FEATURES_FORMAT)
-
-
 _KINDS = {FEATURES_FORMAT: "feature file", STATS_FORMAT: "statistics file", MODEL_FORMAT: "model",
           VIEWS_FORMAT: "views file"}
 
 
-def check_replaceable(path: str | Path, fmt: str) -> None:
+def check_replaceable(path: str | Path, fmt: str, instead: str = "choose another name") -> None:
     """-o checked before any work: an existing file is replaced only if featinv wrote it as ``fmt`` (an
-    earlier run's output), never someone's array, a model, or a photo named by mistake. A .npy carries
-    no mark of ours; it is replaced only if it holds what featinv writes there: float32 features,
-    (N, D) or (N, C, H, W)."""
+    earlier run's output; ``written_as``), never someone's array, a model, or a photo named by mistake.
+    An empty file holds nothing to lose."""
     p = Path(str(path))
     if str(path) == "-" or not p.exists():
         return
     if p.is_dir():
-        raise FeatinvError(f"-o {p}: is a directory; give a file name")
-    npy = p.suffix.lower() == ".npy"
-    if not (_float32_features(p) if npy else has_format(p, fmt)):
-        what = "an array of float32 features" if npy else f"a featinv {_KINDS[fmt]}"
-        raise FeatinvError(f"-o {p}: already there and not {what}; refusing to overwrite it: choose another "
-                           f"name, or remove the file")
+        raise FeatinvError(f"{p}: is a directory; give a file name")
+    if p.stat().st_size and not written_as(p, fmt):
+        what = "an array of float32 features" if p.suffix.lower() == ".npy" else f"a featinv {_KINDS[fmt]}"
+        raise FeatinvError(f"{p}: already there and not {what}; refusing to overwrite it: {instead}, or "
+                           f"remove the file")
+
+
+def written_as(path: Path, fmt: str) -> bool:
+    """Whether featinv may have written ``path`` as ``fmt``: its header says so. A .npy carries no mark
+    of ours; it counts if it holds what featinv writes there, float32 features, (N, D) or (N, C, H, W)."""
+    if path.suffix.lower() != ".npy":
+        return has_format(path, fmt)
+    try:
+        with path.open("rb"):  # a file we may not read is reported as that, not as someone else's
+            pass
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)  # the header only: nothing is read yet
+    except OSError as e:
+        raise FeatinvError(f"{path}: cannot read ({e.strerror})") from None
+    except Exception:  # not a .npy at all
+        return False
+    return isinstance(arr, np.ndarray) and arr.dtype == np.float32 and arr.ndim in (2, 4)  # an .npz is not
 
 
 def check_feature_output(path: str | Path) -> None:
@@ -172,14 +182,6 @@ def check_feature_output(path: str | Path) -> None:
     features (``check_replaceable``)."""
     check_feature_name(path)
     check_replaceable(path, FEATURES_FORMAT)
-
-
-def _float32_features(path: Path) -> bool:
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)  # the header only: nothing is read yet
-    except Exception:  # not a .npy at all (or unreadable): not ours to replace
-        return False
-    return arr.dtype == np.float32 and arr.ndim in (2, 4)
 
 
 def load_features(path: str | Path) -> FeatureFile:

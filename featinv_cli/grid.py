@@ -18,13 +18,15 @@ def _text_block(text: str, width: int, height: int, scale: float) -> np.ndarray:
     block = np.full((height, width, 3), 255, np.uint8)
     if not text:
         return block
-    fits = lambda t: cv2.getTextSize(t, FONT, scale, 1)[0][0] <= width - 8  # noqa: E731  (4 px each side)
-    # Shrink long labels until they fit the width; then break them into lines where the block is tall
-    # (a row label beside its tiles), and shorten the last line that still does not fit with "...".
-    while scale > 0.3 and not fits(text):
+    # A long label is broken into lines where the block is tall enough (a row label beside its tiles),
+    # and shrunk only if it still does not fit; at the smallest size its last line ends in "...".
+    while True:
+        fits = lambda t, s=scale: cv2.getTextSize(t, FONT, s, 1)[0][0] <= width - 8  # noqa: E731  (4 px a side)
+        line_h = cv2.getTextSize("Ag", FONT, scale, 1)[0][1] + 6
+        lines = _wrap(text, fits, max(1, height // line_h))
+        if "".join(lines).replace(" ", "") == text.replace(" ", "") or scale <= 0.3:
+            break
         scale -= 0.05
-    line_h = cv2.getTextSize("Ag", FONT, scale, 1)[0][1] + 6
-    lines = _wrap(text, fits, max(1, height // line_h))
     top = (height - line_h * len(lines)) // 2
     for i, line in enumerate(lines):
         (tw, th), _ = cv2.getTextSize(line, FONT, scale, 1)

@@ -405,5 +405,35 @@ def test_feature_outputs_replace_only_what_featinv_writes_there(cli, photos, tmp
     stats = tmp_path / "stats.safetensors"
     assert cli("sample", "--fit", two, "-o", stats).code == 0 and cli("sample", "--fit", two, "-o", stats).code == 0
     assert "not a featinv statistics file" in one_line_error(cli("sample", "--fit", two, "-o", feats))
+    zipped = tmp_path / "zipped.npy"  # an .npz under a .npy name: np.load gives no array
+    np.savez(tmp_path / "z.npz", a=np.zeros(3, np.float32))
+    (tmp_path / "z.npz").rename(zipped)
+    assert "not an array of float32 features" in one_line_error(cli("perturb", feats, "--binarize", "-o", zipped))
     (tmp_path / "d.safetensors").mkdir()
     assert "is a directory" in one_line_error(cli("perturb", feats, "--binarize", "-o", tmp_path / "d.safetensors"))
+
+
+def test_rows_per_file_checks_the_numbered_files_first_and_a_failure_before_writing_keeps_them(
+        cli, tmp_path, image_dir, photos):
+    """Numbered files already there are checked before any work (someone's float64 array in OUT-00001.npy
+    stays, and is not removed by the failed run); an earlier run's set is left whole by a run that fails
+    before it writes (a photo that does not decode), and numbered .npy files of an earlier, longer run
+    are removed like .safetensors ones."""
+    out = tmp_path / "o.npy"
+    theirs = tmp_path / "o-00001.npy"
+    np.save(theirs, np.zeros((2, 3)))
+    before = theirs.read_bytes()
+    view = ("--resize", "64", "--crop", "64", "--rows-per-file", "1")
+    assert "not an array of float32 features" in one_line_error(cli("extract", "hog", image_dir, *view, "-o", out))
+    assert theirs.read_bytes() == before and not (tmp_path / "o-00000.npy").exists()
+    theirs.unlink()
+    three = sorted(image_dir.iterdir())[:3]
+    assert cli("extract", "hog", *three, *view, "-o", out).code == 0
+    assert sorted(p.name for p in tmp_path.glob("o-*.npy")) == ["o-00000.npy", "o-00001.npy", "o-00002.npy"]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not a png")
+    assert cli("extract", "hog", broken, *three, *view, "-o", out).code != 0
+    assert len(list(tmp_path.glob("o-*.npy"))) == 3  # nothing written: the earlier set stays whole
+    r = cli("extract", "hog", *three[:2], *view, "-o", out)
+    assert r.code == 0 and "removed 1 numbered file of an earlier run" in r.err and "2 files hold" in r.err
+    assert sorted(p.name for p in tmp_path.glob("o-*.npy")) == ["o-00000.npy", "o-00001.npy"]

@@ -80,8 +80,8 @@ def _out_of_memory(e: BaseException) -> bool:
 
 def _asked(text: str) -> str:
     """How much the failed allocation wanted, from torch's message (CPU: "... allocate 31744000000 bytes";
-    CUDA: "Tried to allocate 20.00 GiB")."""
-    found = re.search(r"(?i)tried to allocate ([\d.]+) ?(bytes|[KMGT]iB)", text)
+    CUDA: "Tried to allocate 20.00 GiB") or numpy's ("Unable to allocate 7.28 TiB")."""
+    found = re.search(r"(?i)(?:tried|unable) to allocate ([\d.]+) ?(bytes|[KMGTPE]iB)", text)
     if not found:
         return ""
     amount, unit = found.groups()

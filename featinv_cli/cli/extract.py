@@ -105,20 +105,21 @@ def extract(
         if shard:
             raise UsageError("--shard splits a list of images; a database is read whole")
         check_not_input(output, images)
-        found = read_database(images[0])  # the whole database is read and checked first
-        say_what_the_database_lacks(found, images[0])
-        if resize or crop:
-            found = [as_view(i, resize, crop) for i in found]
-        sizes = sorted({f"{i.height}x{i.width}" for i in found})
-        if len(sizes) > 1 and not is_dir_target(output):
-            raise UsageError(f"{images[0]}: its images have {len(sizes)} sizes ({', '.join(sizes[:4])}); write one "
-                             f"file per image with -o DIR/")
-        with FeatureSink(output, extractor, {"resize": resize, "crop": crop}, rows_per_file) as sink, \
-                progress(len(found), "extract", quiet) as bar:
+        # The sink checks -o first; then the whole database is read and checked before any row is made.
+        with FeatureSink(output, extractor, {"resize": resize, "crop": crop}, rows_per_file) as sink:
+            found = read_database(images[0])
+            say_what_the_database_lacks(found, images[0])
+            if resize or crop:
+                found = [as_view(i, resize, crop) for i in found]
+            sizes = sorted({f"{i.height}x{i.width}" for i in found})
+            if len(sizes) > 1 and not is_dir_target(output):
+                raise UsageError(f"{images[0]}: its images have {len(sizes)} sizes ({', '.join(sizes[:4])}); write "
+                                 f"one file per image with -o DIR/")
             rows = database_rows(extractor, found)
-            for (name, size, feats, extra), file_name in zip(rows, per_file_names([i.name for i in found])):
-                sink.add(f"{images[0]} ({name})", name, size, feats, extra if raw else {}, file_name)
-                bar.advance()
+            with progress(len(found), "extract", quiet) as bar:
+                for (name, size, feats, extra), file_name in zip(rows, per_file_names([i.name for i in found])):
+                    sink.add(f"{images[0]} ({name})", name, size, feats, extra if raw else {}, file_name)
+                    bar.advance()
         return
     files = expand_image_args(images)
     sources = source_names(files, images)

@@ -93,9 +93,9 @@ def perturb(
     check_feature_output(output)
     ff = load_features(features)
     _check_sizes(ops, ff.features[0].numel())
-    was_zero = int((ff.features.flatten(1).abs().amax(1) == 0).sum())
+    was_zero = int((~ff.features.flatten(1).ne(0).any(1)).sum())
     ff.features, labels = apply(ff.features, ops, seed)
-    now_zero = int((ff.features.flatten(1).abs().amax(1) == 0).sum())
+    now_zero = int((~ff.features.flatten(1).ne(0).any(1)).sum())
     if now_zero > was_zero:  # --scale -1 --keep-top K keeps K zeros; invert would draw a flat grey
         note(f"{now_zero - was_zero} of {len(ff)} vectors are all zeros after {', '.join(labels)}")
     if not all_finite(ff.features):

@@ -112,7 +112,7 @@ def score(
     if norm is None:
         note("normalized error needs two or more different references of one size; showing PSNR, SSIM and "
              "MAE only")
-    identical = sum(r["psnr"] >= metrics.PSNR_IDENTICAL for r in rows)
+    identical = result["identical_pairs"] = sum(r["psnr"] >= metrics.PSNR_IDENTICAL for r in rows)
     if identical and identical < len(rows):
         note(f"{identical} of {len(rows)} reconstructions equal their reference ({metrics.PSNR_IDENTICAL:g} dB); "
              f"the mean PSNR is of the others")
