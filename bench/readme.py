@@ -54,12 +54,12 @@ PAPER = {"hog": "0.24", "sift": "0.28", "lbp": "0.38"}  # Table 2 of the paper (
 
 
 def _metadata(path: Path) -> dict:
-    from featinv_cli.models.registry import canonical
+    from featinv_cli.formats import canonical_arch
     from featinv_cli.safetensors_codec import json_field, read_metadata
 
     meta = read_metadata(path)
     out = {k: json_field(meta, k, str(path), {}) for k in ("arch", "train", "evaluation")}
-    out["arch"] = canonical(out["arch"])  # today's names (old files say paper-conv)
+    out["arch"] = canonical_arch(out["arch"])  # today's names (old files say paper-conv)
     return out
 
 

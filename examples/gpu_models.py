@@ -91,9 +91,9 @@ def _grows(model: Path, arch: str, width: float) -> bool:
     """Whether ``model``'s network is ``arch`` at ``width`` or narrower, so --init can start from it
     (the same width; or a narrower one grown, which fully connected networks cannot be)."""
     from featinv_cli.safetensors_codec import json_field, read_metadata
-    from featinv_cli.models.registry import canonical
+    from featinv_cli.formats import canonical_arch
 
-    theirs = canonical(json_field(read_metadata(model), "arch", str(model), {}))
+    theirs = canonical_arch(json_field(read_metadata(model), "arch", str(model), {}))
     return theirs.get("name") == arch and theirs.get("form") != "fc" and float(theirs.get("width", 1.0)) <= width
 
 

@@ -12,6 +12,7 @@ import torch
 
 from . import metrics
 from .data import eval_view
+from .errors import FeatinvError
 from .inverter import Inverter
 from .images import list_images, read_image
 
@@ -44,8 +45,11 @@ def load_views(directory: str | Path | list, size: int) -> torch.Tensor:
 
     dirs = directory if isinstance(directory, (list, tuple)) else [directory]
     if len(dirs) == 1 and is_views_file(dirs[0]):
-        views = load_packed(dirs[0]).views.float() / 255.0
-        return views if views.shape[-1] == size else torch.stack([eval_view(v, size) for v in views])
+        views = load_packed(dirs[0]).views
+        if views.shape[-1] != size:  # resampling views again would score other pixels than the protocol's
+            raise FeatinvError(f"{dirs[0]}: its views are {views.shape[-1]} px, the evaluation's are {size}: pack "
+                               f"the photos with --side {size}, or give their folder")
+        return views.float() / 255.0
     return torch.stack([eval_view(read_image(f), size) for f in list_images(*dirs)])
 
 

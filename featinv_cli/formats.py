@@ -347,6 +347,16 @@ class ModelFile:
     version: str
 
 
+# Model files written before the paper's three networks became forms of one name.
+OLD_ARCH_NAMES = {"paper-conv": {"name": "paper", "form": "conv"}, "paper-fc": {"name": "paper", "form": "fc"}}
+
+
+def canonical_arch(arch: dict) -> dict:
+    """A model file's ``arch`` under today's names, the ones `train --arch` takes (old files said
+    paper-conv, paper-fc). No torch: `featinv info` shows it."""
+    return {**arch, **OLD_ARCH_NAMES.get(arch.get("name"), {})}
+
+
 def save_model(path: str | Path, mf: ModelFile, dtype: torch.dtype | None = None) -> None:
     """Weights as ``dtype`` (default float32; featinv ships float16)."""
     import torch

@@ -27,15 +27,20 @@ def read_image(path: str | Path) -> torch.Tensor:
         with warnings.catch_warnings():  # imageio warns while it tries plugins on a non-image
             warnings.simplefilter("ignore")
             try:
-                w, h = Image.open(io.BytesIO(data)).size  # the header only
+                with Image.open(io.BytesIO(data)) as header:  # the header only
+                    (w, h), mode = header.size, header.mode
             except Exception:
                 w = h = 0
+                mode = ""
             if w * h > limit:
                 raise FeatinvError(f"{path}: {w}x{h} is {w * h / 1e6:.0f} megapixels, over featinv's limit of "
                                    f"{limit / 1e6:.0f} (a guard against decompression bombs); shrink it first, "
                                    f"or set FEATINV_MAX_PIXELS to a larger number if you trust the file (about "
                                    f"50 bytes of memory a pixel)")
-            arr = np.asarray(iio.imread(bytes(data), plugin="pillow"))  # not OpenCV: it logs on stderr
+            # CMYK JPEGs (print photos; ImageNet has some) and other colour spaces are converted by Pillow:
+            # their four or three channels taken as RGB(A) would be cyan and yellow nonsense.
+            convert = {"mode": "RGB"} if mode in ("CMYK", "YCbCr", "LAB", "HSV") else {}
+            arr = np.asarray(iio.imread(bytes(data), plugin="pillow", **convert))  # not OpenCV: it logs
     except FeatinvError:
         raise
     except Exception:

@@ -292,6 +292,11 @@ def _compile(where: Path, name: str, verbose: bool):
         raise RuntimeError(reason) from None
 
 
+def extension_refused() -> bool:
+    """FEATINV_NO_EXTENSION set to anything but empty, 0, false, no or off."""
+    return os.environ.get("FEATINV_NO_EXTENSION", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
 def build(verbose: bool = False, retry: bool = False) -> str:
     """Compile (or load from the cache) the C++/CUDA kernels.
 
@@ -303,7 +308,7 @@ def build(verbose: bool = False, retry: bool = False) -> str:
         if _state["backend"] and not retry:
             return _state["backend"]
         reason, announce = None, True
-        if os.environ.get("FEATINV_NO_EXTENSION"):
+        if extension_refused():
             reason, announce = "FEATINV_NO_EXTENSION is set", False
         else:
             try:

@@ -47,12 +47,12 @@ def init_model(cfg: TrainConfig, extractor, measure_scale: Callable[[], float]):
     spread as the file's were (``measure_scale``, CNN features), so its first layer sees inputs of the
     size it was trained on."""
     from .inverter import same_settings
-    from .models.registry import canonical
+    from .formats import canonical_arch
     from .models.widen import widen
 
     mf = load_model(cfg.init)
     source = from_metadata(mf.feature, mf.params)
-    arch = canonical(mf.arch)
+    arch = canonical_arch(mf.arch)
     state, fresh = mf.state, []
     if source.spec != extractor.spec or not same_settings(mf.params, extractor.params):
         hyper = {k: arch[k] for k in ("width", "upsample") if k in arch}
@@ -65,7 +65,7 @@ def init_model(cfg: TrainConfig, extractor, measure_scale: Callable[[], float]):
                                f"{extractor.params}, and its network differs in more than its input channels")
         if "input_scale" in wanted:
             wanted["input_scale"] = measure_scale()
-        arch = canonical(wanted)
+        arch = canonical_arch(wanted)
         shapes = {k: v.shape for k, v in build(arch).state_dict().items()}
         fresh = sorted(k for k, v in state.items() if shapes[k] != v.shape)
     width = float(arch.get("width", 1.0))

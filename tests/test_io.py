@@ -107,6 +107,18 @@ def test_read_image_kinds(tmp_path):
         read_image(tmp_path / "missing.png")
 
 
+def test_a_cmyk_jpeg_reads_as_its_colours(tmp_path):
+    """Print JPEGs (and some of ImageNet's) are CMYK: four channels that are not RGBA."""
+    from PIL import Image
+    from skimage import data
+
+    rgb = data.astronaut()[::4, ::4]
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    img = read_image(tmp_path / "cmyk.jpg")
+    assert img.shape == (3, 128, 128)
+    assert (img - torch.from_numpy(rgb).permute(2, 0, 1) / 255).abs().mean() < 0.03  # JPEG's loss; CMYK as RGB: 0.5
+
+
 def test_safetensors_written_here_and_by_the_library_read_both_ways(tmp_path):
     """featinv writes safetensors itself (straight from tensor memory) and reads them as views of the
     file's bytes; both must stay the format the safetensors library writes and reads."""

@@ -289,6 +289,8 @@ def test_pack_and_demo_fail_before_the_work_and_files_named_twice_count_once(cli
     assert "no such directory" in cli("demo", "-o", tmp_path / "no" / "d.png").err
     assert cli("demo", "--specs", "", "-o", tmp_path / "d.png").code == 2
     assert cli("demo", "--size", "0", "-o", tmp_path / "d.png").code == 2
+    assert "not from stdin" in one_line_error(cli("pack", "-", "-o", tmp_path / "s.safetensors",
+                                                  stdin=photos["coffee"].read_bytes()))
 
 
 def test_quiet_silences_notes_for_that_command_only(cli, tmp_path, photos, capfdbinary):
@@ -437,3 +439,11 @@ def test_rows_per_file_checks_the_numbered_files_first_and_a_failure_before_writ
     r = cli("extract", "hog", *three[:2], *view, "-o", out)
     assert r.code == 0 and "removed 1 numbered file of an earlier run" in r.err and "2 files hold" in r.err
     assert sorted(p.name for p in tmp_path.glob("o-*.npy")) == ["o-00000.npy", "o-00001.npy"]
+
+
+def test_info_names_a_models_architecture_as_train_takes_it(cli):
+    """conv1's file was written when its network was called paper-conv; `train --arch` takes paper."""
+    from conftest import ROOT
+
+    arch = json.loads(cli("info", ROOT / "featinv_cli" / "assets" / "squeezenet-conv1.safetensors", "--json").text)["arch"]
+    assert arch["name"] == "paper" and arch["form"] == "conv"

@@ -117,6 +117,17 @@ def test_sift_added_to_a_views_file_later_in_parallel_is_the_same(cli, packed, i
     assert "--side 64" in one_line_error(cli("pack", plain, "--side", "64", "-o", tmp_path / "x.safetensors"))
 
 
+def test_validation_views_must_be_the_protocols_size(cli, image_dir, tmp_path):
+    """--val with 64-px views would be scored on views resampled again to 128: not the protocol, refused
+    before training."""
+    views = tmp_path / "v.safetensors"
+    assert cli("pack", image_dir, "-o", views, "--side", "64").code == 0
+    out = tmp_path / "m.safetensors"
+    line = one_line_error(cli("train", "hog", "-d", image_dir, "--val", views, "-o", out, "--width", "0.125",
+                              "--crop", "64", "--batch", "4", "--steps", "2"))
+    assert "--side 128" in line and not out.exists()
+
+
 def test_train_from_views_file(cli, image_dir, tmp_path):
     views = tmp_path / "v.safetensors"
     assert cli("pack", image_dir, "-o", views, "--side", "64").code == 0

@@ -124,8 +124,8 @@ def _main(argv: list[str] | None) -> None:
         if debug:
             raise
         if _out_of_memory(e):
-            _fail(f"out of memory{_asked(str(e))}; ask for less (a smaller -n/--count, --size, --batch or "
-                  f"image)", 1)
+            _fail(f"out of memory{_asked(str(e))}; ask for less at a time (fewer or smaller images, a smaller "
+                  f"count or batch)", 1)
         _fail(f"unexpected {type(e).__name__}: {e} (rerun as featinv --debug COMMAND ... for a traceback; please report it)", 1)
     # Without standalone mode typer returns the exit code of Ctrl-C (130) instead of raising it.
     if code == 130:

@@ -42,7 +42,7 @@ def describe(path: str) -> dict:
     read (but SIFT's keypoint counts), so info answers in a fraction of a second."""
     from ..files import read_bytes
     from ..formats import (CHECKPOINT_FORMAT, FEATURES_FORMAT, MODEL_FORMAT, NPY_MAGIC, STATS_FORMAT, VIEWS_FORMAT,
-                           feature_fields, refuse_foreign)
+                           canonical_arch, feature_fields, refuse_foreign)
     from ..safetensors_codec import json_field, read_header, safetensors_header
 
     name = "<stdin>" if path == "-" else path
@@ -83,7 +83,7 @@ def describe(path: str) -> dict:
                 "image_size": size, "fitted_on": int(meta.get("fitted_on", 0)), "tensors": shapes}
     if fmt == MODEL_FORMAT:
         return {"file": name, "kind": "model", "feature": meta.get("feature"), "params": json_field(meta, "params", name, {}),
-                "arch": json_field(meta, "arch", name, {}), "weights": sum(math.prod(s) for s in shapes.values()),
+                "arch": canonical_arch(json_field(meta, "arch", name, {})), "weights": sum(math.prod(s) for s in shapes.values()),
                 "image_size": json_field(meta, "image_size", name, []),
                 "normalization": json_field(meta, "normalization", name, {}),
                 "train": json_field(meta, "train", name, {}),

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import typer
 
@@ -42,5 +41,5 @@ def kernels(
                                                        " (no CUDA device here: GPU tensors would use torch)"))
     else:
         out.print(f"featinv::hog, featinv::lbp, featinv::grid_bin: their torch versions ({status['reason']})")
-    if backend != "extension" and not os.environ.get("FEATINV_NO_EXTENSION"):
+    if backend != "extension" and not ops.extension_refused():
         raise typer.Exit(1)  # asked to build, and it did not

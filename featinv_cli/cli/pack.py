@@ -15,8 +15,8 @@ def pack(
                                        "or one views file to pack again (add --sift, change --webp)."),
     output: Path = typer.Option(..., "--output", "-o", help="Views file to write (.safetensors)."),
     side: Optional[int] = typer.Option(None, help="Each photo is resized so its shorter side is this many "
-                                       "pixels (default 160), then cut to the centre square. Train's crops are "
-                                       "at most this big."),
+                                       "pixels (at least 64), then cut to the centre square. Train's crops are "
+                                       "at most this big. [default: 160]"),
     sift: Optional[str] = typer.Option(None, "--sift", metavar="SPEC", help="Also detect SIFT (e.g. sift, "
                                        "sift:cell=4) on every view and its mirror image, once, for "
                                        "`featinv train sift`: about 25 ms a photo."),
@@ -58,6 +58,8 @@ def pack(
         raise UsageError("--workers must be >= 0")
     if not 0 <= webp <= 100:
         raise UsageError(f"--webp {webp}: give a quality from 1 to 100 (0: raw pixels)")
+    if any(str(i) == "-" for i in images):
+        raise UsageError("pack reads photos (files or folders) or a views file by name, not from stdin")
     if output.suffix != ".safetensors":
         raise UsageError(f"{output}: a views file name ends in .safetensors")
     if not output.parent.is_dir():  # before the photos are decoded, not after

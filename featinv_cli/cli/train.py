@@ -21,13 +21,13 @@ def shipped_defaults(extractor, arch: str, width: float | None) -> tuple[str, fl
     """--arch auto and an unset --width: what the shipped model for this feature uses."""
     from ..inverter import shipped_path
     from ..safetensors_codec import json_field, read_metadata
-    from ..models.registry import canonical
+    from ..formats import canonical_arch
 
     if arch == "auto":
         arch = "paper" if extractor.is_cnn else "skip"
     if width is None:
         shipped = shipped_path(extractor)
-        shipped_arch = canonical(json_field(read_metadata(shipped), "arch", str(shipped), {})) if shipped.exists() else {}
+        shipped_arch = canonical_arch(json_field(read_metadata(shipped), "arch", str(shipped), {})) if shipped.exists() else {}
         width = float(shipped_arch.get("width", 1.0)) if shipped_arch.get("name") == arch else 1.0
     return arch, width
 
@@ -36,14 +36,14 @@ def init_defaults(init: Path, arch: str, width: float | None, upsample: str, def
     """--init: the model file's architecture, width and upsampling where the command line left them out."""
     from ..formats import MODEL_FORMAT
     from ..safetensors_codec import json_field, read_metadata
-    from ..models.registry import canonical
+    from ..formats import canonical_arch
 
     if not init.is_file():
         raise UsageError(f"--init {init}: no such model file")
     meta = read_metadata(init)
     if meta.get("format") != MODEL_FORMAT:
         raise UsageError(f"--init {init}: not a featinv model file")
-    theirs = canonical(json_field(meta, "arch", str(init), {}))
+    theirs = canonical_arch(json_field(meta, "arch", str(init), {}))
     return (theirs.get("name", arch) if arch == "auto" else arch,
             float(theirs.get("width", 1.0)) if width is None else width,
             theirs.get("upsample", "zeros") if upsample == default_upsample else upsample)
@@ -118,7 +118,8 @@ def train(
     finetune_encoder: bool = typer.Option(False, "--finetune-encoder", help="CNN features: train the "
                                           "encoder too (an autoencoder: the upper bound of paper §4.2)."),
     val: Path = typer.Option(None, "--val", help="After training, report the normalized error on this "
-                             "folder (shorter side 128, centre crop 128: the README's protocol)."),
+                             "folder (shorter side 128, centre crop 128: the README's protocol), or on a "
+                             "views file of it (pack --side 128)."),
     precision: str = typer.Option("auto", help="auto, fp32 or bf16: bf16 runs the network under bf16 "
                                   "autocast (loss and optimizer state stay fp32); auto = bf16 on a GPU with "
                                   "bf16 or a CPU with AMX, else fp32."),

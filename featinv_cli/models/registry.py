@@ -11,6 +11,7 @@ from typing import Callable
 from torch import nn
 
 from ..errors import FeatinvError
+from ..formats import canonical_arch
 from ..features.base import Extractor
 from .deep import ConvLayerInverter, FCLayerInverter
 from .blocks import UPSAMPLE
@@ -85,17 +86,8 @@ def _skip_network(arch: dict) -> nn.Module:
 
 ARCHITECTURES = {a.name: a for a in (Architecture("paper", _describe_paper, _paper_network),
                                      Architecture("skip", _describe_skip, _skip_network))}
-# Files written before the paper's three networks became forms of one name.
-OLD_NAMES = {"paper-conv": {"name": "paper", "form": "conv"}, "paper-fc": {"name": "paper", "form": "fc"}}
-
-
 def names() -> list[str]:
     return sorted(ARCHITECTURES)
-
-
-def canonical(arch: dict) -> dict:
-    """Arch metadata under today's names (old files said paper-conv, paper-fc)."""
-    return {**arch, **OLD_NAMES.get(arch.get("name"), {})}
 
 
 def for_extractor(name: str, extractor: Extractor, **hyper) -> tuple[nn.Module, dict]:
@@ -108,7 +100,7 @@ def for_extractor(name: str, extractor: Extractor, **hyper) -> tuple[nn.Module, 
 
 def build(arch: dict) -> nn.Module:
     """Rebuild a network from its ``arch`` metadata."""
-    arch = canonical(arch)
+    arch = canonical_arch(arch)
     if arch.get("name") not in ARCHITECTURES:
         raise FeatinvError(f"unknown architecture {arch.get('name')!r} in model file")
     try:
