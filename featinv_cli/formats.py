@@ -16,7 +16,7 @@ import numpy as np
 from .errors import FeatinvError, UsageError
 from .files import atomic_write, map_file
 from .safetensors_codec import (encode_safetensors, json_field, parse_safetensors, read_metadata,
-                                safetensors_chunks)
+                                safetensors_chunks, safetensors_header)
 from .settings import TrainConfig
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ FEATURES_FORMAT = "featinv-features/1"
 MODEL_FORMAT = "featinv-model/1"
 STATS_FORMAT = "featinv-stats/1"  # `featinv sample --fit`: per-dimension histograms and a Gaussian
 VIEWS_FORMAT = "featinv-views/1"  # `featinv pack`: training photos as 8-bit views (read by views.py)
+CHECKPOINT_FORMAT = "featinv-checkpoint/1"
 NPY_MAGIC = b"\x93NUMPY"
 
 
@@ -143,7 +144,18 @@ def has_format(path: str | Path, fmt: str) -> bool:
 
 
 _KINDS = {FEATURES_FORMAT: "feature file", STATS_FORMAT: "statistics file", MODEL_FORMAT: "model",
-          VIEWS_FORMAT: "views file"}
+          VIEWS_FORMAT: "views file", CHECKPOINT_FORMAT: "training checkpoint"}
+
+
+def featinv_kind(source: str | Path | bytes | bytearray) -> str | None:
+    """"a featinv model" when a path (its header read) or bytes hold one of featinv's own files, else None:
+    for the message when one is given where an image or a folder was expected."""
+    try:
+        meta = read_metadata(source) if isinstance(source, (str, Path)) else safetensors_header(source, "")[1]
+    except Exception:
+        return None
+    kind = _KINDS.get(meta.get("format"))
+    return f"a featinv {kind}" if kind else None
 
 
 def check_replaceable(path: str | Path, fmt: str, instead: str = "choose another name") -> None:
@@ -404,7 +416,6 @@ def model_from_bytes(data: bytes, name: str) -> ModelFile:
 
 # ------------------------------------------------------------------------------- checkpoints
 
-CHECKPOINT_FORMAT = "featinv-checkpoint/1"
 # Settings a resumed run must share with its checkpoint, so that the model's record says how it was made
 # (the others, such as --workers, may change; the data may move, but must be the same: train compares
 # its fingerprint).

@@ -44,7 +44,11 @@ def read_image(path: str | Path) -> torch.Tensor:
     except FeatinvError:
         raise
     except Exception:
-        raise FeatinvError(f"{path}: not a readable image (PNG, JPEG, ...)") from None
+        from .formats import featinv_kind
+
+        kind = featinv_kind(data)
+        raise FeatinvError(f"{path}: is {kind}, not an image" if kind else
+                           f"{path}: not a readable image (PNG, JPEG, ...)") from None
     finally:
         Image.MAX_IMAGE_PIXELS = pillows
     return image_from_array(arr, str(path))
@@ -143,7 +147,11 @@ def list_images(*directories: str | Path) -> list[Path]:
     for directory in directories:
         d = Path(directory)
         if not d.is_dir():
-            raise FeatinvError(f"{d}: no such file or directory" if not d.exists() else f"{d}: not a directory")
+            from .formats import featinv_kind
+
+            kind = d.exists() and featinv_kind(d)
+            raise FeatinvError(f"{d}: no such file or directory" if not d.exists() else
+                               f"{d}: is {kind}, not a folder of images" if kind else f"{d}: not a directory")
         found, other = [], []
         for p in d.rglob("*"):
             if p.is_file() and not p.name.startswith("._"):  # ._x.jpg: macOS's metadata beside x.jpg

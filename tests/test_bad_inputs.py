@@ -437,3 +437,16 @@ def test_demo_is_never_told_to_write_a_folder(cli, tmp_path):
     assert "*.png" in line and "folder" not in line
     (tmp_path / "grid.png").mkdir()
     assert "is a directory" in one_line_error(cli("demo", "-o", tmp_path / "grid.png"))
+
+
+def test_a_featinv_file_given_for_photos_is_named(cli, hog_file, photos, tmp_path):
+    """pack, extract and train -d given a feature file or a model say what it is, not "not a readable image"."""
+    from conftest import ROOT
+
+    model = ROOT / "featinv_cli" / "assets" / "hog.safetensors"
+    out = tmp_path / "v.safetensors"
+    assert "is a featinv feature file, not an image" in one_line_error(cli("pack", hog_file, "-o", out))
+    assert "is a featinv model, not an image" in one_line_error(cli("extract", "hog", model, "-o", out))
+    assert "is a featinv feature file, not a folder of images" in one_line_error(
+        cli("train", "hog", "-d", hog_file, "-o", tmp_path / "m.safetensors", "--steps", "1"))
+    assert not out.exists()
