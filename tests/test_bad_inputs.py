@@ -364,7 +364,12 @@ def test_an_error_in_a_worker_is_one_line(cli, tmp_path, image_dir):
 def test_a_bare_array_names_the_specs_its_channels_fit(cli, tmp_path):
     np.save(tmp_path / "f.npy", np.zeros((1, 512, 13, 13), np.float32))
     line = one_line_error(cli("invert", tmp_path / "f.npy", "-o", tmp_path / "x.png"))
-    assert "squeezenet:fire8, squeezenet:fire9" in line
+    assert "squeezenet:fire8, squeezenet:fire9 give 512 channels" in line
+    np.save(tmp_path / "v.npy", np.zeros((2, 1000), np.float32))  # vectors: pool10's, never conv10's maps
+    line = one_line_error(cli("invert", tmp_path / "v.npy", "-o", tmp_path / "x.png"))
+    assert "squeezenet:pool10 gives 1000 values" in line and "conv10" not in line
+    info = json.loads(cli("info", tmp_path / "v.npy", "--json").text)
+    assert "invert needs --feature" in info["guessed_feature"]
 
 
 def test_a_model_with_nan_weights_is_refused_not_inverted_to_black(cli, tiny_model, tmp_path, photos):

@@ -21,8 +21,8 @@ def describe_npy(data, name: str) -> dict:
     try:
         extractor, size = resolve(ff, name)
         d.update(guessed_feature=extractor.spec, guessed_image_size=list(size))
-    except FeatinvError as e:
-        d["guessed_feature"] = f"none ({e})"
+    except FeatinvError as e:  # the reason, worded for invert, which takes the flags info does not
+        d["guessed_feature"] = f"none ({str(e).replace('; add --', '; invert needs --')})"
     return d
 
 

@@ -102,13 +102,15 @@ def _default_channels(cls: type[Extractor]) -> int | None:
         return None
 
 
-def specs_with_channels(channels: int) -> list[str]:
-    """Specs whose features have this many channels (or values, for pool10): hand-made extractors at
-    their defaults and the layers of the built-in SqueezeNet (others depend on the user's network)."""
-    from .squeezenet import CHANNELS
+def specs_with_channels(channels: int, maps: bool = True) -> list[str]:
+    """Specs whose features have this many channels: with ``maps`` (N, C, H, W) arrays, hand-made
+    extractors at their defaults and the map layers of the built-in SqueezeNet; else (N, D) vectors,
+    pool10's (others depend on the user's network)."""
+    from .squeezenet import CHANNELS, POOLS_BEFORE
 
-    fits = [cls().spec for cls in EXTRACTORS.values() if not cls.is_cnn and _default_channels(cls) == channels]
-    return fits + [f"squeezenet:{layer}" for layer, c in CHANNELS.items() if c == channels]
+    fits = [cls().spec for cls in EXTRACTORS.values() if maps and not cls.is_cnn and _default_channels(cls) == channels]
+    return fits + [f"squeezenet:{layer}" for layer, c in CHANNELS.items()
+                   if c == channels and (layer in POOLS_BEFORE) == maps]
 
 
 def resolve(ff, name: str, feature: str | None = None,
@@ -129,9 +131,10 @@ def resolve(ff, name: str, feature: str | None = None,
     else:
         extractor = guess_from_channels(shape[1]) if len(shape) == 4 else None
         if extractor is None:
-            fits = specs_with_channels(shape[1]) if len(shape) >= 2 else []
+            fits = specs_with_channels(shape[1], maps=len(shape) == 4)
             raise FeatinvError(f"{name}: cannot tell which extractor made an array of shape {shape}; add "
-                               + (f"--feature SPEC: {', '.join(fits)} give {shape[1]} channels" if fits else
+                               + (f"--feature SPEC: {', '.join(fits)} give{'s' if len(fits) == 1 else ''} "
+                                  f"{shape[1]} {'channels' if len(shape) == 4 else 'values'}" if fits else
                                   f"--feature SPEC (one of: {', '.join(names())}, with its layer)"))
     if len(shape) == 4 and shape[1] != extractor.channels:
         raise FeatinvError(f"{name}: {extractor.spec} features have {extractor.channels} channels, "
