@@ -32,6 +32,7 @@ class ViewSet:
     fingerprint: str
     sift: dict[str, torch.Tensor] = field(default_factory=dict)
     sift_params: dict | None = None
+    webp: tuple[int | None, list[bytes]] | None = None  # (quality, blobs) when ``views`` are decoded WebP
 
     @property
     def side(self) -> int:
@@ -155,18 +156,31 @@ def _pool_map(fn, items: list, workers: int) -> list:
         return pool.map(fn, items, chunksize=64)
 
 
-def save_views(path: str | Path, vs: ViewSet, webp: int = 0, workers: int = 0) -> None:
-    """Write ``vs``; ``webp`` > 0 stores the views as WebP of that quality instead of raw pixels (a file
-    1/15 the size, to carry to another machine; decoded once, in ``workers`` processes, when loaded)."""
+def to_webp(vs: ViewSet, quality: int, workers: int = 0) -> None:
+    """Encode the views as WebP of ``quality`` and take the decoded pixels as the views, so that SIFT is
+    detected on what training will see. Views that are that WebP already keep their bytes: encoding
+    them again would lose a little more each time."""
     from functools import partial
 
+    if vs.webp is not None and vs.webp[0] == quality:
+        return
+    hwc = vs.views.permute(0, 2, 3, 1).numpy()
+    blobs = _pool_map(partial(_webp, quality=quality), list(hwc), workers)
+    vs.views = torch.from_numpy(np.stack(_pool_map(_unwebp, blobs, workers))).permute(0, 3, 1, 2).contiguous()
+    vs.webp = (quality, blobs)
+
+
+def save_views(path: str | Path, vs: ViewSet, webp: int = 0, workers: int = 0) -> None:
+    """Write ``vs``; ``webp`` > 0 stores the views as WebP of that quality instead of raw pixels (a file
+    1/15 the size, to carry to another machine; decoded once, in ``workers`` processes, when loaded).
+    Call ``to_webp`` before detecting SIFT; here it only encodes views not yet encoded."""
     from .files import atomic_write
 
     from .safetensors_codec import safetensors_chunks
 
     if webp:
-        hwc = vs.views.permute(0, 2, 3, 1).numpy()
-        blobs = _pool_map(partial(_webp, quality=webp), list(hwc), workers)
+        to_webp(vs, webp, workers)
+        blobs = vs.webp[1]
         pixels = {"webp": torch.frombuffer(bytearray(b"".join(blobs)), dtype=torch.uint8),
                   "offsets": torch.tensor(np.cumsum([0] + [len(b) for b in blobs]), dtype=torch.long)}
     else:
@@ -174,6 +188,8 @@ def save_views(path: str | Path, vs: ViewSet, webp: int = 0, workers: int = 0) -
     tensors = {**pixels, **{f"sift.{k}": v for k, v in vs.sift.items()}}
     meta = {"format": VIEWS_FORMAT, "side": str(vs.side), "sources": json.dumps(vs.sources),
             "fingerprint": vs.fingerprint}
+    if webp:
+        meta["webp_quality"] = str(webp)
     if vs.sift:
         meta["sift_params"] = json.dumps(vs.sift_params, sort_keys=True)
     atomic_write(path, safetensors_chunks(tensors, meta))
@@ -199,14 +215,17 @@ def load_views(path: str | Path, workers: int = 0) -> ViewSet:
     tensors, meta = parse_safetensors(map_file(path), name)
     if meta.get("format") != VIEWS_FORMAT:
         raise FeatinvError(f"{name}: not a featinv views file (made by featinv pack)")
-    views = tensors.get("views")
+    views, webp = tensors.get("views"), None
     if "webp" in tensors:
         data, off = tensors["webp"].numpy().tobytes(), tensors["offsets"].tolist()
+        blobs = [data[a:b] for a, b in zip(off, off[1:])]
         try:
-            decoded = _pool_map(_unwebp, [data[a:b] for a, b in zip(off, off[1:])], workers)
+            decoded = _pool_map(_unwebp, blobs, workers)
         except Exception:
             raise FeatinvError(f"{name}: its WebP views do not decode; pack them again") from None
         views = torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).contiguous() if decoded else None
+        quality = meta.get("webp_quality", "")
+        webp = (int(quality) if quality.isdigit() else None, blobs)  # files before 11-30 did not say
     if views is None or views.dtype != torch.uint8 or views.ndim != 4 or views.shape[1] != 3 \
             or views.shape[2] != views.shape[3]:
         raise FeatinvError(f"{name}: 'views' must be (N, 3, S, S) uint8")
@@ -215,16 +234,19 @@ def load_views(path: str | Path, workers: int = 0) -> ViewSet:
                  or not int(sift["counts"].sum()) == len(sift["keypoints"]) == len(sift["descriptors"])):
         raise FeatinvError(f"{name}: its SIFT keypoints do not match its views; pack it again")
     return ViewSet(views, json_field(meta, "sources", name, []), meta.get("fingerprint", ""), sift,
-                   json_field(meta, "sift_params", name))
+                   json_field(meta, "sift_params", name), webp)
 
 
 def pack(files: list[Path], sources: list[str], side: int, sift_extractor=None, workers: int = 0,
-         on_image=None) -> ViewSet:
-    """Decode ``files`` into views (and detect SIFT on each view and its mirror when an extractor is given)."""
+         on_image=None, webp: int = 0) -> ViewSet:
+    """Decode ``files`` into views (as WebP of that quality decodes them, when ``webp``), and detect SIFT
+    on each view and its mirror when an extractor is given."""
     from .data import fingerprint
 
     views = decode_views(files, side, workers, on_image)
     vs = ViewSet(views, sources, fingerprint(files))
+    if webp:
+        to_webp(vs, webp, workers)
     if sift_extractor is not None:
-        vs.sift, vs.sift_params = detect_sift(views, sift_extractor, on_image, workers), sift_extractor.params
+        vs.sift, vs.sift_params = detect_sift(vs.views, sift_extractor, on_image, workers), sift_extractor.params
     return vs

@@ -139,3 +139,17 @@ def test_train_from_views_file(cli, image_dir, tmp_path):
 
     t = load_model(out).train
     assert t["data_images"] == 8 and t["images_seen"] == 8
+
+
+def test_webp_views_keep_their_bytes_when_packed_again_and_sift_sees_the_decoded_pixels(cli, image_dir, tmp_path):
+    """Packing a WebP pack again at its quality changes nothing (before, each pass encoded the decoded
+    pixels again, losing more); SIFT of photos packed as WebP is the SIFT of those WebP views, as
+    packing the WebP file with --sift later gives."""
+    w1, w2, w3 = (tmp_path / f"w{i}.safetensors" for i in (1, 2, 3))
+    assert cli("pack", image_dir, "-o", w1, "--side", "64", "--webp", "75", "--sift", "sift").code == 0
+    assert cli("pack", w1, "-o", w2, "--webp", "75").code == 0
+    a, b = load_views(w1), load_views(w2)
+    assert torch.equal(a.views, b.views) and a.webp[1] == b.webp[1] and a.webp[0] == 75
+    assert cli("pack", w1, "-o", w3, "--webp", "75", "--sift", "sift").code == 0
+    c = load_views(w3)
+    assert torch.equal(a.sift["counts"], c.sift["counts"]) and torch.equal(a.sift["keypoints"], c.sift["keypoints"])

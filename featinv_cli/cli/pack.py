@@ -50,7 +50,7 @@ def pack(
     from ..files import check_not_input
     from ..formats import VIEWS_FORMAT, check_replaceable
     from ..images import expand_image_args, source_names
-    from ..views import detect_sift, is_views_file, load_views, pack as pack_views, save_views
+    from ..views import detect_sift, is_views_file, load_views, pack as pack_views, save_views, to_webp
 
     if side is not None and side < 64:
         raise UsageError(f"--side {side}: views must be at least 64 pixels")
@@ -77,6 +77,8 @@ def pack(
         vs = load_views(images[0], workers)
         if side not in (None, vs.side):
             raise UsageError(f"--side {side}: {images[0]} holds {vs.side}-px views; pack the photos again to change it")
+        if webp:
+            to_webp(vs, webp, workers)  # the pixels SIFT is detected on are the ones saved
         if extractor is not None:
             with progress(len(vs), "sift", quiet) as bar:
                 vs.sift, vs.sift_params = detect_sift(vs.views, extractor, bar.advance, workers), extractor.params
@@ -86,7 +88,7 @@ def pack(
         files = expand_image_args(images)
         check_not_input(output, files)
         with progress(len(files) * (2 if extractor else 1), "pack", quiet) as bar:
-            vs = pack_views(files, source_names(files, images), side, extractor, workers, bar.advance)
+            vs = pack_views(files, source_names(files, images), side, extractor, workers, bar.advance, webp)
     save_views(output, vs, webp, workers)
     if not quiet:
         extra = f", SIFT of each and its mirror ({len(vs.sift['keypoints'])} keypoints)" if vs.sift else ""
