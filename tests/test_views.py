@@ -153,3 +153,7 @@ def test_webp_views_keep_their_bytes_when_packed_again_and_sift_sees_the_decoded
     assert cli("pack", w1, "-o", w3, "--webp", "75", "--sift", "sift").code == 0
     c = load_views(w3)
     assert torch.equal(a.sift["counts"], c.sift["counts"]) and torch.equal(a.sift["keypoints"], c.sift["keypoints"])
+    import json
+
+    shown = json.loads(cli("info", w3, "--json").text)
+    assert shown["storage"] == "webp, quality 75" and shown["sift_keypoints"] == len(c.sift["keypoints"])

@@ -91,10 +91,17 @@ def describe(path: str) -> dict:
                 "featinv_version": meta.get("featinv_version", "?"),
                 "size_bytes": Path(path).stat().st_size if data is None else len(data)}
     if fmt == VIEWS_FORMAT:
-        views = shapes.get("views") or [shapes["offsets"][0] - 1]  # WebP: one offset per view, and the end
-        return {"file": name, "kind": "training views (featinv pack)", "views": views[0],
-                "side": int(meta.get("side", 0)), "storage": "webp" if "webp" in entries else "raw uint8",
-                "sift": json_field(meta, "sift_params", name), "fingerprint": meta.get("fingerprint")}
+        views = shapes.get("views") or [shapes.get("offsets", [1])[0] - 1]  # WebP: an offset per view, and the end
+        if "views" not in shapes and "offsets" not in shapes:
+            raise FeatinvError(f"{name}: views file without views (no 'views' or 'offsets' tensor)")
+        quality = meta.get("webp_quality")
+        out = {"file": name, "kind": "training views (featinv pack)", "views": views[0],
+               "side": int(meta.get("side", 0)),
+               "storage": ("webp" + (f", quality {quality}" if quality else "")) if "webp" in entries else "raw uint8",
+               "fingerprint": meta.get("fingerprint")}
+        if "sift.counts" in shapes:  # keypoints of each view and its mirror; their count is the tensor's length
+            out.update(sift_params=json_field(meta, "sift_params", name), sift_keypoints=shapes["sift.keypoints"][0])
+        return out
     if fmt == CHECKPOINT_FORMAT:
         config = json_field(meta, "config", name, {})
         return {"file": name, "kind": "training checkpoint (featinv train; --resume continues it)",
