@@ -40,7 +40,8 @@ def read_image(path: str | Path) -> torch.Tensor:
             # CMYK JPEGs (print photos; ImageNet has some) and other colour spaces are converted by Pillow:
             # their four or three channels taken as RGB(A) would be cyan and yellow nonsense.
             convert = {"mode": "RGB"} if mode in ("CMYK", "YCbCr", "LAB", "HSV") else {}
-            arr = np.asarray(iio.imread(bytes(data), plugin="pillow", **convert))  # not OpenCV: it logs
+            # index 0: an animated GIF or WebP, or a multi-page TIFF, is its first frame
+            arr = np.asarray(iio.imread(bytes(data), plugin="pillow", index=0, **convert))  # not OpenCV: it logs
     except FeatinvError:
         raise
     except Exception:

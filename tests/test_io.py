@@ -119,6 +119,15 @@ def test_a_cmyk_jpeg_reads_as_its_colours(tmp_path):
     assert (img - torch.from_numpy(rgb).permute(2, 0, 1) / 255).abs().mean() < 0.03  # JPEG's loss; CMYK as RGB: 0.5
 
 
+def test_an_animated_gif_is_its_first_frame(tmp_path):
+    from PIL import Image
+
+    frames = [Image.fromarray(np.full((40, 50, 3), v, np.uint8)) for v in (10, 200)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    img = read_image(tmp_path / "anim.gif")
+    assert img.shape == (3, 40, 50) and torch.allclose(img, torch.full_like(img, 10 / 255), atol=1 / 255)
+
+
 def test_safetensors_written_here_and_by_the_library_read_both_ways(tmp_path):
     """featinv writes safetensors itself (straight from tensor memory) and reads them as views of the
     file's bytes; both must stay the format the safetensors library writes and reads."""
