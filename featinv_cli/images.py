@@ -159,7 +159,8 @@ def list_images(*directories: str | Path) -> list[Path]:
                 (found if p.suffix.lower() in IMAGE_SUFFIXES else other).append(p)
         found.sort()
         if other and found:
-            note(f"{d}: {len(other)} files not named as images are left out "
+            note(f"{d}: {len(other)} file{'s' if len(other) > 1 else ''} not named as images "
+                 f"{'are' if len(other) > 1 else 'is'} left out "
                  f"(e.g. {other[0].name}; featinv reads {', '.join(sorted(IMAGE_SUFFIXES))})")
         if not found:
             raise FeatinvError(f"{d}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, "

@@ -92,5 +92,6 @@ def pack(
     save_views(output, vs, webp, workers)
     if not quiet:
         extra = f", SIFT of each and its mirror ({len(vs.sift['keypoints'])} keypoints)" if vs.sift else ""
+        size = output.stat().st_size
         err.print(f"wrote {output}: {len(vs)} view{'' if len(vs) == 1 else 's'} of {side}x{side}{extra}, "
-                  f"{output.stat().st_size / 2**20:.1f} MB")
+                  + (f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 2**10:.1f} kB"))
