@@ -149,9 +149,20 @@ _KINDS = {FEATURES_FORMAT: "feature file", STATS_FORMAT: "statistics file", MODE
 
 def featinv_kind(source: str | Path | bytes | bytearray) -> str | None:
     """"a featinv model" when a path (its header read) or bytes hold one of featinv's own files, else None:
-    for the message when one is given where an image or a folder was expected."""
+    for the message when one is given where an image or a folder was expected. A path that is not a
+    regular file (a FIFO would block) or whose first 8 bytes promise a header over 100 MB (a video: its
+    bytes read as a length) is no featinv file."""
     try:
-        meta = read_metadata(source) if isinstance(source, (str, Path)) else safetensors_header(source, "")[1]
+        if isinstance(source, (str, Path)):
+            if not Path(source).is_file():
+                return None
+            with open(source, "rb") as f:
+                head = f.read(8)
+            if len(head) < 8 or int.from_bytes(head, "little") > 100 << 20:
+                return None
+            meta = read_metadata(source)
+        else:
+            meta = safetensors_header(source, "")[1]
     except Exception:
         return None
     kind = _KINDS.get(meta.get("format"))

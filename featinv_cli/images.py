@@ -39,8 +39,10 @@ def read_image(path: str | Path) -> torch.Tensor:
                                    f"50 bytes of memory a pixel)")
             # CMYK JPEGs (print photos; ImageNet has some) and other colour spaces are converted by Pillow:
             # their four or three channels taken as RGB(A) would be cyan and yellow nonsense.
-            convert = {"mode": "RGB"} if mode in ("CMYK", "YCbCr", "LAB", "HSV") else {}
-            # index 0: an animated GIF or WebP, or a multi-page TIFF, is its first frame
+            # Pillow opens a 16-bit PGM as 32-bit "I": as I;16 it is scaled by 65535, as 16-bit PNGs are.
+            convert = {"mode": "RGB"} if mode in ("CMYK", "YCbCr", "LAB", "HSV") else \
+                {"mode": "I;16"} if mode == "I" else {}
+            # index 0: a GIF (imageio gives every GIF, even of one frame, as a stack) or an APNG is its first frame
             arr = np.asarray(iio.imread(bytes(data), plugin="pillow", index=0, **convert))  # not OpenCV: it logs
     except FeatinvError:
         raise
@@ -150,7 +152,7 @@ def list_images(*directories: str | Path) -> list[Path]:
         if not d.is_dir():
             from .formats import featinv_kind
 
-            kind = d.exists() and featinv_kind(d)
+            kind = featinv_kind(d)
             raise FeatinvError(f"{d}: no such file or directory" if not d.exists() else
                                f"{d}: is {kind}, not a folder of images" if kind else f"{d}: not a directory")
         found, other = [], []

@@ -147,33 +147,47 @@ def _unwebp(blob: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(blob)).convert("RGB"))
 
 
-def _pool_map(fn, items: list, workers: int) -> list:
+def _pool_map(fn, items, workers: int):
+    """fn of each item in order, in ``workers`` forked processes: an iterator, so results can be stored
+    as they come instead of all held in a list first."""
     if workers <= 1:
-        return [fn(i) for i in items]
+        yield from map(fn, items)
+        return
     from multiprocessing import get_context
 
     with get_context("fork").Pool(workers) as pool:
-        return pool.map(fn, items, chunksize=64)
+        yield from pool.imap(fn, items, chunksize=64)
 
 
-def to_webp(vs: ViewSet, quality: int, workers: int = 0) -> None:
-    """Encode the views as WebP of ``quality`` and take the decoded pixels as the views, so that SIFT is
-    detected on what training will see. Views that are that WebP already keep their bytes: encoding
-    them again would lose a little more each time."""
+def _decode_webp(blobs: list[bytes], workers: int) -> torch.Tensor:
+    """(N, 3, S, S) uint8 views of WebP files, each decoded straight into its place."""
+    out = None
+    for i, hwc in enumerate(_pool_map(_unwebp, blobs, workers)):
+        if out is None:
+            out = torch.empty(len(blobs), 3, hwc.shape[0], hwc.shape[1], dtype=torch.uint8)
+        out[i] = torch.as_tensor(np.ascontiguousarray(hwc.transpose(2, 0, 1)))  # a copy: PIL's array is read-only
+    return out
+
+
+def to_webp(vs: ViewSet, quality: int, workers: int = 0) -> bool:
+    """Encode the views as WebP of ``quality`` and take the decoded pixels as ``vs.views`` (``vs`` is
+    changed), so that SIFT is detected on what training will see; True if that changed the pixels.
+    Views that are that WebP already keep their bytes: encoding them again would lose a little more."""
     from functools import partial
 
     if vs.webp is not None and vs.webp[0] == quality:
-        return
-    hwc = vs.views.permute(0, 2, 3, 1).numpy()
-    blobs = _pool_map(partial(_webp, quality=quality), list(hwc), workers)
-    vs.views = torch.from_numpy(np.stack(_pool_map(_unwebp, blobs, workers))).permute(0, 3, 1, 2).contiguous()
-    vs.webp = (quality, blobs)
+        return False
+    blobs = list(_pool_map(partial(_webp, quality=quality), vs.views.permute(0, 2, 3, 1).numpy(), workers))
+    vs.views, vs.webp = None, (quality, blobs)  # the raw views go before the decoded ones are made
+    vs.views = _decode_webp(blobs, workers)
+    return True
 
 
 def save_views(path: str | Path, vs: ViewSet, webp: int = 0, workers: int = 0) -> None:
     """Write ``vs``; ``webp`` > 0 stores the views as WebP of that quality instead of raw pixels (a file
     1/15 the size, to carry to another machine; decoded once, in ``workers`` processes, when loaded).
-    Call ``to_webp`` before detecting SIFT; here it only encodes views not yet encoded."""
+    Call ``to_webp`` before detecting SIFT; here it only encodes views not yet encoded (and then
+    ``vs.views`` become the decoded WebP, as in to_webp)."""
     from .files import atomic_write
 
     from .safetensors_codec import safetensors_chunks
@@ -220,10 +234,9 @@ def load_views(path: str | Path, workers: int = 0) -> ViewSet:
         data, off = tensors["webp"].numpy().tobytes(), tensors["offsets"].tolist()
         blobs = [data[a:b] for a, b in zip(off, off[1:])]
         try:
-            decoded = _pool_map(_unwebp, blobs, workers)
+            views = _decode_webp(blobs, workers)
         except Exception:
             raise FeatinvError(f"{name}: its WebP views do not decode; pack them again") from None
-        views = torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).contiguous() if decoded else None
         quality = meta.get("webp_quality", "")
         webp = (int(quality) if quality.isdigit() else None, blobs)  # files before 11-30 did not say
     if views is None or views.dtype != torch.uint8 or views.ndim != 4 or views.shape[1] != 3 \
@@ -243,8 +256,7 @@ def pack(files: list[Path], sources: list[str], side: int, sift_extractor=None, 
     on each view and its mirror when an extractor is given."""
     from .data import fingerprint
 
-    views = decode_views(files, side, workers, on_image)
-    vs = ViewSet(views, sources, fingerprint(files))
+    vs = ViewSet(decode_views(files, side, workers, on_image), sources, fingerprint(files))
     if webp:
         to_webp(vs, webp, workers)
     if sift_extractor is not None:

@@ -1,6 +1,7 @@
 """Hostile inputs: every one gives one line on stderr, a non-zero exit, no traceback, and no file
 under the output name. Odd but valid images (16-bit, gray, RGBA, palette) simply work."""
 import io
+import os
 import json
 import struct
 
@@ -455,3 +456,7 @@ def test_a_featinv_file_given_for_photos_is_named(cli, hog_file, photos, tmp_pat
     assert "is a featinv feature file, not a folder of images" in one_line_error(
         cli("train", "hog", "-d", hog_file, "-o", tmp_path / "m.safetensors", "--steps", "1"))
     assert not out.exists()
+    fifo = tmp_path / "pipe"  # looking inside it would wait for a writer forever
+    os.mkfifo(fifo)
+    assert "not a directory" in one_line_error(
+        cli("train", "hog", "-d", fifo, "-o", tmp_path / "m.safetensors", "--steps", "1"))

@@ -119,13 +119,21 @@ def test_a_cmyk_jpeg_reads_as_its_colours(tmp_path):
     assert (img - torch.from_numpy(rgb).permute(2, 0, 1) / 255).abs().mean() < 0.03  # JPEG's loss; CMYK as RGB: 0.5
 
 
-def test_an_animated_gif_is_its_first_frame(tmp_path):
+def test_a_gif_is_its_first_frame_and_a_16_bit_pgm_its_values(tmp_path):
+    """imageio gives every GIF as a stack of frames (one frame too), and Pillow a 16-bit PGM as 32-bit
+    integers, which scaled by int32's range were flat grey."""
     from PIL import Image
 
     frames = [Image.fromarray(np.full((40, 50, 3), v, np.uint8)) for v in (10, 200)]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
-    img = read_image(tmp_path / "anim.gif")
-    assert img.shape == (3, 40, 50) and torch.allclose(img, torch.full_like(img, 10 / 255), atol=1 / 255)
+    frames[1].save(tmp_path / "one.gif")
+    for name, value in (("anim.gif", 10), ("one.gif", 200)):
+        img = read_image(tmp_path / name)
+        assert img.shape == (3, 40, 50) and torch.allclose(img, torch.full_like(img, value / 255), atol=1 / 255)
+    gray = (np.arange(40 * 50).reshape(40, 50) * 30).astype(np.uint16)
+    Image.fromarray(gray).save(tmp_path / "g16.pgm")
+    img = read_image(tmp_path / "g16.pgm")
+    assert torch.allclose(img[0], torch.from_numpy(gray.astype(np.float32) / 65535), atol=1e-6)
 
 
 def test_safetensors_written_here_and_by_the_library_read_both_ways(tmp_path):

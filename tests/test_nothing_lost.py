@@ -441,9 +441,17 @@ def test_rows_per_file_checks_the_numbered_files_first_and_a_failure_before_writ
     assert sorted(p.name for p in tmp_path.glob("o-*.npy")) == ["o-00000.npy", "o-00001.npy"]
 
 
-def test_info_names_a_models_architecture_as_train_takes_it(cli):
-    """conv1's file was written when its network was called paper-conv; `train --arch` takes paper."""
+def test_info_names_a_models_architecture_as_train_takes_it(cli, tmp_path):
+    """Files written when the paper's conv network was called paper-conv show the name `train --arch`
+    takes: paper, form conv."""
     from conftest import ROOT
+    from featinv_cli.safetensors_codec import encode_safetensors, parse_safetensors
 
-    arch = json.loads(cli("info", ROOT / "featinv_cli" / "assets" / "squeezenet-conv1.safetensors", "--json").text)["arch"]
+    tensors, meta = parse_safetensors(
+        (ROOT / "featinv_cli" / "assets" / "squeezenet-fire5.safetensors").read_bytes(), "fire5")
+    old = json.loads(meta["arch"])
+    old.pop("form"), old.update(name="paper-conv")
+    meta["arch"] = json.dumps(old)
+    (tmp_path / "old.safetensors").write_bytes(encode_safetensors(tensors, meta))
+    arch = json.loads(cli("info", tmp_path / "old.safetensors", "--json").text)["arch"]
     assert arch["name"] == "paper" and arch["form"] == "conv"

@@ -303,6 +303,7 @@ def test_a_lock_left_by_a_killed_build_is_removed(tmp_path, monkeypatch, capfd):
     ops._prepare(where, "featinv_lock_test")
     assert not lock.exists() and "left by a build that was stopped" in capfd.readouterr().err
 
+
 @pytest.mark.parametrize("value, refused", [("", False), ("0", False), ("false", False), ("No", False),
                                             ("off", False), ("1", True), ("yes", True)])
 def test_no_extension_reads_like_a_switch(monkeypatch, value, refused):

@@ -157,3 +157,6 @@ def test_webp_views_keep_their_bytes_when_packed_again_and_sift_sees_the_decoded
 
     shown = json.loads(cli("info", w3, "--json").text)
     assert shown["storage"] == "webp, quality 75" and shown["sift_keypoints"] == len(c.sift["keypoints"])
+    w4 = tmp_path / "w4.safetensors"  # another quality: new pixels, so the old keypoints are dropped, said
+    r = cli("pack", w3, "-o", w4, "--webp", "50")
+    assert r.code == 0 and "add --sift SPEC" in r.err and not load_views(w4).sift

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import FeatinvError, UsageError
+from ..errors import FeatinvError, UsageError, note
 from .common import QUIET, err, progress
 
 
@@ -77,8 +77,11 @@ def pack(
         vs = load_views(images[0], workers)
         if side not in (None, vs.side):
             raise UsageError(f"--side {side}: {images[0]} holds {vs.side}-px views; pack the photos again to change it")
-        if webp:
-            to_webp(vs, webp, workers)  # the pixels SIFT is detected on are the ones saved
+        if webp and to_webp(vs, webp, workers) and vs.sift and extractor is None:
+            # its keypoints were found on the pixels before this encoding: they would not match these
+            note(f"{images[0]}: its SIFT was detected on the views before this WebP encoding and is left out; "
+                 f"add --sift SPEC to detect it on the new views")
+            vs.sift, vs.sift_params = {}, None
         if extractor is not None:
             with progress(len(vs), "sift", quiet) as bar:
                 vs.sift, vs.sift_params = detect_sift(vs.views, extractor, bar.advance, workers), extractor.params
