@@ -135,8 +135,7 @@ def note_if_bare(path: str | Path, ff: FeatureFile) -> None:
 
 
 def has_format(path: str | Path, fmt: str) -> bool:
-    """Whether featinv wrote this file as ``fmt`` (its header says so): what an output may write over
-    (features for `extract -o DIR/`, a model for `train -o`)."""
+    """Whether this file's header says featinv wrote it as ``fmt`` (``written_as`` for any file)."""
     try:
         return read_metadata(path).get("format") == fmt
     except FeatinvError:

@@ -91,9 +91,9 @@ def describe(path: str) -> dict:
                 "featinv_version": meta.get("featinv_version", "?"),
                 "size_bytes": Path(path).stat().st_size if data is None else len(data)}
     if fmt == VIEWS_FORMAT:
-        views = shapes.get("views") or [shapes.get("offsets", [1])[0] - 1]  # WebP: an offset per view, and the end
         if "views" not in shapes and "offsets" not in shapes:
             raise FeatinvError(f"{name}: views file without views (no 'views' or 'offsets' tensor)")
+        views = shapes.get("views") or [shapes["offsets"][0] - 1]  # WebP: an offset per view, and the end
         quality = meta.get("webp_quality")
         out = {"file": name, "kind": "training views (featinv pack)", "views": views[0],
                "side": int(meta.get("side", 0)),

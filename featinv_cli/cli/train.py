@@ -34,9 +34,8 @@ def shipped_defaults(extractor, arch: str, width: float | None) -> tuple[str, fl
 
 def init_defaults(init: Path, arch: str, width: float | None, upsample: str, default_upsample: str):
     """--init: the model file's architecture, width and upsampling where the command line left them out."""
-    from ..formats import MODEL_FORMAT
+    from ..formats import MODEL_FORMAT, canonical_arch
     from ..safetensors_codec import json_field, read_metadata
-    from ..formats import canonical_arch
 
     if not init.is_file():
         raise UsageError(f"--init {init}: no such model file")

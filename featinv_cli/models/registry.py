@@ -86,6 +86,8 @@ def _skip_network(arch: dict) -> nn.Module:
 
 ARCHITECTURES = {a.name: a for a in (Architecture("paper", _describe_paper, _paper_network),
                                      Architecture("skip", _describe_skip, _skip_network))}
+
+
 def names() -> list[str]:
     return sorted(ARCHITECTURES)
 
