@@ -13,7 +13,7 @@ import typer
 
 from .. import __version__
 from ..errors import FeatinvError, set_quiet
-from . import demo, extract, info, interpolate, invert, kernels, pack, perturb, sample, score, train
+from . import audit, demo, extract, info, interpolate, invert, kernels, pack, perturb, sample, score, train
 
 app = typer.Typer(
     name="featinv", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -34,6 +34,7 @@ app.command(name="pack")(pack.pack)
 app.command(name="train")(train.train)
 app.command(name="invert")(invert.invert)
 app.command(name="score")(score.score)
+app.command(name="audit")(audit.audit)
 app.command(name="info")(info.info)
 app.command(name="demo")(demo.demo)
 app.command(name="kernels")(kernels.kernels)
@@ -97,7 +98,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _main(argv: list[str] | None) -> None:
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("FEATINV_DEBUG"))
+    from . import common
+
+    common.argv = list(argv if argv is not None else sys.argv[1:])
+    debug = "--debug" in common.argv or bool(os.environ.get("FEATINV_DEBUG"))
     try:
         code = app(args=argv, prog_name="featinv", standalone_mode=False)
     except FeatinvError as e:
