@@ -183,6 +183,7 @@ def write_report(root: Path, auditor, sources: list[str], feature, keeps, seed) 
     from .. import __version__
     from ..audit import AUDIT_FORMAT, summary
     from ..files import atomic_write
+    from ..inverter import ASSETS
     from ..recognition import JUDGE
     from ..report import page, plot_defence
     from . import common
@@ -195,7 +196,8 @@ def write_report(root: Path, auditor, sources: list[str], feature, keeps, seed) 
                              "torch_version": torch.__version__, "date": datetime.datetime.now().astimezone().isoformat(
                                  timespec="seconds"), "sources": sources, "feature": spec, "method": "learned",
                              "judge": JUDGE, "seed": seed, "keep": keeps,
-                             "models": [model_record(p) for p in auditor.inverters]}}
+                             "models": [model_record(p) for p in auditor.inverters],
+                             "shipped_hog_error": model_record(ASSETS / "hog.safetensors")["held_out_error"]}}
     root.mkdir(parents=True, exist_ok=True)
     if defence:
         atomic_write(auditor.claim("defence.png"), plot_defence(defence))
