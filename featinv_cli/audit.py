@@ -73,6 +73,8 @@ def feature_items(args: list[str], feature: str | None) -> tuple[int | None, Ite
 
     folders = [Path(a) for a in args if Path(a).is_dir()]
     files = expand_feature_args(args)
+    for path in files:  # each file's header and shape checked before any work (files are memory-mapped: cheap)
+        resolve(load_features(path), path, feature)
 
     def items():
         for path in files:

@@ -173,6 +173,9 @@ def test_feature_files_in_a_folder(cli, tmp_path):
     record = json.loads((tmp_path / "out" / "audit.json").read_text())
     assert sorted(x["name"] for x in record["images"]) == ["astronaut", "chelsea", "coffee", "rocket"]
     assert [d["keep"] for d in record["defence"]] == [1.0, 0.5]
+    (feats / "zz-broken.safetensors").write_bytes(b"\x00" * 20)  # a damaged file after the good ones
+    assert "zz-broken" in one_line_error(cli("audit", feats, "-r", PHOTOS, "-o", tmp_path / "o3"))
+    assert not (tmp_path / "o3").exists()
     assert record["summary"]["normalized_error"] is not None  # 96-px views of both: one size
     assert "prepare photos or a database" in cli("audit", feats, "-r", PHOTOS, *VIEW, "-o", tmp_path / "o2").err
 
