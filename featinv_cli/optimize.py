@@ -32,6 +32,7 @@ class OptimizeConfig:
     beta: float = 2.0
     seed: int = 0
     device: str = "cpu"
+    prox: float = 0.0  # refine: weight of the mean squared distance to the learned reconstruction
 
     def __post_init__(self):
         if self.steps < 1:
@@ -40,39 +41,64 @@ class OptimizeConfig:
 
 def check_differentiable(extractor: Extractor) -> None:
     if not extractor.differentiable:
-        raise FeatinvError(f"--method optimize needs gradients of the features, and {extractor.name} has none "
+        raise FeatinvError(f"--method optimize and refine need gradients of the features, and {extractor.name} has none "
                            f"({'codes from pixel comparisons' if extractor.name == 'lbp' else 'keypoint detection'} "
                            f"is piecewise constant); use the learned inverter (the paper's point)")
+
+
+def objective(extractor: Extractor, x: torch.Tensor, target: torch.Tensor, norm: torch.Tensor,
+              cfg: OptimizeConfig, anchor: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the loss to descend, each image's feature loss) for images x (N, 3, H, W) and their target
+    features (N, ...), ``norm`` = each target's squared norm (N,). Every term is a per-image mean or
+    ratio summed over the batch, so an image's gradient is the one it would have alone (and Adam's
+    steps, elementwise, the same): a batch is N optimisations run together. ``anchor`` (N, 3, H, W) adds
+    ``cfg.prox`` times the mean squared distance to it (refine's learned reconstruction)."""
+    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
+    feature_loss = (extractor(x) - target).pow(2).flatten(1).sum(1) / norm
+    r_a = ((x - mean).abs() / B).pow(cfg.a).flatten(1).mean(1)
+    dx = x[..., :, 1:] - x[..., :, :-1]
+    dy = x[..., 1:, :] - x[..., :-1, :]
+    r_tv = ((dx[..., :-1, :] ** 2 + dy[..., :, :-1] ** 2) / V ** 2).pow(cfg.beta / 2).flatten(1).mean(1)
+    loss = feature_loss + cfg.lambda_a * r_a + cfg.lambda_tv * r_tv
+    if anchor is not None and cfg.prox:
+        loss = loss + cfg.prox * ((x - anchor) / B).pow(2).flatten(1).mean(1)
+    return loss.sum(), feature_loss.detach()
+
+
+def descend(extractor: Extractor, x: torch.Tensor, target: torch.Tensor, cfg: OptimizeConfig,
+            anchor: torch.Tensor | None = None,
+            on_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None
+            ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``cfg.steps`` Adam steps on ``objective`` from images x (N, 3, H, W): (the images clamped to
+    [0, 1], each step's per-image feature losses). ``on_step(step, losses, images so far)``."""
+    x = x.clone().to(cfg.device).requires_grad_(True)
+    target = target.to(cfg.device)
+    norm = target.pow(2).flatten(1).sum(1).clamp_min(1e-12)
+    opt = torch.optim.Adam([x], lr=cfg.lr)
+    history = []
+    for step in range(cfg.steps):
+        loss, feature_loss = objective(extractor, x, target, norm, cfg, anchor)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append(feature_loss.cpu())
+        if on_step:
+            on_step(step + 1, history[-1], x.detach())
+    return x.detach().clamp(0, 1).cpu(), history
 
 
 def invert_by_optimization(extractor: Extractor, target: torch.Tensor, size: tuple[int, int],
                            cfg: OptimizeConfig = OptimizeConfig(),
                            on_step: Callable[[int, float], None] | None = None) -> tuple[torch.Tensor, list[float]]:
-    """One image: target features (1, ...) -> (image (1, 3, H, W) in [0, 1], feature-loss history)."""
+    """One image: target features (1, ...) -> (image (1, 3, H, W) in [0, 1], feature-loss history),
+    from the mean colour and a little seeded noise."""
     check_differentiable(extractor)
     g = torch.Generator().manual_seed(cfg.seed)
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1).to(cfg.device)
-    x = (mean + 0.01 * torch.randn(1, 3, *size, generator=g).to(cfg.device)).requires_grad_(True)
-    target = target.to(cfg.device)
-    opt = torch.optim.Adam([x], lr=cfg.lr)
-    norm = target.pow(2).sum().clamp_min(1e-12)
-    history = []
-    for step in range(cfg.steps):
-        phi = extractor(x)
-        feature_loss = (phi - target).pow(2).sum() / norm
-        d = x - mean
-        r_a = (d.abs() / B).pow(cfg.a).mean()
-        dx = x[..., :, 1:] - x[..., :, :-1]
-        dy = x[..., 1:, :] - x[..., :-1, :]
-        r_tv = ((dx[..., :-1, :] ** 2 + dy[..., :, :-1] ** 2) / V ** 2).pow(cfg.beta / 2).mean()
-        loss = feature_loss + cfg.lambda_a * r_a + cfg.lambda_tv * r_tv
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        history.append(float(feature_loss.detach()))
-        if on_step:
-            on_step(step + 1, history[-1])
-    return x.detach().clamp(0, 1).cpu(), history
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+    start = mean + 0.01 * torch.randn(1, 3, *size, generator=g)
+    step = (lambda s, losses, _: on_step(s, float(losses[0]))) if on_step else None
+    x, history = descend(extractor, start, target, cfg, on_step=step)
+    return x, [float(h[0]) for h in history]
 
 
 def invert_each_by_optimization(extractor: Extractor, features: torch.Tensor, size: tuple[int, int],
@@ -85,4 +111,31 @@ def invert_each_by_optimization(extractor: Extractor, features: torch.Tensor, si
     for i, row in enumerate(features):
         step = (lambda s, loss, i=i: on_step(i, s, loss)) if on_step else None
         out.append(invert_by_optimization(extractor, row[None], size, cfg, on_step=step)[0])
+    return torch.cat(out)
+
+
+# `invert --method refine`'s default steps per feature (lr 0.01 from the shipped model's reconstruction),
+# chosen by bench/refine.py on 16 validation photos (bench/refine-selection-*.json): the fewest of 10, 20,
+# 40 and 80 steps within 0.005 of the lowest error, where that lowers the learned error by 0.005 or more.
+# The others (HOG, fire7 and deeper) only got worse: their invariances let the image drift from the
+# expected one while the features still match; refine keeps their learned reconstruction and says so.
+REFINE_STEPS: dict[str, int] = {"squeezenet:conv1": 40, "squeezenet:fire2": 80, "squeezenet:fire3": 40,
+                                "squeezenet:fire4": 40, "squeezenet:fire5": 40, "squeezenet:fire6": 40}
+REFINE_BATCH = 32  # images optimised together: one batch, one Adam, N independent problems
+
+
+def refine_steps(extractor: Extractor) -> int:
+    return REFINE_STEPS.get(extractor.spec, 0)
+
+
+def refine(extractor: Extractor, features: torch.Tensor, learned: torch.Tensor, cfg: OptimizeConfig,
+           on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Learned, then refined: ``cfg.steps`` steps of the optimisation's objective from the learned
+    reconstructions (N, 3, H, W) of features (N, ...), REFINE_BATCH images at a time, each held near
+    its start by ``cfg.prox``. ``on_step(images advanced)`` after every step of a batch."""
+    check_differentiable(extractor)
+    out = []
+    for feats, start in zip(features.split(REFINE_BATCH), learned.split(REFINE_BATCH)):
+        step = (lambda s, losses, x, n=len(start): on_step(n)) if on_step else None
+        out.append(descend(extractor, start, feats, cfg, anchor=start.to(cfg.device), on_step=step)[0])
     return torch.cat(out)

@@ -20,6 +20,31 @@ def optimize_rows(extractor, features, size, steps, lambda_a, lambda_tv, device,
             1, info=f"image {row + 1}/{len(features)}, loss {loss:.4f}"))
 
 
+def refine_rows(extractor, features, learned, steps, lambda_a, lambda_tv, device, quiet):
+    """--method refine: the learned reconstructions, then ``steps`` steps of the optimisation from them,
+    a batch of rows at a time; one progress bar over every row's steps."""
+    from ..optimize import OptimizeConfig, refine
+
+    cfg = OptimizeConfig(steps=steps, lr=0.01, lambda_a=lambda_a, lambda_tv=lambda_tv, device=device)
+    with progress(steps * len(features), "refine", quiet) as bar:
+        return refine(extractor, features, learned, cfg, lambda n: bar.advance(n))
+
+
+def refined(extractor, features, learned, steps, lambda_a, lambda_tv, device, quiet, said: set):
+    """--method refine of one file's rows: ``steps``, else the steps measured for the feature; where
+    those are 0 the learned reconstructions stay, and a note says so once per feature."""
+    from ..optimize import refine_steps
+
+    steps = refine_steps(extractor) if steps is None else steps
+    if steps == 0:
+        if extractor.spec not in said:
+            said.add(extractor.spec)
+            note(f"refine: {extractor.spec}'s learned reconstruction is kept as it is: gradient steps from it "
+                 f"did not lower the error on the validation photos (--optimize-steps N forces them)")
+        return learned
+    return refine_rows(extractor, features, learned, steps, lambda_a, lambda_tv, device, quiet)
+
+
 def say_if_beyond_the_models_scale(inverter, size: tuple[int, int], name: str) -> bool:
     """A note when the image the features came from is much larger than what the model learned from:
     hand-made features are computed in cells of fixed pixels, so a big photo's describe finer detail
@@ -55,9 +80,12 @@ def invert(
     mirror_average: bool = typer.Option(False, "--mirror-average", help="Also invert the mirrored image's "
                                         "features (HOG, LBP: a channel permutation) and average the two "
                                         "reconstructions: lower error, twice the time."),
-    method: str = typer.Option("learned", "--method", help="learned (a trained network, the paper's method) or "
-                               "optimize (Mahendran & Vedaldi's gradient descent on the image; slow baseline)."),
-    steps: int = typer.Option(200, "--optimize-steps", help="optimize: gradient steps per image."),
+    method: str = typer.Option("learned", "--method", help="learned (a trained network, the paper's method), "
+                               "optimize (Mahendran & Vedaldi's gradient descent on the image; slow baseline) or "
+                               "refine (learned, then gradient steps from it: sharper where the features keep pixels)."),
+    steps: Optional[int] = typer.Option(None, "--optimize-steps", help="optimize: gradient steps per image "
+                                        "(default 200); refine: steps from the learned image (default: what "
+                                        "was measured best for the feature; 0 for those it did not help)."),
     lambda_a: float = typer.Option(1e-3, "--lambda-a", help="optimize: weight of the a-norm (a = 6) prior."),
     lambda_tv: float = typer.Option(0.05, "--lambda-tv", help="optimize: weight of the total-variation prior."),
     device: str = DEVICE,
@@ -79,9 +107,13 @@ def invert(
       featinv invert orig.safetensors drop.safetensors bin.safetensors -o compare.png
       featinv invert conv3.safetensors --method optimize --optimize-steps 300 -o pre-image.png
       featinv invert hog.safetensors --mirror-average -o recon.png
+      featinv invert conv1.safetensors --method refine -o sharper.png
 
     --method optimize is the baseline the paper compares against: it needs no model but gradients of
-    the extractor (CNN layers, HOG through its magnitudes), and refuses LBP and SIFT.
+    the extractor (CNN layers, HOG through its magnitudes), and refuses LBP and SIFT. --method refine
+    starts that optimisation from the learned reconstruction (all rows of a file at once): the network
+    gives the expected image, the steps sharpen it where the features keep the pixels; for features
+    where the steps did not lower the error on validation photos it keeps the learned image and says so.
     """
     from ..features import resolve
     from ..files import check_not_input, is_dir_target
@@ -89,6 +121,7 @@ def invert(
     from ..grid import (DirectoryOutput, check_png_output, distinct_titles, file_title, output_names,
                         row_labels, save_reconstructions, source_label)
     from ..inverter import Inverter, shipped_model
+    from ..optimize import check_differentiable
 
     folders = [Path(a) for a in features if a != "-" and Path(a).is_dir()]
     features = expand_feature_args(features)
@@ -96,12 +129,16 @@ def invert(
     check_not_input(output, list(features) + ([str(model)] if model else []))
     if features.count("-") > 1:
         raise FeatinvError("only one input can be read from stdin")
-    if method not in ("learned", "optimize"):
-        raise UsageError(f"--method {method!r}: choose learned or optimize")
-    if steps < 1:
-        raise UsageError(f"--optimize-steps {steps}: must be at least 1")
+    if method not in ("learned", "optimize", "refine"):
+        raise UsageError(f"--method {method!r}: choose learned, optimize or refine")
+    if steps is not None and (steps < 1 if method == "optimize" else steps < 0):
+        raise UsageError(f"--optimize-steps {steps}: must be at least {1 if method == 'optimize' else 0}")
+    if steps is not None and method == "learned":
+        raise UsageError("--optimize-steps: for --method optimize or refine")
     learned_only = [flag for flag, given in (("-m", model), ("--mirror-average", mirror_average),
                                              ("--grid-size", grid_size)) if given]
+    if method == "refine" and grid_size:
+        raise UsageError("--grid-size: refine works at the image's size, where the features were computed")
     if method == "optimize" and learned_only:
         raise UsageError(f"{', '.join(learned_only)}: for --method learned (a network); --method optimize "
                          f"needs no model and reconstructs at the image's size")
@@ -112,14 +149,17 @@ def invert(
     if directory is None:
         check_png_output(output)
     inverters: dict[Path, Inverter] = {}
+    said: set[str] = set()  # features refine left as learned, said once each
     rows, captions, row_names, specs = [], [], [], []
     grid_columns, run_titles, warned_scale = columns, None, False
     for path in features:
         name = "<stdin>" if path == "-" else path
         ff = load_features(path)
         extractor, size = resolve(ff, name, feature, parse_size(image_size))
+        if method == "refine":
+            check_differentiable(extractor)  # before the network's work, not after it
         if method == "optimize":
-            images = optimize_rows(extractor, ff.features, size, steps, lambda_a, lambda_tv, device, quiet)
+            images = optimize_rows(extractor, ff.features, size, steps or 200, lambda_a, lambda_tv, device, quiet)
         else:
             model_path = Path(model) if model else shipped_model(extractor)
             if model_path not in inverters:
@@ -131,6 +171,8 @@ def invert(
             images = inverter(ff.features, None if grid_size else size, mirror_average=mirror_average)
             if not extractor.is_cnn and not warned_scale:
                 warned_scale = say_if_beyond_the_models_scale(inverter, size, name)
+            if method == "refine":
+                images = refined(extractor, ff.features, images, steps, lambda_a, lambda_tv, device, quiet, said)
         if directory:
             directory.write(images, output_names(ff, path, folders))
             continue

@@ -54,7 +54,12 @@ def uoctti_hog_torch(images: torch.Tensor, cell: int = 8, orientations: int = 9)
     gy[:, 1:-1, 1:-1] = img[:, 2:, 1:-1] - img[:, :-2, 1:-1]
     # sqrt in double, rounded once: torch's vectorised float32 sqrt is not correctly rounded on every
     # CPU, C's sqrtf (VLFeat, the C++ kernel) is.
-    mag = torch.sqrt((gx * gx + gy * gy).double()).float()
+    # Where the image is flat the magnitude is 0 and sqrt's derivative there infinite: 0 * inf made every
+    # gradient of an image with a flat region NaN (an 8-bit reconstruction has them). The flat pixels'
+    # magnitude is set to 0 after a sqrt of 1, which has a zero gradient: the same values, finite gradients.
+    sq = (gx * gx + gy * gy).double()
+    flat = sq == 0
+    mag = torch.sqrt(torch.where(flat, 1.0, sq)).masked_fill(flat, 0.0).float()
 
     # Hard assignment to the best of 2*O directed bins: the largest |<g, u_k>| over the O undirected
     # directions, its sign picking bin k or k + O. Scores use the un-normalised gradient (same winner).
