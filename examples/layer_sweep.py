@@ -25,7 +25,7 @@ from featinv_cli.evaluate import evaluate, load_views
 from featinv_cli.features import parse_spec
 from featinv_cli.features import alexnet, squeezenet
 from featinv_cli.inverter import Inverter, shipped_path
-from featinv_cli.optimize import OptimizeConfig, invert_by_optimization
+from featinv_cli.optimize import OptimizeConfig, invert_by_optimization, refine, refine_steps
 from featinv_cli.train import TrainConfig, train
 
 
@@ -42,6 +42,7 @@ def plot(rows: list[dict], path: Path, images: int = 2) -> None:
 
     fig, ax = plt.subplots(figsize=(7.2, 4.2), dpi=100)
     keys = (("learned_same_images", "o-", "#0050c8", f"learned inverter, {images} images"),
+            ("refined_same_images", "D-", "#1e8c3c", f"learned, then refined, the same {images} images"),
             ("optimize", "s-", "#c80000", f"optimisation, the same {images} images"),
             ("learned", "o--", "#82afeb", "learned inverter, all validation images"))
     for key, style, colour, label in keys:
@@ -75,10 +76,14 @@ def main() -> None:
     p.add_argument("--optimize-images", type=int, default=4)
     p.add_argument("--optimize-steps", type=int, default=200)
     p.add_argument("--out", default="out/sweep")
+    p.add_argument("--add-refined", type=Path, default=None, metavar="SWEEP_JSON",
+                   help="only fill this earlier sweep's learned-then-refined column (shipped models) and redraw it")
     p.add_argument("--update", type=Path, default=None, metavar="SWEEP_JSON",
                    help="also write this sweep's rows into an earlier sweep.json (e.g. docs/figures/"
                         "squeezenet-fig7.json after shipping another layer's inverter) and redraw its .png")
     args = p.parse_args()
+    if args.add_refined:
+        return add_refined(args.add_refined, Path(args.data))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = Path(args.data)
@@ -104,28 +109,54 @@ def main() -> None:
                                           OptimizeConfig(steps=args.optimize_steps))
             errors.append(float(metrics.normalized_errors(x, image[None], norm)[0]))
         # The learned inverter on exactly the images the optimisation ran on: the fair comparison.
-        same = None
+        same = refined = None
         if model.exists() and errors:
-            inverter = Inverter(model)
-            few = views[: args.optimize_images]
-            recon = inverter(inverter.encode(few), (128, 128))
-            same = float(metrics.normalized_errors(recon, few, norm).mean())
+            same, refined = learned_and_refined(extractor, model, views[: args.optimize_images], norm)
         rows.append({"layer": layer, "learned": learned, "learned_same_images": same,
-                     "optimize": float(np.mean(errors)) if errors else None})
+                     "refined_same_images": refined, "optimize": float(np.mean(errors)) if errors else None})
         print(json.dumps(rows[-1]), flush=True)
     (out / "sweep.json").write_text(json.dumps({"weights": args.weights, "steps": args.steps,
                                                 "optimize_images": args.optimize_images, "rows": rows}, indent=1))
     k = args.optimize_images
-    table = [f"| layer | learned inverter (all val images) | learned (first {k}) | optimisation (first {k}) |",
-             "|---|---|---|---|"]
+    table = [f"| layer | learned inverter (all val images) | learned (first {k}) | learned, then refined (first {k}) "
+             f"| optimisation (first {k}) |", "|---|---|---|---|---|"]
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
-    table += [f"| {r['layer']} | {fmt(r['learned'])} | {fmt(r['learned_same_images'])} | {fmt(r['optimize'])} |"
-              for r in rows]
+    table += [f"| {r['layer']} | {fmt(r['learned'])} | {fmt(r['learned_same_images'])} | "
+              f"{fmt(r['refined_same_images'])} | {fmt(r['optimize'])} |" for r in rows]
     (out / "sweep.md").write_text("\n".join(table) + "\n")
     plot(rows, out / "sweep.png", args.optimize_images)
     print("\n".join(table))
     if args.update:
         update(args.update, rows, args.weights, args.steps, args.optimize_images)
+
+
+def learned_and_refined(extractor, model: Path, few: torch.Tensor, norm: float) -> tuple[float, float]:
+    """Mean normalized error of a model's reconstructions of ``few`` views, and of them refined as
+    `invert --method refine` refines them (its default steps for the feature; 0 keeps them)."""
+    inverter = Inverter(model)
+    target = inverter.encode(few)
+    recon = inverter(target, (128, 128))
+    steps = refine_steps(extractor)
+    refined = refine(extractor, target, recon, OptimizeConfig(steps=steps, lr=0.01)) if steps else recon
+    return tuple(float(metrics.normalized_errors(x, few, norm).mean()) for x in (recon, refined))
+
+
+def add_refined(path: Path, data: Path) -> None:
+    """Fill an earlier sweep's "learned, then refined" column from the shipped models, on the same
+    optimisation images (its other columns stay), and redraw its plot."""
+    sweep = json.loads(path.read_text())
+    views = load_views(data / "val", 128)
+    norm = metrics.mean_pairwise_distance(views)
+    few = views[: sweep.get("optimize_images", 2)]
+    for r in sweep["rows"]:
+        extractor = parse_spec(f"squeezenet:{r['layer']}")
+        same, r["refined_same_images"] = learned_and_refined(extractor, shipped_path(extractor), few, norm)
+        if abs(same - r["learned_same_images"]) > 5e-4:
+            raise SystemExit(f"{path}: {r['layer']} learned {r['learned_same_images']:.4f} on these images, the "
+                             f"shipped model gives {same:.4f}: rerun the sweep first")
+        print(r["layer"], round(same, 4), round(r["refined_same_images"], 4), flush=True)
+    path.write_text(json.dumps(sweep, indent=1) + "\n")
+    plot(sweep["rows"], path.with_suffix(".png"), len(few))
 
 
 def update(path: Path, rows: list[dict], weights: str = "", steps: int = 0, images: int = 2) -> None:
