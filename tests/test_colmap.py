@@ -344,3 +344,62 @@ def test_extract_a_database_at_the_evaluation_view(cli, tmp_path):
     full = read_database(DB)
     assert (ff.extra["counts"] < torch.tensor([len(i.keypoints) for i in full])).all()
     assert "--shard" in one_line_error(cli("extract", "colmap-sift", DB, "--shard", "0/2", "-o", f"{tmp_path}/s/"))
+
+
+# A second process inside a write transaction on a rollback-journal database (the fixture's mode), with
+# a cache of one page so that its uncommitted pages reach the file before any commit.
+WRITER = """
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("PRAGMA cache_size=1")
+con.execute("BEGIN EXCLUSIVE")
+con.execute("UPDATE descriptors SET data = zeroblob(length(data))")
+print("inside", flush=True)
+sys.stdin.read()
+"""
+
+
+def _writer_inside_a_transaction(db):
+    import subprocess
+    import sys
+
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(db)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline() == "inside\n"
+    assert (db.parent / (db.name + "-journal")).stat().st_size > 0
+    return writer
+
+
+def test_a_database_another_process_is_writing_is_waited_for_then_refused(cli, tmp_path, monkeypatch):
+    """Uncommitted pages are never read: featinv waits for the lock a bounded time, then says so in one
+    line and writes nothing; once the writer is gone the committed descriptors are read."""
+    import featinv_cli.features.colmap as colmap
+
+    monkeypatch.setattr(colmap, "LOCK_WAIT_S", 0.2)
+    db = tmp_path / "database.db"
+    shutil.copyfile(DB, db)
+    writer = _writer_inside_a_transaction(db)
+    try:
+        msg = one_line_error(cli("extract", "colmap-sift", db, "-o", f"{tmp_path}/out/"))
+    finally:
+        writer.communicate("")  # ends it without a commit: its connection rolls back
+    assert "another process is writing the database" in msg and "0.2 s" in msg
+    assert not (tmp_path / "out").exists()
+    assert [int(i.descriptors.sum()) for i in read_database(db)] == [int(i.descriptors.sum()) for i in read_database(DB)]
+
+
+def test_a_writer_that_died_mid_transaction_is_rolled_back_in_a_copy(tmp_path):
+    """Its hot journal holds the committed pages: they are read, and neither file is touched."""
+    import signal
+
+    db = tmp_path / "database.db"
+    shutil.copyfile(DB, db)
+    writer = _writer_inside_a_transaction(db)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    journal = tmp_path / "database.db-journal"
+    before = db.read_bytes(), journal.read_bytes()
+    images = read_database(db)
+    assert [int(i.descriptors.sum()) for i in images] == [int(i.descriptors.sum()) for i in read_database(DB)]
+    assert (db.read_bytes(), journal.read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["database.db", "database.db-journal"]
