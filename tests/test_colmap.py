@@ -403,3 +403,19 @@ def test_a_writer_that_died_mid_transaction_is_rolled_back_in_a_copy(tmp_path):
     assert [int(i.descriptors.sum()) for i in images] == [int(i.descriptors.sum()) for i in read_database(DB)]
     assert (db.read_bytes(), journal.read_bytes()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["database.db", "database.db-journal"]
+
+
+@pytest.mark.parametrize("side", [10**9, 60000])
+def test_a_camera_larger_than_memory_is_one_line_naming_its_size(cli, tmp_path, monkeypatch, side):
+    """A camera's size is the database's word: 10^9 x 10^9 overflowed torch's size arithmetic, 60000 x
+    60000 asks for a 120 GB grid. Both are refused before anything is allocated or written; read at a
+    smaller view the same database works."""
+    import featinv_cli.memory as memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 8 * 2**30)  # the same answer on any machine
+    db = _damaged(tmp_path, "UPDATE cameras SET width = ?, height = ? WHERE camera_id = 1", side, side)
+    msg = one_line_error(cli("extract", "colmap-sift", db, "-o", f"{tmp_path}/out/"))
+    assert f"'astronaut.png' is {side}x{side}" in msg and "more than this machine has free (8.0 GB)" in msg
+    assert not (tmp_path / "out").exists()
+    r = cli("extract", "colmap-sift", db, "--resize", "64", "--crop", "64", "-o", tmp_path / "view.safetensors")
+    assert r.code == 0, r.err

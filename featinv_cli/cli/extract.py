@@ -115,7 +115,7 @@ def extract(
             if len(sizes) > 1 and not is_dir_target(output):
                 raise UsageError(f"{images[0]}: its images have {len(sizes)} sizes ({', '.join(sizes[:4])}); write "
                                  f"one file per image with -o DIR/")
-            rows = database_rows(extractor, found)
+            rows = database_rows(extractor, found, images[0])
             with progress(len(found), "extract", quiet) as bar:
                 for (name, size, feats, extra), file_name in zip(rows, per_file_names([i.name for i in found])):
                     sink.add(f"{images[0]} ({name})", name, size, feats, extra if raw else {}, file_name)

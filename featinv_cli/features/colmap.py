@@ -241,6 +241,19 @@ def as_view(image: DatabaseImage, resize: int | None, crop: int | None) -> Datab
     return DatabaseImage(image.name, h, w, kp[keep], image.descriptors[keep], image.stored)
 
 
+def check_grids_fit(images: list[DatabaseImage], extractor: KeypointGrid, db: str) -> None:
+    """An image's size is its camera's, the database's word: before the first grid is made (one image at
+    a time), the largest must fit in memory. A camera claiming 10^9 x 10^9 pixels overflowed torch's
+    size arithmetic; one of 60000 x 60000 asks for a 120 GB grid."""
+    from ..memory import check_fits
+
+    big = max(images, key=lambda i: i.height * i.width)
+    hc, wc = extractor.grid_size(big.height, big.width)
+    check_fits(extractor.channels * hc * wc * 4,
+               f"{db}: image {big.name!r} is {big.width}x{big.height} (its camera's size); its grid",
+               "the database is damaged, or read its images smaller with --resize N")
+
+
 def raw_arrays(images: list[DatabaseImage]) -> dict[str, torch.Tensor]:
     """The raw arrays a feature file keeps beside the grid, as for ``sift``: keypoints (K, 4),
     descriptors (K, 128) float32 (COLMAP's whole numbers 0..255), counts (N,)."""
