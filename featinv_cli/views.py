@@ -35,6 +35,7 @@ class ViewSet:
     sift: dict[str, torch.Tensor] = field(default_factory=dict)
     sift_params: dict | None = None
     webp: tuple[int | None, list[bytes]] | None = None  # (quality, blobs) when ``views`` are decoded WebP
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (source, why) of photos `pack` left out
 
     @property
     def side(self) -> int:
@@ -50,41 +51,53 @@ class ViewSet:
 
 
 class _Decode:
-    """A map-style dataset (what DataLoader needs) of the views of ``files``; a plain class, so that
-    `info` reads a views header without importing torch."""
+    """A map-style dataset (what DataLoader needs) of the views of ``files``: (view, "") or, unless
+    ``strict``, (zeros, why) for a photo that does not read. A plain class, so that `info` reads a views
+    header without importing torch."""
 
-    def __init__(self, files: list[Path], side: int):
-        self.files, self.side = files, side
+    def __init__(self, files: list[Path], side: int, strict: bool):
+        self.files, self.side, self.strict = files, side, strict
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
         import torch
 
         from .data import prepare_view
         from .images import read_image
 
-        view = prepare_view(read_image(self.files[i]), self.side, self.side, str(self.files[i]))
-        return (view * 255.0).round().to(torch.uint8)
+        try:
+            view = prepare_view(read_image(self.files[i]), self.side, self.side, str(self.files[i]))
+        except FeatinvError as e:
+            if self.strict:
+                raise
+            return torch.zeros(3, self.side, self.side, dtype=torch.uint8), str(e)
+        return (view * 255.0).round().to(torch.uint8), ""
 
 
-def decode_views(files: list[Path], side: int, workers: int = 0, on_image=None) -> torch.Tensor:
-    """(N, 3, side, side) uint8 views of ``files``, decoded in ``workers`` processes."""
+def decode_views(files: list[Path], side: int, workers: int = 0, on_image=None,
+                 strict: bool = True) -> tuple[torch.Tensor, list[tuple[int, str]]]:
+    """(M, 3, side, side) uint8 views of ``files``, decoded in ``workers`` processes, and (index, why)
+    of each file left out (none when ``strict``: the first that does not read raises)."""
     import torch
 
     from .data import worker_init
+    from .memory import check_fits
 
+    check_fits(len(files) * 3 * side * side, f"{len(files)} views of {side}x{side}", "pack fewer photos or a smaller --side")
     out = torch.empty(len(files), 3, side, side, dtype=torch.uint8)
-    loader = torch.utils.data.DataLoader(_Decode(files, side), batch_size=32, num_workers=workers,
+    loader = torch.utils.data.DataLoader(_Decode(files, side, strict), batch_size=32, num_workers=workers,
                                          worker_init_fn=worker_init)
-    done = 0
-    for batch in loader:
-        out[done:done + len(batch)] = batch
-        done += len(batch)
+    kept, seen, failed = 0, 0, []
+    for batch, why in loader:
+        failed += [(seen + j, w) for j, w in enumerate(why) if w]
+        good = torch.tensor([not w for w in why])
+        out[kept:kept + int(good.sum())] = batch[good]  # the views kept stay contiguous: out[:kept] is no copy
+        kept, seen = kept + int(good.sum()), seen + len(why)
         if on_image:
-            on_image(len(batch))
-    return out
+            on_image(len(why))
+    return out[:kept], failed
 
 
 _DETECTING: tuple = ()  # (views, extractor) of detect_sift, inherited by its forked workers
@@ -336,12 +349,19 @@ def load_views(path: str | Path, workers: int = 0) -> ViewSet:
 
 
 def pack(files: list[Path], sources: list[str], side: int, sift_extractor=None, workers: int = 0,
-         on_image=None, webp: int = 0) -> ViewSet:
+         on_image=None, webp: int = 0, strict: bool = True) -> ViewSet:
     """Decode ``files`` into views (as WebP of that quality decodes them, when ``webp``), and detect SIFT
-    on each view and its mirror when an extractor is given."""
+    on each view and its mirror when an extractor is given. Unless ``strict``, photos that do not read
+    are left out (``ViewSet.skipped``); none that reads is still an error."""
     from .data import fingerprint
 
-    vs = ViewSet(decode_views(files, side, workers, on_image), sources, fingerprint(files))
+    views, failed = decode_views(files, side, workers, on_image, strict)
+    if failed and len(failed) == len(files):
+        raise FeatinvError(f"none of the {len(files)} photos reads: {failed[0][1]}" if len(files) > 1 else failed[0][1])
+    out = set(i for i, _ in failed)
+    kept = [i for i in range(len(files)) if i not in out]
+    vs = ViewSet(views, [sources[i] for i in kept], fingerprint([files[i] for i in kept]),
+                 skipped=[(sources[i], why) for i, why in failed])
     if webp:
         to_webp(vs, webp, workers)
     if sift_extractor is not None:

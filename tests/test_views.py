@@ -205,3 +205,50 @@ def test_webp_views_of_another_size_than_the_header_says_are_refused(cli, image_
     bad = _tampered(packed, tmp_path / "bad.safetensors", lambda h: h["__metadata__"].__setitem__("side", "32"))
     with pytest.raises(FeatinvError, match="do not decode to 32x32"):
         load_views(bad)
+
+
+def _folder_with_broken_photos(image_dir, tmp_path, broken: int) -> Path:
+    import shutil
+
+    folder = tmp_path / "photos"
+    shutil.copytree(image_dir, folder)
+    for i in range(broken):
+        (folder / f"9{i}_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    return folder
+
+
+def test_pack_leaves_out_photos_that_do_not_read_and_names_them(cli, image_dir, tmp_path):
+    """One broken file among thousands must not block a pack: it is left out with a note naming it,
+    the rest are packed, exit 0; --verbose names every one; --strict stops at the first as before."""
+    folder = _folder_with_broken_photos(image_dir, tmp_path, 5)
+    out = tmp_path / "v.safetensors"
+    r = cli("pack", folder, "-o", out, "--side", "64")
+    assert r.code == 0, r.err
+    notes = [line for line in r.err.splitlines() if line.startswith("featinv: note:")]
+    assert len(notes) == 1 and "5 of 13 photos do not read and are left out" in notes[0]
+    assert "90_broken.jpg: not a readable image" in notes[0] and "and 2 more (--verbose lists them all)" in notes[0]
+    assert "8 views of 64x64" in r.err and "5 photos left out" in r.err
+    vs = load_views(out)
+    assert len(vs) == 8 and not any("broken" in s for s in vs.sources)
+    good = load_views(_packed_without(image_dir, tmp_path, cli))
+    assert torch.equal(vs.views, good.views) and vs.fingerprint == good.fingerprint
+    r = cli("pack", folder, "-o", tmp_path / "all.safetensors", "--side", "64", "--verbose")
+    assert r.code == 0 and sum(line.startswith("featinv: note: left out: ") for line in r.err.splitlines()) == 5
+    msg = one_line_error(cli("pack", folder, "-o", tmp_path / "strict.safetensors", "--side", "64", "--strict"))
+    assert "90_broken.jpg: not a readable image" in msg and not (tmp_path / "strict.safetensors").exists()
+
+
+def _packed_without(image_dir, tmp_path, cli) -> Path:
+    out = tmp_path / "good.safetensors"
+    assert cli("pack", image_dir, "-o", out, "--side", "64", "-q").code == 0
+    return out
+
+
+def test_pack_with_no_photo_that_reads_is_an_error(cli, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.jpg", "b.png"):
+        (folder / name).write_bytes(b"nothing")
+    msg = one_line_error(cli("pack", folder, "-o", tmp_path / "v.safetensors"))
+    assert "none of the 2 photos reads" in msg and "a.jpg: not a readable image" in msg
+    assert not (tmp_path / "v.safetensors").exists()

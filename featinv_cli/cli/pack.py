@@ -25,6 +25,10 @@ def pack(
                              "another machine, decoded into memory when train loads it. 0: raw, memory-mapped."),
     workers: int = typer.Option(0, "--workers", help="Processes decoding images, detecting SIFT and encoding "
                                 "WebP in parallel."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first photo that does not read, instead of "
+                                "leaving it out with a note."),
+    verbose: bool = typer.Option(False, "--verbose", help="Name every photo left out, one line each (the note "
+                                 "names the first few)."),
     quiet: bool = QUIET,
 ):
     """Decode training photos once into a memory-mapped file of 8-bit views.
@@ -33,7 +37,9 @@ def pack(
     flips are cut from the views in whole batches, and HOG, LBP and CNN features are computed on each
     batch. A view takes side x side x 3 bytes (160: 77 kB; 15,000 photos: 1.2 GB on disk, read as
     batches need it). With --sift the keypoints of every view and of its mirror image are stored
-    too (about 55 kB a photo), since SIFT is too slow to detect on every batch.
+    too (about 55 kB a photo), since SIFT is too slow to detect on every batch. A photo that does not
+    read (damaged, not an image, over the pixel limit) is left out with a note, and the rest are packed;
+    --strict stops at the first instead. No photo that reads is an error.
 
     \b
     Examples:
@@ -91,10 +97,28 @@ def pack(
         files = expand_image_args(images)
         check_not_input(output, files)
         with progress(len(files) * (2 if extractor else 1), "pack", quiet) as bar:
-            vs = pack_views(files, source_names(files, images), side, extractor, workers, bar.advance, webp)
+            vs = pack_views(files, source_names(files, images), side, extractor, workers, bar.advance, webp, strict)
+        say_skipped(vs.skipped, len(files), verbose)
     save_views(output, vs, webp, workers)
     if not quiet:
         extra = f", SIFT of each and its mirror ({len(vs.sift['keypoints'])} keypoints)" if vs.sift else ""
         size = output.stat().st_size
+        left = f", {len(vs.skipped)} photo{'' if len(vs.skipped) == 1 else 's'} left out" if vs.skipped else ""
         err.print(f"wrote {output}: {len(vs)} view{'' if len(vs) == 1 else 's'} of {side}x{side}{extra}, "
-                  + (f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 2**10:.1f} kB"))
+                  + (f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 2**10:.1f} kB") + left)
+
+
+SHOWN = 3  # photos a note names before "--verbose lists them all"
+
+
+def say_skipped(skipped: list[tuple[str, str]], total: int, verbose: bool) -> None:
+    """The photos pack left out: each on its own line with --verbose, then how many and the first few."""
+    if not skipped:
+        return
+    if verbose:
+        for _, why in skipped:
+            note(f"left out: {why}")
+    named = "; ".join(why for _, why in skipped[:SHOWN])
+    more = "" if len(skipped) <= SHOWN or verbose else f"; and {len(skipped) - SHOWN} more (--verbose lists them all)"
+    note(f"{len(skipped)} of {total} photos do not read and are left out (--strict stops at the first)"
+         + ("" if verbose else f": {named}{more}"))
