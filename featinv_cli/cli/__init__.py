@@ -13,6 +13,7 @@ import typer
 
 from .. import __version__
 from ..errors import FeatinvError, set_quiet
+from ..threads import before_torch
 from . import demo, extract, info, interpolate, invert, kernels, pack, perturb, sample, score, train
 
 app = typer.Typer(
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _main(argv: list[str] | None) -> None:
+    before_torch()  # commands import torch inside them, after this
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("FEATINV_DEBUG"))
     try:
         code = app(args=argv, prog_name="featinv", standalone_mode=False)

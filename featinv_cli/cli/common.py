@@ -8,12 +8,16 @@ import typer
 from rich.console import Console
 
 from ..errors import FeatinvError, UsageError, set_quiet
+from ..threads import check_threads
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
 QUIET = typer.Option(False, "--quiet", "-q", callback=set_quiet,
                      help="No progress bars or notes on stderr (errors still).")
+THREADS = typer.Option(None, "--threads", metavar="N", callback=check_threads,
+                       help="CPU threads to compute with. Default: $OMP_NUM_THREADS if set, else one per core "
+                            "that other processes leave free (train looks again every few seconds).")
 DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda (auto takes cuda when available).")
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON on stdout instead of a table.")
 WEIGHTS = typer.Option(None, "--weights", help="CNN features: a torchvision-style .pth state dict or "

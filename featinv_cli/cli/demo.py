@@ -1,14 +1,15 @@
 """featinv demo: the whole path on scikit-image's bundled photographs, with no downloads."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from pathlib import Path
 
 import typer
 
 from ..errors import FeatinvError, UsageError
-from .common import DEVICE, QUIET, err, out, resolve_device
+from ..threads import Threads
+from .common import DEVICE, QUIET, THREADS, err, out, resolve_device
 
 if TYPE_CHECKING:  # annotations only; imported where used, so --help stays fast
     import torch
@@ -33,6 +34,7 @@ def demo(
     size: int = typer.Option(128, help="Square size the photographs are prepared at (128: the protocol "
                              "the shipped models were scored with)."),
     device: str = DEVICE,
+    threads: Optional[int] = THREADS,
     quiet: bool = QUIET,
 ):
     """Extract features from scikit-image's photographs, invert them with the shipped models, write a
@@ -50,6 +52,8 @@ def demo(
     from ..grid import check_png_output, labelled_grid
     from ..inverter import Inverter, shipped_model
     from ..images import image_to_uint8, write_image
+
+    Threads(threads)
 
     specs = [s.strip() for s in specs.split(",") if s.strip()]
     if not specs:

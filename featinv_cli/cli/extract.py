@@ -7,7 +7,8 @@ from typing import List, Optional
 import typer
 
 from ..errors import FeatinvError, UsageError, note
-from .common import DEVICE, QUIET, WEIGHTS, progress, resolve_device
+from ..threads import Threads
+from .common import DEVICE, QUIET, THREADS, WEIGHTS, progress, resolve_device
 
 
 def parse_shard(text: str | None, n: int) -> slice:
@@ -56,6 +57,7 @@ def extract(
     workers: int = typer.Option(0, "--workers", help="DataLoader processes reading and extracting in parallel "
                                 "(with a GPU: reading only)."),
     device: str = DEVICE,
+    threads: Optional[int] = THREADS,
     quiet: bool = QUIET,
 ):
     """Compute features of images and write them with their metadata.
@@ -95,6 +97,7 @@ def extract(
     from ..images import expand_image_args, source_names
 
     extractor = parse_spec(with_weights(feature, weights))
+    Threads(threads)
     for i in images:
         if Path(i).suffix.lower() == ".db" and Path(i).is_file() and not is_database(i):
             raise FeatinvError(f"{i}: not a SQLite file (a COLMAP database.db is one)")

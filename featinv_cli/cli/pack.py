@@ -7,7 +7,8 @@ from typing import List, Optional
 import typer
 
 from ..errors import FeatinvError, UsageError, note
-from .common import QUIET, err, progress
+from ..threads import Threads
+from .common import QUIET, THREADS, err, progress
 
 
 def pack(
@@ -29,6 +30,7 @@ def pack(
                                 "leaving it out with a note."),
     verbose: bool = typer.Option(False, "--verbose", help="Name every photo left out, one line each (the note "
                                  "names the first few)."),
+    threads: Optional[int] = THREADS,
     quiet: bool = QUIET,
 ):
     """Decode training photos once into a memory-mapped file of 8-bit views.
@@ -78,6 +80,7 @@ def pack(
     if extractor is not None and not extractor.keypoint_grid:
         raise UsageError(f"--sift {sift}: give a sift or colmap-sift spec (HOG, LBP and CNN features are made on "
                          f"each batch)")
+    Threads(threads)
     if len(images) == 1 and is_views_file(images[0]):
         check_not_input(output, images)
         vs = load_views(images[0], workers)

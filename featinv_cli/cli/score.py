@@ -8,7 +8,8 @@ from typing import List, Optional
 import typer
 
 from ..errors import FeatinvError, UsageError, note
-from .common import JSON, QUIET, out
+from ..threads import Threads
+from .common import JSON, QUIET, THREADS, out
 
 
 def say_if_resized(recons, refs, recon_files) -> None:
@@ -53,6 +54,7 @@ def score(
     baseline_mean: Optional[str] = typer.Option(None, "--baseline-mean", help="Also score predicting "
                                                 "the mean image of this folder (e.g. the training set)."),
     as_json: bool = JSON,
+    threads: Optional[int] = THREADS,
     quiet: bool = QUIET,  # notes obey it through the option's callback (errors.set_quiet)
 ):
     """Score reconstructions: the paper's normalized error, PSNR (dB), SSIM and MAE.
@@ -84,6 +86,7 @@ def score(
     if paired == "in the order given" and len(ref_files) > 1:
         note("the reconstructions' names do not match the references' one to one; paired in "
              "the order given (the table's reference column shows each pair)")
+    Threads(threads)
     prepare = lambda img, name: prepare_view(img, resize, crop, name)  # noqa: E731
     refs = [prepare(read_image(f), str(f)) for f in ref_files]
     # A reconstruction of the whole photo (at its size, or another of its shape) gets the references' view

@@ -13,7 +13,8 @@ import typer
 from ..errors import FeatinvError, UsageError
 from ..settings import NO_STEP_LIMIT, of_steps
 from ..settings import TrainConfig as D  # the defaults (no torch import)
-from .common import DEVICE, QUIET, WEIGHTS, err, progress, resolve_device
+from ..threads import Threads
+from .common import DEVICE, QUIET, THREADS, WEIGHTS, err, progress, resolve_device
 
 
 
@@ -123,6 +124,7 @@ def train(
                                   "autocast (loss and optimizer state stay fp32); auto = bf16 on a GPU with "
                                   "bf16 or a CPU with AMX, else fp32."),
     device: str = DEVICE,
+    threads: Optional[int] = THREADS,
     quiet: bool = QUIET,
 ):
     """Train an up-convolutional network to predict the image from its features (paper eq. 3).
@@ -130,7 +132,7 @@ def train(
     Adam (0.9, 0.999), batch 64, lr 1e-3 after a warm-up, decayed towards the end, MSE in pixel
     space. The photos are decoded once (or packed beforehand with `featinv pack`); each step cuts a
     batch of random crops (zoom, flips) from them and computes its features on the training device,
-    in the main process. Seeded: the same seed and data give the same model on CPU. Ctrl-C saves a
+    in the main process. Seeded: the same seed, data and --threads give the same model on CPU. Ctrl-C saves a
     checkpoint and stops (exit 130; SIGTERM, as `kill` or a batch scheduler sends it: the same, exit
     143); a stopped or killed run continues with --resume.
 
@@ -194,6 +196,7 @@ def train(
         listed += [line.strip() for line in f.read_text().splitlines() if line.strip()] \
             if f.suffix == ".txt" else [str(f)]
     device = resolve_device(device)
+    cpu = Threads(threads)  # follows the load while it trains, unless --threads
     if precision == "auto":
         precision = "bf16" if bf16_supported(device) else "fp32"
     cfg = TrainConfig(feature=with_weights(feature, weights), data=[str(d) for d in data], output=str(output),
@@ -209,6 +212,7 @@ def train(
     with progress(round(minutes * 60) if clock else steps, f"train ({minutes:g} min)" if clock else "train",
                   quiet) as bar:  # a bar on a terminal, a log line every --log-every else
         def on_step(step, total, loss, rate):
+            cpu.adjust()
             done = min(time.perf_counter() - start, minutes * 60) if clock else step
             bar.set(done, f"{f'step {step}  ' if clock else ''}loss {loss:.5f}  {rate:.0f} img/s")
             if log_lines and (step % log_every == 0 or step == total):
