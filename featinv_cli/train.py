@@ -307,7 +307,7 @@ def train(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int, int, f
     with sigterm_stops_training() as sigterm:
         stats = _loop(cfg, net, model, averaged, opt, data, extra, start, device, rank, world, encoder is not None,
                       on_step, sigterm)
-    meta = {"config": dataclasses.asdict(cfg), "steps_done": stats["step"], "final_loss": stats["loss"],
+    meta = {"config": cfg.recorded(), "steps_done": stats["step"], "final_loss": stats["loss"],
             "processes": world, "batch_per_process": stats["batch_per_process"], "images_seen": stats["step"] * cfg.batch,
             "epochs": round(stats["step"] * cfg.batch / data.images, 2), "seconds": stats["seconds"],
             "device": _device_name(device), "data_images": data.images, "data_fingerprint": data.fingerprint,
