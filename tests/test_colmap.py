@@ -419,3 +419,14 @@ def test_a_camera_larger_than_memory_is_one_line_naming_its_size(cli, tmp_path, 
     assert not (tmp_path / "out").exists()
     r = cli("extract", "colmap-sift", db, "--resize", "64", "--crop", "64", "-o", tmp_path / "view.safetensors")
     assert r.code == 0, r.err
+
+
+def test_a_negative_scale_is_named_as_one(cli, tmp_path):
+    """A keypoint row of 4 columns (x, y, scale, orientation) with scale -2 was "a zero scale"."""
+    db = _damaged(tmp_path, "UPDATE keypoints SET rows = 1, cols = 4, data = ? WHERE image_id = 1",
+                  np.array([[10.5, 10.5, -2.0, 0.0]], np.float32).tobytes())
+    con = sqlite3.connect(db)
+    con.execute("UPDATE descriptors SET rows = 1, data = ? WHERE image_id = 1", (bytes(128),))
+    con.commit()
+    con.close()
+    assert "a negative scale (-2)" in one_line_error(cli("extract", "colmap-sift", db, "-o", f"{tmp_path}/out/"))

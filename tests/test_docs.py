@@ -124,3 +124,11 @@ def test_a_deleted_block_marker_is_noticed():
     assert readme.missing_blocks(text, bench) == []
     assert readme.missing_blocks(text.replace("<!-- generated: fig7 -->", ""), bench) == ["fig7"]
     assert readme.missing_blocks(text, bench.replace("<!-- generated: results:memory -->", "")) == ["results:memory"]
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_help_names_values_in_words(cli, name):
+    """Usage and options say FEATURE, IMAGES..., -o TEXT, --side N, not Python's {feature}, <list[str]>."""
+    r = cli(name, "--help")
+    assert r.code == 0
+    assert not re.search(r"<(str|int|float|path|list)|\{[a-z]", r.text), r.text

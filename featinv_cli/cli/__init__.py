@@ -14,6 +14,7 @@ import typer
 from .. import __version__
 from ..errors import FeatinvError, set_quiet
 from ..threads import before_torch
+from .common import Command
 from . import demo, extract, info, interpolate, invert, kernels, pack, perturb, sample, score, train
 
 app = typer.Typer(
@@ -27,17 +28,17 @@ app = typer.Typer(
          "perturb, interpolate and sample probe the feature space between extract and invert.")
 
 # Order = the data flow: extract -> (probe) -> train / invert -> score; helpers last.
-app.command(name="extract")(extract.extract)
-app.command(name="perturb")(perturb.perturb)
-app.command(name="interpolate")(interpolate.interpolate)
-app.command(name="sample")(sample.sample)
-app.command(name="pack")(pack.pack)
-app.command(name="train")(train.train)
-app.command(name="invert")(invert.invert)
-app.command(name="score")(score.score)
-app.command(name="info")(info.info)
-app.command(name="demo")(demo.demo)
-app.command(name="kernels")(kernels.kernels)
+app.command(name="extract", cls=Command)(extract.extract)
+app.command(name="perturb", cls=Command)(perturb.perturb)
+app.command(name="interpolate", cls=Command)(interpolate.interpolate)
+app.command(name="sample", cls=Command)(sample.sample)
+app.command(name="pack", cls=Command)(pack.pack)
+app.command(name="train", cls=Command)(train.train)
+app.command(name="invert", cls=Command)(invert.invert)
+app.command(name="score", cls=Command)(score.score)
+app.command(name="info", cls=Command)(info.info)
+app.command(name="demo", cls=Command)(demo.demo)
+app.command(name="kernels", cls=Command)(kernels.kernels)
 
 
 def _version(value: bool):

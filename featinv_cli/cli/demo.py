@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
-from ..errors import FeatinvError, UsageError
+from ..errors import UsageError
 from ..threads import Threads
-from .common import DEVICE, QUIET, THREADS, err, out, resolve_device
+from .common import DEVICE, QUIET, THREADS, err, out, print_table, resolve_device
 
 if TYPE_CHECKING:  # annotations only; imported where used, so --help stays fast
     import torch
@@ -49,6 +49,7 @@ def demo(
     from rich.table import Table
     from .. import metrics
     from ..features import parse_spec
+    from ..files import check_parent
     from ..grid import check_png_output, labelled_grid
     from ..inverter import Inverter, shipped_model
     from ..images import image_to_uint8, write_image
@@ -60,8 +61,7 @@ def demo(
         raise UsageError("--specs: give at least one feature spec, e.g. hog,lbp")
     if size < 32:
         raise UsageError(f"--size {size}: give at least 32 pixels (128: the protocol the models were scored with)")
-    if not output.parent.is_dir():  # before the models run, not after
-        raise FeatinvError(f"{output.parent}: no such directory")
+    check_parent(output)  # before the models run, not after
     check_png_output(str(output), folders=False)  # one grid, never a folder
     models = {spec: shipped_model(parse_spec(spec), how="featinv demo shows the shipped models; for another, "
                       f"featinv extract {spec} IMAGE -o f.safetensors, then featinv invert f.safetensors -m MODEL")
@@ -85,7 +85,7 @@ def demo(
     rows = [list(r) for r in zip(*columns)]
     grid = labelled_grid(rows, col_labels=["input"] + [f"from {s}" for s in specs], row_labels=list(photos))
     write_image(output, grid)
-    out.print(table)
+    print_table(table)
     if not quiet:
         err.print(f"wrote {output}: {len(photos)} photographs, columns input | "
                   + " | ".join(f"reconstruction from {s}" for s in specs))

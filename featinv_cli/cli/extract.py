@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import FeatinvError, UsageError, note
+from ..errors import FeatinvError, UsageError, counted, note
 from ..threads import Threads
 from .common import DEVICE, QUIET, THREADS, WEIGHTS, progress, resolve_device
 
@@ -35,7 +35,7 @@ def say_what_the_database_lacks(images, database) -> None:
              f"their reconstructions show nothing of the photo (leave them out of a score)")
     if outside:
         name, k, n = outside[0]
-        note(f"{database}: {len(outside)} images have keypoints outside their camera's size "
+        note(f"{database}: {counted(len(outside), 'image')} {'has' if len(outside) == 1 else 'have'} keypoints outside their camera's size "
              f"(e.g. {name}: {k} of {n}); those keypoints are left out of the grid")
 
 

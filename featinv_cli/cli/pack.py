@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import FeatinvError, UsageError, note
+from ..errors import UsageError, note
 from ..threads import Threads
 from .common import QUIET, THREADS, err, progress
 
@@ -55,7 +55,7 @@ def pack(
     where many cores make it quick, instead of carrying them).
     """
     from ..features.registry import parse_spec
-    from ..files import check_not_input
+    from ..files import check_not_input, check_parent
     from ..formats import VIEWS_FORMAT, check_replaceable
     from ..images import expand_image_args, source_names
     from ..views import detect_sift, is_views_file, load_views, pack as pack_views, save_views, to_webp
@@ -70,8 +70,7 @@ def pack(
         raise UsageError("pack reads photos (files or folders) or a views file by name, not from stdin")
     if output.suffix != ".safetensors":
         raise UsageError(f"{output}: a views file name ends in .safetensors")
-    if not output.parent.is_dir():  # before the photos are decoded, not after
-        raise FeatinvError(f"{output.parent}: no such directory")
+    check_parent(output)  # before the photos are decoded, not after
     check_replaceable(output, VIEWS_FORMAT)
     if len(images) > 1 and any(is_views_file(i) for i in images):
         raise UsageError("a views file is packed again on its own (featinv pack VIEWS --sift sift -o OUT); pack "
@@ -123,5 +122,6 @@ def say_skipped(skipped: list[tuple[str, str]], total: int, verbose: bool) -> No
             note(f"left out: {why}")
     named = "; ".join(why for _, why in skipped[:SHOWN])
     more = "" if len(skipped) <= SHOWN or verbose else f"; and {len(skipped) - SHOWN} more (--verbose lists them all)"
-    note(f"{len(skipped)} of {total} photos do not read and are left out (--strict stops at the first)"
+    note(f"{len(skipped)} of {total} photos {'does' if len(skipped) == 1 else 'do'} not read and "
+         f"{'is' if len(skipped) == 1 else 'are'} left out (--strict stops at the first)"
          + ("" if verbose else f": {named}{more}"))

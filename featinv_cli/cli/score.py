@@ -7,9 +7,9 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import FeatinvError, UsageError, note
+from ..errors import FeatinvError, UsageError, counted, note
 from ..threads import Threads
-from .common import JSON, QUIET, THREADS, out
+from .common import JSON, QUIET, THREADS, out, print_table
 
 
 def say_if_resized(recons, refs, recon_files) -> None:
@@ -79,8 +79,7 @@ def score(
         raise FeatinvError(f"--baseline-mean {baseline_mean}: no such folder or image")
     recon_files, ref_files = expand_image_args(recon), expand_image_args(reference)
     if len(recon_files) != len(ref_files):
-        many = lambda n, word: f"{n} {word}{'' if n == 1 else 's'}"  # noqa: E731
-        raise UsageError(f"{many(len(recon_files), 'reconstruction')} but {many(len(ref_files), 'reference')}; "
+        raise UsageError(f"{counted(len(recon_files), 'reconstruction')} but {counted(len(ref_files), 'reference')}; "
                          f"they pair up one to one")
     ref_files, paired = paired_by_name((recon_files, recon), (ref_files, reference))
     if paired == "in the order given" and len(ref_files) > 1:
@@ -123,6 +122,8 @@ def score(
         out.print_json(json.dumps(result))
         return
     table = Table("image", "reference", "normalized error", "PSNR (dB)", "SSIM", "MAE")
+    for name in table.columns[:2]:
+        name.overflow = "fold"  # a narrow terminal wraps a file name instead of cutting it
     fmt = lambda v, p: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
     for r in rows:
         table.add_row(r["image"], r["reference"], fmt(r["normalized_error"], 3), fmt(r["psnr"], 2),
@@ -134,4 +135,4 @@ def score(
         b = result["baseline_mean"]
         table.add_row("predict the mean image", "", fmt(b["normalized_error"], 3), fmt(b["psnr"], 2), "",
                       fmt(b["mae"], 4))
-    out.print(table)
+    print_table(table)

@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import FeatinvError, UsageError
+from ..errors import FeatinvError, UsageError, counted
 from ..settings import NO_STEP_LIMIT, of_steps
 from ..settings import TrainConfig as D  # the defaults (no torch import)
 from ..threads import Threads
@@ -223,7 +223,7 @@ def train(
             say_where_resuming(cfg, quiet)
         meta = run_training(cfg, resume=resume, on_step=on_step)
     if not quiet:
-        err.print(f"wrote {output} ({meta['steps_done']} steps, {meta['epochs']} epochs, "
+        err.print(f"wrote {output} ({counted(meta['steps_done'], 'step')}, {meta['epochs']} epochs, "
                   f"loss {meta['final_loss']:.5f})")
     if val is not None and int(os.environ.get("RANK", "0")) == 0:
         report_validation(output, val, cfg)
@@ -234,9 +234,10 @@ def check_outputs(output: Path, init: Path | None, data: list[Path], val: Path |
     feature file or photo named by mistake), and --val holds images that decode (not found out after an
     hour of training)."""
     from ..evaluate import load_views
-    from ..files import check_not_input
+    from ..files import check_not_input, check_parent
     from ..formats import MODEL_FORMAT, check_replaceable
 
+    check_parent(output)  # not found out at the first checkpoint
     check_not_input(output, [p for p in [init, *data, val] if p is not None])
     check_replaceable(output, MODEL_FORMAT)
     if val is not None:
@@ -258,11 +259,14 @@ def resumed_config(output: Path) -> dict:
 
 
 def say_where_resuming(cfg, quiet: bool) -> None:
-    from ..formats import checkpoint_path, peek
+    """Where --resume continues, once the checkpoint is known to fit this run (a refusal says nothing else)."""
+    from ..formats import checkpoint_path, resumable
 
     ckpt = checkpoint_path(cfg.output)
-    if ckpt.exists() and not quiet:
-        err.print(f"resuming from step {peek(ckpt)['step']}{of_steps(cfg.steps, ' of ')} ({ckpt})")
+    if ckpt.exists():
+        step = resumable(ckpt, cfg)["step"]
+        if not quiet:
+            err.print(f"resuming from step {step}{of_steps(cfg.steps, ' of ')} ({ckpt})")
 
 
 def report_validation(output, val, cfg) -> None:

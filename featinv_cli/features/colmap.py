@@ -65,6 +65,14 @@ def _blob(data: bytes | None, rows: int, cols: int, dtype, what: str, name: str,
     return np.frombuffer(data, dtype).reshape(rows, cols)
 
 
+def _bad_geometry(kp: np.ndarray) -> str:
+    """What is wrong with keypoints (K, 4) that are not all finite with a positive scale, in words."""
+    if not np.isfinite(kp).all():
+        return "a non-finite position, scale or angle"
+    scale = float(kp[kp[:, 2] <= 0, 2].min())
+    return "a zero scale" if scale == 0 else f"a negative scale ({scale:g})"
+
+
 def keypoint_geometry(kp: np.ndarray) -> np.ndarray:
     """COLMAP's keypoint rows (2, 4 or 6 columns) -> (K, 4) x, y, scale, angle in OpenCV's convention."""
     x, y = kp[:, 0] - 0.5, kp[:, 1] - 0.5
@@ -193,8 +201,7 @@ def read_database(path: str | Path) -> list[DatabaseImage]:
             raise FeatinvError(f"{db}: keypoints of image {name!r} have {cols} columns (COLMAP writes 2, 4 or 6)")
         kp = keypoint_geometry(_blob(data, rows, cols, np.float32, "keypoints", name, db))
         if not np.isfinite(kp).all() or (kp[:, 2] <= 0).any():
-            raise FeatinvError(f"{db}: keypoints of image {name!r} include a non-finite position or a zero "
-                               f"scale; the database is damaged")
+            raise FeatinvError(f"{db}: keypoints of image {name!r} include {_bad_geometry(kp)}; the database is damaged")
         kind, drows, dcols, ddata = descs.get(image_id, (0, 0, 128, None))
         if kind != 0:
             raise FeatinvError(f"{db}: descriptors of image {name!r} are of COLMAP feature type {kind}, not SIFT "
