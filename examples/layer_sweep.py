@@ -17,7 +17,6 @@ import argparse
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -26,42 +25,40 @@ from featinv_cli.evaluate import evaluate, load_views
 from featinv_cli.features import parse_spec
 from featinv_cli.features import alexnet, squeezenet
 from featinv_cli.inverter import Inverter, shipped_path
-from featinv_cli.images import write_image
 from featinv_cli.optimize import OptimizeConfig, invert_by_optimization
 from featinv_cli.train import TrainConfig, train
 
 
 def plot(rows: list[dict], path: Path, images: int = 2) -> None:
-    """Error against layer, drawn with OpenCV (no plotting dependency): the two methods on the same
-    ``images`` validation images (the fair comparison, the optimisation being too slow for more), and
-    the learned inverter on every validation image, lighter."""
-    w, h, left, bottom, top = 720, 420, 70, 60, 30
-    img = np.full((h, w, 3), 255, np.uint8)
-    ymax = max(1.0, max(v or 0 for r in rows for v in (r["learned"], r.get("optimize"), r.get("learned_same_images"))))
-    x = lambda i: int(left + i * (w - left - 30) / max(1, len(rows) - 1))  # noqa: E731
-    y = lambda v: int(top + (1 - v / ymax) * (h - top - bottom))  # noqa: E731
-    cv2.line(img, (left, top), (left, h - bottom), (0, 0, 0), 1)
-    cv2.line(img, (left, h - bottom), (w - 20, h - bottom), (0, 0, 0), 1)
-    for t in np.linspace(0, ymax, 6):
-        cv2.putText(img, f"{t:.1f}", (15, y(t) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    for i, r in enumerate(rows):
-        cv2.putText(img, r["layer"], (x(i) - 15, h - bottom + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
-                    cv2.LINE_AA)
-    keys = (("learned_same_images", (200, 60, 0), f"learned inverter, {images} images"),
-            ("optimize", (0, 0, 200), f"optimisation, the same {images} images"),
-            ("learned", (235, 175, 130), "learned inverter, all validation images"))
-    for n, (key, colour, label) in enumerate(keys):
-        pts = {i: (x(i), y(r[key])) for i, r in enumerate(rows) if r.get(key) is not None}
-        for i in pts:  # lines only between neighbouring layers: no line across a layer without a value
-            if i + 1 in pts:
-                cv2.line(img, pts[i], pts[i + 1], colour, 2, cv2.LINE_AA)
-        for p in pts.values():
-            cv2.circle(img, p, 4, colour, -1, cv2.LINE_AA)
-        cv2.circle(img, (left + 20, top + 18 + 20 * n), 4, colour, -1, cv2.LINE_AA)  # legend, top left
-        cv2.putText(img, label, (left + 32, top + 22 + 20 * n), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
-    cv2.putText(img, "normalized reconstruction error by layer", (left, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55,
-                (0, 0, 0), 1, cv2.LINE_AA)
-    write_image(path, img)
+    """Error against layer (matplotlib, as featinv audit's plot): the two methods on the same ``images``
+    validation images (the fair comparison, the optimisation being too slow for more), and the learned
+    inverter on every validation image, lighter."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from featinv_cli.images import MADE_BY
+
+    fig, ax = plt.subplots(figsize=(7.2, 4.2), dpi=100)
+    keys = (("learned_same_images", "o-", "#0050c8", f"learned inverter, {images} images"),
+            ("optimize", "s-", "#c80000", f"optimisation, the same {images} images"),
+            ("learned", "o--", "#82afeb", "learned inverter, all validation images"))
+    for key, style, colour, label in keys:
+        # None where a layer has no value: matplotlib leaves a gap there, no line across it
+        ax.plot(range(len(rows)), [np.nan if r.get(key) is None else r[key] for r in rows], style, color=colour,
+                label=label)
+    ax.set_xticks(range(len(rows)), [r["layer"] for r in rows])
+    ax.set_ylim(0, max(1.0, max(v or 0 for r in rows for v in (r["learned"], r.get("optimize"),
+                                                              r.get("learned_same_images")))))
+    ax.set_xlabel("layer")
+    ax.set_ylabel("normalized reconstruction error")
+    ax.set_title("normalized reconstruction error by layer", fontsize=11)
+    ax.grid(axis="y", color="#ddd")
+    ax.legend(loc="upper left", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, metadata=dict([MADE_BY]))
+    plt.close(fig)
 
 
 def main() -> None:

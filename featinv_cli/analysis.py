@@ -97,6 +97,54 @@ def perturb(f: torch.Tensor, ops: list[tuple[str, object]], seed: int = 0) -> tu
     return f, labels
 
 
+# ------------------------------------------------------------------- keypoint-level defences
+# A stored SfM map keeps keypoints, not grids: its defences act on the raw keypoints and descriptors
+# (``keypoints`` (K, 4), ``descriptors`` (K, 128) in 0..255, ``counts`` (N,)), and the grid is made
+# again from what is left (KeypointGrid.grid), so a cell a dropped keypoint won may go to another.
+
+def row_seed(seed: int, key: str) -> int:
+    """A generator seed for one image from the run's seed and the image's name: the same keypoints are
+    kept for a photo whatever else is in its file or database, and in whatever order."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little") >> 1
+
+
+def keep_keypoints(raw: dict[str, torch.Tensor], p: float, seed: int, keys: list[str]) -> dict[str, torch.Tensor]:
+    """Keep round(p * K_i) of each image's K_i keypoints, chosen at random (seeded per image by
+    ``row_seed(seed, keys[i])``), each with its whole descriptor and geometry, in their stored order.
+    p = 1 keeps everything."""
+    counts = raw["counts"].tolist()
+    if p >= 1:
+        return dict(raw)
+    keep, start = [], 0
+    for k, key in zip(counts, keys):
+        gen = torch.Generator().manual_seed(row_seed(seed, key))
+        chosen = torch.randperm(k, generator=gen)[:round(p * k)].sort().values
+        keep.append(chosen + start)
+        start += k
+    idx = torch.cat(keep) if keep else torch.zeros(0, dtype=torch.long)
+    return {"keypoints": raw["keypoints"][idx], "descriptors": raw["descriptors"][idx],
+            "counts": torch.tensor([len(i) for i in keep], dtype=torch.long)}
+
+
+def quantize_descriptors(raw: dict[str, torch.Tensor], bits: int) -> dict[str, torch.Tensor]:
+    """Descriptors (0..255) kept to ``bits`` bits: each entry becomes the middle whole number of its
+    one of 2^bits equal bins, so 8 bits changes nothing (COLMAP stores whole numbers) and 1 bit keeps
+    only which entries are large."""
+    step = 2 ** (8 - bits)
+    d = raw["descriptors"].float().clamp(0, 255)
+    return dict(raw, descriptors=(d / step).floor() * step + (step - 1) // 2)
+
+
+# `perturb --NAME VALUE` for the keypoint-level defences: (function of (raw, value, seed, keys), caption).
+KEYPOINT_PERTURBATIONS = {
+    "keep_keypoints": (lambda raw, p, seed, keys: keep_keypoints(raw, p, seed, keys), lambda p: f"keep-keypoints {p:g}"),
+    "quantize_descriptors": (lambda raw, b, seed, keys: quantize_descriptors(raw, b),
+                             lambda b: f"quantize-descriptors {b}"),
+}
+
+
 def interpolate(a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
     """``steps`` points on the line from each row of ``a`` to the same row of ``b``, end points included.
 

@@ -49,6 +49,23 @@ def is_dir_target(path: str) -> bool:
     return path != "-" and (path.endswith("/") or Path(path).is_dir())
 
 
+def check_folder_target(output: str | Path) -> Path:
+    """An output folder, checked before any work without making it (a run that fails first leaves
+    nothing): not a file, and under a folder that exists and can be written, else one line saying why."""
+    p = Path(output)
+    if p.exists() and not p.is_dir():
+        raise FeatinvError(f"-o {output}: is a file; give a folder (a new name, or an earlier report's folder)")
+    existing = p
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise FeatinvError(f"-o {output}: cannot create folder {p} ({existing} is a file)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise FeatinvError(f"-o {output}: cannot create folder {p} (Permission denied in {existing})"
+                           if existing != p else f"-o {output}: cannot write in folder {p} (Permission denied)")
+    return p
+
+
 def check_not_terminal(output: str | Path) -> None:
     """Refuse ``-o -`` when stdout is a terminal (binary data would garble it); a long command checks
     this before it starts, not when it writes."""

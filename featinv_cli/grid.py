@@ -150,6 +150,16 @@ def row_labels(ff, folders: bool = False) -> list[str]:
     return sources or [f"#{i}" for i in range(n)]
 
 
+def output_names(ff, path: str, folders: list[Path]) -> list[str]:
+    """The name of each row's PNG below `invert -o DIR/` (and `audit`'s report): a one-row file found in
+    a folder (`extract -o DIR/`'s) gives its file's own name below that folder (x-2.safetensors -> x-2,
+    the round trip of extract's numbered names); other rows their ``row_labels``."""
+    root = next((d for d in folders if d in Path(path).parents), None)
+    if root and len(ff) == 1:
+        return [Path(path).relative_to(root).with_suffix("").as_posix()]
+    return row_labels(ff, folders=True)
+
+
 class DirectoryOutput:
     """``invert -o DIR/``: one PNG per row, written as soon as its feature file is inverted (a folder
     of 12-megapixel photos never sits in memory at once; a file that fails later keeps the PNGs before

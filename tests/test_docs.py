@@ -127,6 +127,18 @@ def test_a_deleted_block_marker_is_noticed():
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_option_a_man_page_defines_exists(name):
+    """The other direction: an option a man page defines (a ``.TP`` entry that starts with one) is one
+    the command takes, so a renamed or removed flag cannot live on in its page."""
+    text = (ROOT / "man" / f"featinv-{name}.1").read_text()
+    have = {o for p in COMMANDS[name].params for o in list(getattr(p, "opts", [])) + list(getattr(p, "secondary_opts", []))}
+    defined = set()
+    for entry in re.findall(r"^\.TP\n\.B (\\-.*)$", text, flags=re.M):
+        defined |= set(re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", entry.replace("\\-", "-")))
+    assert defined and not defined - have, f"man/featinv-{name}.1 defines {sorted(defined - have)}"
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_help_names_values_in_words(cli, name):
     """Usage and options say FEATURE, IMAGES..., -o TEXT, --side N, not Python's {feature}, <list[str]>."""
     r = cli(name, "--help")

@@ -15,7 +15,7 @@ from .. import __version__
 from ..errors import FeatinvError, set_quiet
 from ..threads import before_torch
 from .common import Command
-from . import demo, extract, info, interpolate, invert, kernels, pack, perturb, sample, score, train
+from . import audit, demo, extract, info, interpolate, invert, kernels, pack, perturb, sample, score, train
 
 app = typer.Typer(
     name="featinv", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -36,6 +36,7 @@ app.command(name="pack", cls=Command)(pack.pack)
 app.command(name="train", cls=Command)(train.train)
 app.command(name="invert", cls=Command)(invert.invert)
 app.command(name="score", cls=Command)(score.score)
+app.command(name="audit", cls=Command)(audit.audit)
 app.command(name="info", cls=Command)(info.info)
 app.command(name="demo", cls=Command)(demo.demo)
 app.command(name="kernels", cls=Command)(kernels.kernels)
@@ -99,8 +100,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _main(argv: list[str] | None) -> None:
+    from . import common
+
     before_torch()  # commands import torch inside them, after this
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("FEATINV_DEBUG"))
+    common.argv = list(argv if argv is not None else sys.argv[1:])
+    debug = "--debug" in common.argv or bool(os.environ.get("FEATINV_DEBUG"))
     try:
         code = app(args=argv, prog_name="featinv", standalone_mode=False)
     except FeatinvError as e:

@@ -13,6 +13,7 @@ from ..errors import FeatinvError, UsageError, set_quiet
 from ..threads import check_threads
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+argv: list[str] = []  # the command line main() ran, for the records that say how to repeat a run (audit)
 out = Console(highlight=False, soft_wrap=True)
 
 QUIET = typer.Option(False, "--quiet", "-q", callback=set_quiet,
@@ -27,7 +28,7 @@ WEIGHTS = typer.Option(None, "--weights", help="CNN features: a torchvision-styl
                        "the others torchvision's own file in torch's cache, else an error: never random unasked).")
 
 
-def print_table(table) -> None:
+def show_table(table) -> None:
     """A rich table on stdout: fitted to a terminal, at its own full width into a pipe or a file, which
     has no width to fit (rich's 80 columns cut file names short: "recon/astrona…")."""
     if out.is_terminal:
@@ -128,3 +129,17 @@ def progress(total: int | None, description: str, quiet: bool = False):
                   TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=err,
                   transient=True) as p:
         yield _RichProgress(p, p.add_task(description, total=total, info=""))
+
+
+@contextmanager
+def stages(totals: dict[str, int | None], quiet: bool = False):
+    """One rich progress bar per stage of a long command (``{"invert": N, "defence": M}``), all on one
+    display; yields {stage: bar}. Shown only when stderr is a terminal and not --quiet."""
+    if quiet or not sys.stderr.isatty():
+        yield {name: _NoProgress() for name in totals}
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description:<8}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=err, transient=True) as p:
+        yield {name: _RichProgress(p, p.add_task(name, total=total, info="")) for name, total in totals.items()}

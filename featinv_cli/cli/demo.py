@@ -9,7 +9,7 @@ import typer
 
 from ..errors import UsageError
 from ..threads import Threads
-from .common import DEVICE, QUIET, THREADS, err, out, print_table, resolve_device
+from .common import DEVICE, QUIET, THREADS, err, out, resolve_device, show_table
 
 if TYPE_CHECKING:  # annotations only; imported where used, so --help stays fast
     import torch
@@ -85,7 +85,7 @@ def demo(
     rows = [list(r) for r in zip(*columns)]
     grid = labelled_grid(rows, col_labels=["input"] + [f"from {s}" for s in specs], row_labels=list(photos))
     write_image(output, grid)
-    print_table(table)
+    show_table(table)
     if not quiet:
         err.print(f"wrote {output}: {len(photos)} photographs, columns input | "
                   + " | ".join(f"reconstruction from {s}" for s in specs))

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from ..errors import FeatinvError
-from .common import JSON, out, print_table
+from .common import JSON, out, show_table
 
 
 def describe_npy(data, name: str) -> dict:
@@ -133,4 +133,4 @@ def info(
     table = Table(show_header=False, box=None)
     for k, v in d.items():
         table.add_row(f"[bold]{k}[/bold]", v if isinstance(v, str) else json.dumps(v))
-    print_table(table)
+    show_table(table)

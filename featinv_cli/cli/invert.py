@@ -88,8 +88,8 @@ def invert(
     from ..features import resolve
     from ..files import check_not_input, is_dir_target
     from ..formats import expand_feature_args, load_features
-    from ..grid import (DirectoryOutput, check_png_output, distinct_titles, file_title, row_labels,
-                        save_reconstructions, source_label)
+    from ..grid import (DirectoryOutput, check_png_output, distinct_titles, file_title, output_names,
+                        row_labels, save_reconstructions, source_label)
     from ..inverter import Inverter, shipped_model
 
     folders = [Path(a) for a in features if a != "-" and Path(a).is_dir()]
@@ -135,12 +135,7 @@ def invert(
             if not extractor.is_cnn and not warned_scale:
                 warned_scale = say_if_beyond_the_models_scale(inverter, size, name)
         if directory:
-            # A one-row file found in a folder (`extract -o DIR/`'s) gives its PNG the file's own name below
-            # that folder: x-2.safetensors -> x-2.png, the round trip of extract's numbered names.
-            root = next((d for d in folders if d in Path(path).parents), None)
-            names = [Path(path).relative_to(root).with_suffix("").as_posix()] if root and len(ff) == 1 \
-                else row_labels(ff, folders=True)
-            directory.write(images, names)
+            directory.write(images, output_names(ff, path, folders))
             continue
         rows.append(images)
         captions.append(row_labels(ff))

@@ -9,7 +9,7 @@ import typer
 
 from ..errors import FeatinvError, UsageError, counted, note
 from ..threads import Threads
-from .common import JSON, QUIET, THREADS, out, print_table
+from .common import JSON, QUIET, THREADS, out, show_table
 
 
 def say_if_resized(recons, refs, recon_files) -> None:
@@ -42,6 +42,34 @@ def paired_by_name(recons: tuple[list[Path], list[str]], refs: tuple[list[Path],
     return ref_files, "in the order given"
 
 
+def recognised(row: dict) -> str:
+    return "top-1" if row["recognised_top1"] else "top-5" if row["recognised_top5"] else "no"
+
+
+def print_table(rows: list[dict], mean: dict, result: dict, paired: str, recognise: bool) -> None:
+    from rich.table import Table
+
+    table = Table("image", "reference", "normalized error", "PSNR (dB)", "SSIM", "MAE",
+                  *(["recognised"] if recognise else []),
+                  caption="recognised: SqueezeNet (ImageNet) gives the reconstruction its reference's class first "
+                          "(top-1) or among five (top-5); chance 0.1%, 0.5%" if recognise else None)
+    for name in table.columns[:2]:
+        name.overflow = "fold"  # a narrow terminal wraps a file name instead of cutting it
+    fmt = lambda v, p: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
+    for r in rows:
+        table.add_row(r["image"], r["reference"], fmt(r["normalized_error"], 3), fmt(r["psnr"], 2),
+                      fmt(r["ssim"], 3), fmt(r["mae"], 4), *([recognised(r)] if recognise else []))
+    table.add_section()
+    rate = [f"{mean['recognised_top1']:.0%} top-1, {mean['recognised_top5']:.0%} top-5"] if recognise else []
+    table.add_row(f"mean of {len(rows)}", f"paired {paired}", fmt(mean["normalized_error"], 3),
+                  fmt(mean["psnr"], 2), fmt(mean["ssim"], 3), fmt(mean["mae"], 4), *rate, style="bold")
+    if "baseline_mean" in result:
+        b = result["baseline_mean"]
+        table.add_row("predict the mean image", "", fmt(b["normalized_error"], 3), fmt(b["psnr"], 2), "",
+                      fmt(b["mae"], 4))
+    show_table(table)
+
+
 def score(
     recon: List[str] = typer.Argument(..., help="Reconstructed images or directories."),
     reference: List[str] = typer.Option(..., "--reference", "-r", help="Original images or directories "
@@ -53,6 +81,9 @@ def score(
     crop: Optional[int] = typer.Option(None, min=1, help="... then the centre square of this size."),
     baseline_mean: Optional[str] = typer.Option(None, "--baseline-mean", help="Also score predicting "
                                                 "the mean image of this folder (e.g. the training set)."),
+    recognise: bool = typer.Option(True, "--recognition/--no-recognition", help="Also say whether SqueezeNet "
+                                   "recognises each reconstruction as its reference's ImageNet class (top-1, "
+                                   "top-5), and the rates beside chance."),
     as_json: bool = JSON,
     threads: Optional[int] = THREADS,
     quiet: bool = QUIET,  # notes obey it through the option's callback (errors.set_quiet)
@@ -63,17 +94,22 @@ def score(
     pairs of distinct reference images; reconstructions are bilinearly resized to the reference size
     first (a note says when that happens). It needs at least two references of one size (use --resize/--crop otherwise).
 
+    Recognised: the shipped SqueezeNet (ImageNet, 1000 classes) classifies both images; a pair is
+    recognised at top-1 if the reconstruction's first class is the reference's, at top-5 if the
+    reference's class is among the reconstruction's five (chance: 0.1%, 0.5%). It stands in for a
+    person looking, and is biased: it is the network the squeezenet:* features come from.
+
     \b
     Examples:
       featinv score recon/ -r originals/
       featinv score recon.png -r photo.jpg --json
       featinv score recon/ -r val/ --resize 128 --crop 128 --baseline-mean train/
     """
-    from rich.table import Table
     from .. import metrics
     from ..data import prepare_view
     from ..evaluate import mean_image
     from ..images import expand_image_args, read_image
+    from ..recognition import JUDGE, judge_pairs, rates
 
     if baseline_mean and not Path(baseline_mean).exists():  # found out now, not after the scoring
         raise FeatinvError(f"--baseline-mean {baseline_mean}: no such folder or image")
@@ -103,7 +139,13 @@ def score(
             for f, r, e, p, s, m in zip(recon_files, ref_files, scores["normalized_error"], scores["psnr"],
                                         scores["ssim"], scores["mae"])]
     mean = {k: scores["mean"][k] for k in ("normalized_error", "psnr", "ssim", "mae")}
+    if recognise:
+        for row, judged in zip(rows, judge_pairs(recons, refs)):
+            row.update(judged)
+        mean.update(rates(rows))
     result = {"images": rows, "mean": mean, "normalizer": norm, "paired": paired}
+    if recognise:
+        result["judge"] = JUDGE
     if baseline_mean:
         if norm is None:
             raise FeatinvError("--baseline-mean needs two or more different references of one size; add "
@@ -121,18 +163,4 @@ def score(
     if as_json:
         out.print_json(json.dumps(result))
         return
-    table = Table("image", "reference", "normalized error", "PSNR (dB)", "SSIM", "MAE")
-    for name in table.columns[:2]:
-        name.overflow = "fold"  # a narrow terminal wraps a file name instead of cutting it
-    fmt = lambda v, p: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
-    for r in rows:
-        table.add_row(r["image"], r["reference"], fmt(r["normalized_error"], 3), fmt(r["psnr"], 2),
-                      fmt(r["ssim"], 3), fmt(r["mae"], 4))
-    table.add_section()
-    table.add_row(f"mean of {len(rows)}", f"paired {paired}", fmt(mean["normalized_error"], 3),
-                  fmt(mean["psnr"], 2), fmt(mean["ssim"], 3), fmt(mean["mae"], 4), style="bold")
-    if baseline_mean:
-        b = result["baseline_mean"]
-        table.add_row("predict the mean image", "", fmt(b["normalized_error"], 3), fmt(b["psnr"], 2), "",
-                      fmt(b["mae"], 4))
-    print_table(table)
+    print_table(rows, mean, result, paired, recognise)

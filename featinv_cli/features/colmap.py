@@ -286,12 +286,7 @@ class ColmapSIFT(KeypointGrid):
 
     def grid_of(self, images: list[DatabaseImage], height: int, width: int) -> torch.Tensor:
         """(N, 133, ceil(H / cell), ceil(W / cell)) of database images of one size."""
-        from ..ops import grid_bin
-
-        kp = torch.from_numpy(np.concatenate([i.keypoints for i in images]))
-        desc = torch.from_numpy(np.concatenate([i.descriptors for i in images]).astype(np.float32)) / 512.0
-        counts = torch.tensor([len(i.keypoints) for i in images], dtype=torch.long)
-        return grid_bin(kp, desc, counts, height, width, self.cell, self.seed)
+        return self.grid(raw_arrays(images), height, width)
 
     def read_images(self, images: torch.Tensor) -> list[DatabaseImage]:
         """pycolmap's SIFT of (N, 3, H, W) images in [0, 1], through a database as COLMAP writes it

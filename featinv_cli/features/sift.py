@@ -75,6 +75,15 @@ class KeypointGrid(Extractor):
     def min_size(self) -> int:
         return max(8, self.cell)
 
+    def grid(self, raw: dict[str, torch.Tensor], height: int, width: int) -> torch.Tensor:
+        """Raw keypoints (``keypoints`` (K, 4), ``descriptors`` (K, 128) in 0..255, ``counts`` (N,), as
+        ``detect`` gives them and a feature file keeps them) -> (N, 133, ceil(H / cell), ceil(W / cell))
+        with featinv::grid_bin: how `perturb --keep-keypoints` grids what it kept."""
+        from ..ops import grid_bin
+
+        return grid_bin(raw["keypoints"], raw["descriptors"].float() * DESCRIPTOR_SCALE, raw["counts"],
+                        height, width, self.cell, self.seed)
+
 
 @dataclass(frozen=True)
 class SIFT(KeypointGrid):
@@ -111,13 +120,6 @@ class SIFT(KeypointGrid):
         return {"keypoints": torch.from_numpy(np.concatenate(kps)),
                 "descriptors": torch.from_numpy(np.concatenate(descs)),
                 "counts": torch.tensor(counts, dtype=torch.long)}
-
-    def grid(self, raw: dict[str, torch.Tensor], height: int, width: int) -> torch.Tensor:
-        """Raw keypoints -> (N, 133, ceil(H / cell), ceil(W / cell)) with featinv::grid_bin."""
-        from ..ops import grid_bin
-
-        return grid_bin(raw["keypoints"], raw["descriptors"] * DESCRIPTOR_SCALE, raw["counts"],
-                        height, width, self.cell, self.seed)
 
     def extract(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raw = self.detect(images)
