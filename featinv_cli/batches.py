@@ -16,7 +16,7 @@ import torch
 from torch.nn import functional as F
 
 from .data import EpochBatches, epoch_order, worker_init
-from .errors import FeatinvError
+from .errors import FeatinvError, counted
 from .views import ViewSet
 
 
@@ -45,7 +45,7 @@ class ViewBatches:
             raise FeatinvError(f"--crop {crop} is larger than the views ({views.side} px); pack them with "
                                f"--side {crop} or more, or lower --crop")
         if len(views) < batch:
-            raise FeatinvError(f"{len(views)} images cannot fill a batch of {batch}; lower --batch")
+            raise FeatinvError(f"{counted(len(views), 'image')} cannot fill a batch of {batch}; lower --batch")
         self.vs, self.extractor, self.crop, self.batch, self.seed = views, extractor, crop, batch, seed
         self.max_zoom, self.device = max_zoom, device
         share = batch // world

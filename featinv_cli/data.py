@@ -92,7 +92,7 @@ class EpochBatches(torch.utils.data.Sampler):
     def __init__(self, n: int, batch: int, seed: int, start_step: int, total_steps: int,
                  rank: int = 0, world: int = 1):
         if n < batch:
-            raise ValueError(f"{n} images cannot fill a batch of {batch}")
+            raise ValueError(f"{n} image{'' if n == 1 else 's'} cannot fill a batch of {batch}")
         if batch % world:
             raise ValueError(f"batch {batch} does not split evenly over {world} processes")
         self.n, self.batch, self.seed = n, batch, seed

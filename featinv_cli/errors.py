@@ -19,6 +19,11 @@ def note(text: str) -> None:
 
 
 
+def counted(n: int, noun: str) -> str:
+    """A count and its noun for a message: "1 image", "3 images" (never "1 images")."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 class FeatinvError(Exception):
     """A problem with the user's input or environment, worded for the user. Exit code 1."""
 

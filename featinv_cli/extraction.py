@@ -154,13 +154,13 @@ def per_file_names(sources: list[str]) -> list[str]:
     return [names.claim(Path(s).with_suffix("").as_posix()) for s in sources]
 
 
-def database_rows(extractor, images):
+def database_rows(extractor, images, db: str):
     """`extract colmap-sift DATABASE.db`: (image name, (H, W), features (1, 133, Hc, Wc), raw arrays) per
     image of a COLMAP database (``read_database``'s, read and checked whole, so a damaged one writes
-    nothing), one image's grid at a time: a 6000x4000 photo's is 0.8 GB. An image without keypoints gives
-    zeros."""
-    from .features.colmap import raw_arrays
+    nothing), one image's grid at a time: a 6000x4000 photo's is 0.8 GB; the largest is checked against
+    memory before the first. An image without keypoints gives zeros."""
+    from .features.colmap import check_grids_fit, raw_arrays
 
-    for image in images:
-        yield (image.name, (image.height, image.width), extractor.grid_of([image], image.height, image.width),
-               raw_arrays([image]))
+    check_grids_fit(images, extractor, db)
+    return ((image.name, (image.height, image.width), extractor.grid_of([image], image.height, image.width),
+             raw_arrays([image])) for image in images)

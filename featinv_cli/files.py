@@ -118,6 +118,19 @@ def _umask() -> int:
     return mask
 
 
+def check_parent(path: str | Path) -> None:
+    """The folder an output goes in is there, and is a folder: in ``photo.png/x.safetensors`` it is a
+    file, which "does not exist" would misname."""
+    p = Path(path)
+    directory = p.parent if str(p.parent) else Path(".")
+    if directory.is_dir():
+        return
+    there = next((d for d in (directory, *directory.parents) if d.exists()), None)
+    if there is not None and not there.is_dir():
+        raise FeatinvError(f"{p}: {there} is a file, not a directory")
+    raise FeatinvError(f"{p}: directory {directory} does not exist")
+
+
 def atomic_write(path: str | Path, data: bytes | list) -> None:
     """Write to a temporary file beside the target, fsync, rename: never a half-written file.
 
@@ -132,9 +145,8 @@ def atomic_write(path: str | Path, data: bytes | list) -> None:
         sys.stdout.buffer.flush()
         return
     p = Path(path)
+    check_parent(p)
     directory = p.parent if str(p.parent) else Path(".")
-    if not directory.is_dir():
-        raise FeatinvError(f"{p}: directory {directory} does not exist")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=directory)
     except OSError as e:

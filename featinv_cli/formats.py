@@ -107,7 +107,8 @@ def check_feature_name(path: str | Path) -> None:
     if str(path) != "-" and suffix not in FEATURE_SUFFIXES:
         what = "an image name" if suffix in IMAGE_SUFFIXES else f"not a feature file name ({suffix or 'no suffix'})"
         raise UsageError(f"{path}: {what}; feature files end in .safetensors (with metadata) or .npy "
-                         f"(bare array); `featinv invert` makes images")
+                         f"(bare array); `featinv invert` makes images"
+                         + (f"; for a file per image, end the folder's name with /: -o {path}/" if not suffix else ""))
 
 
 def save_features(path: str | Path, ff: FeatureFile) -> None:
@@ -463,13 +464,20 @@ def peek(path: Path) -> dict:
             "extra": json.loads(meta.get("extra", "{}"))}
 
 
-def load_checkpoint(path: Path, model, averaged, opt, cfg: TrainConfig) -> tuple[int, dict]:
-    """Load weights, average and optimizer state into the given objects; returns (step, extra)."""
+def resumable(path: Path, cfg: TrainConfig) -> dict:
+    """``peek`` of a checkpoint that a run with ``cfg`` may continue (the settings SAME_ON_RESUME names
+    agree), else a FeatinvError naming the first that differs (before anything says it resumes)."""
     head = peek(path)
     for key in SAME_ON_RESUME:
         if head["config"].get(key) != getattr(cfg, key):
             raise FeatinvError(f"{path}: checkpoint was made with {key}={head['config'].get(key)!r}, this run "
                                f"has {getattr(cfg, key)!r}; resume with the same settings")
+    return head
+
+
+def load_checkpoint(path: Path, model, averaged, opt, cfg: TrainConfig) -> tuple[int, dict]:
+    """Load weights, average and optimizer state into the given objects; returns (step, extra)."""
+    head = resumable(path, cfg)
     tensors, _ = parse_safetensors(map_file(path), str(path))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     if averaged is not None:

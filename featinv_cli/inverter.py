@@ -11,7 +11,7 @@ from .errors import FeatinvError
 from .features import Extractor, from_metadata
 from .features.cnn import same_weights
 from .formats import ModelFile, all_finite, load_model
-from .models import build
+from .models import build_holding
 
 ASSETS = Path(__file__).parent / "assets"
 
@@ -86,9 +86,9 @@ class Inverter:
             raise FeatinvError(f"{path}: {len(broken)} weight tensors hold NaN or Inf (e.g. {broken[0]}): the "
                                f"model of a training run that diverged; train it again with a lower --lr")
         self.extractor = from_metadata(self.file.feature, self.file.params)
-        self.net = build(self.file.arch)
         encoder = {k[8:]: v for k, v in self.file.state.items() if k.startswith("encoder.")}
         decoder = {k: v for k, v in self.file.state.items() if not k.startswith("encoder.")}
+        self.net = build_holding(self.file.arch, decoder, str(path))
         self.encoder = None
         if self.file.arch.get("finetuned_encoder"):
             # An autoencoder (train --finetune-encoder): its own copy of the CNN makes the features.

@@ -58,3 +58,24 @@ class TrainConfig:
             self.data = [str(self.data)]
         if self.workers < 0:
             self.workers = default_workers()
+
+    def recorded(self) -> dict:
+        """The settings as a model file records them: every path as ``recorded_name`` gives it, so a
+        model shipped to others names its sources without the trainer's folders."""
+        from dataclasses import asdict
+
+        out = asdict(self)
+        out.update(data=[recorded_name(d) for d in self.data], output=recorded_name(self.output),
+                   init=recorded_name(self.init), features=[recorded_name(f) for f in self.features])
+        return out
+
+
+def recorded_name(path: str) -> str:
+    """A path as a file made for others records it: as given when it is relative and stays below the
+    folder it was given in (what the user typed: ``photos/``), else its name alone (``/home/ann/data/v.
+    safetensors`` is ``v.safetensors``: an absolute path, or one climbing out with ``..``, tells about the
+    machine that ran the command, not about the data)."""
+    if not path:
+        return path
+    p = Path(path)
+    return p.name if p.is_absolute() or ".." in p.parts or path.startswith("~") else p.as_posix()

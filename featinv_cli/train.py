@@ -19,7 +19,7 @@ from . import __version__, ops
 from .batches import FeatureRowBatches, ViewBatches
 from .formats import checkpoint_path, load_checkpoint, peek, save_checkpoint
 from .data import FeatureRowsDataset, fingerprint
-from .errors import FeatinvError, UsageError
+from .errors import FeatinvError, UsageError, counted
 from .features import from_metadata, parse_spec
 from .formats import ModelFile, save_model
 from .models import for_extractor
@@ -117,7 +117,7 @@ def training_data(cfg: TrainConfig, extractor, device: torch.device, rank: int, 
     else:
         files = list_images(*cfg.data)
         if len(files) < cfg.batch:
-            raise FeatinvError(f"{', '.join(cfg.data)}: {len(files)} images cannot fill a batch of {cfg.batch}; "
+            raise FeatinvError(f"{', '.join(cfg.data)}: {counted(len(files), 'image')} cannot fill a batch of {cfg.batch}; "
                                f"lower --batch")
         sift = extractor if extractor.keypoint_grid else None
         vs = pack(files, [f.name for f in files], view_side(cfg), sift, cfg.workers, on_decode)
@@ -140,7 +140,7 @@ def _stored_features(cfg: TrainConfig, extractor, device, rank: int, world: int)
                            f"stored features needs a size that is a multiple of {extractor.stride} (--crop N)")
     files = [Path(cfg.data[0]) / name for _, _, name in dataset.index]
     if len(files) < cfg.batch:
-        raise FeatinvError(f"the feature files' {len(files)} rows cannot fill a batch of {cfg.batch}; lower --batch")
+        raise FeatinvError(f"the feature files' {counted(len(files), 'row')} cannot fill a batch of {cfg.batch}; lower --batch")
     batches = FeatureRowBatches(dataset, cfg.batch, cfg.seed, cfg.workers, device, rank, world)
     return Data(batches, len(files), fingerprint(files), lambda: mean_color(files), size[0], resizable=False)
 
@@ -307,7 +307,7 @@ def train(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int, int, f
     with sigterm_stops_training() as sigterm:
         stats = _loop(cfg, net, model, averaged, opt, data, extra, start, device, rank, world, encoder is not None,
                       on_step, sigterm)
-    meta = {"config": dataclasses.asdict(cfg), "steps_done": stats["step"], "final_loss": stats["loss"],
+    meta = {"config": cfg.recorded(), "steps_done": stats["step"], "final_loss": stats["loss"],
             "processes": world, "batch_per_process": stats["batch_per_process"], "images_seen": stats["step"] * cfg.batch,
             "epochs": round(stats["step"] * cfg.batch / data.images, 2), "seconds": stats["seconds"],
             "device": _device_name(device), "data_images": data.images, "data_fingerprint": data.fingerprint,

@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .errors import FeatinvError
 from .formats import VIEWS_FORMAT
 
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -33,6 +35,7 @@ class ViewSet:
     sift: dict[str, torch.Tensor] = field(default_factory=dict)
     sift_params: dict | None = None
     webp: tuple[int | None, list[bytes]] | None = None  # (quality, blobs) when ``views`` are decoded WebP
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (source, why) of photos `pack` left out
 
     @property
     def side(self) -> int:
@@ -47,35 +50,54 @@ class ViewSet:
         return (rows.double().mean(dim=(0, 2, 3)) / 255.0).tolist()
 
 
-class _Decode(torch.utils.data.Dataset):
-    def __init__(self, files: list[Path], side: int):
-        self.files, self.side = files, side
+class _Decode:
+    """A map-style dataset (what DataLoader needs) of the views of ``files``: (view, "") or, unless
+    ``strict``, (zeros, why) for a photo that does not read. A plain class, so that `info` reads a views
+    header without importing torch."""
+
+    def __init__(self, files: list[Path], side: int, strict: bool):
+        self.files, self.side, self.strict = files, side, strict
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
+        import torch
+
         from .data import prepare_view
         from .images import read_image
 
-        view = prepare_view(read_image(self.files[i]), self.side, self.side, str(self.files[i]))
-        return (view * 255.0).round().to(torch.uint8)
+        try:
+            view = prepare_view(read_image(self.files[i]), self.side, self.side, str(self.files[i]))
+        except FeatinvError as e:
+            if self.strict:
+                raise
+            return torch.zeros(3, self.side, self.side, dtype=torch.uint8), str(e)
+        return (view * 255.0).round().to(torch.uint8), ""
 
 
-def decode_views(files: list[Path], side: int, workers: int = 0, on_image=None) -> torch.Tensor:
-    """(N, 3, side, side) uint8 views of ``files``, decoded in ``workers`` processes."""
+def decode_views(files: list[Path], side: int, workers: int = 0, on_image=None,
+                 strict: bool = True) -> tuple[torch.Tensor, list[tuple[int, str]]]:
+    """(M, 3, side, side) uint8 views of ``files``, decoded in ``workers`` processes, and (index, why)
+    of each file left out (none when ``strict``: the first that does not read raises)."""
+    import torch
+
     from .data import worker_init
+    from .memory import check_fits
 
+    check_fits(len(files) * 3 * side * side, f"{len(files)} views of {side}x{side}", "pack fewer photos or a smaller --side")
     out = torch.empty(len(files), 3, side, side, dtype=torch.uint8)
-    loader = torch.utils.data.DataLoader(_Decode(files, side), batch_size=32, num_workers=workers,
+    loader = torch.utils.data.DataLoader(_Decode(files, side, strict), batch_size=32, num_workers=workers,
                                          worker_init_fn=worker_init)
-    done = 0
-    for batch in loader:
-        out[done:done + len(batch)] = batch
-        done += len(batch)
+    kept, seen, failed = 0, 0, []
+    for batch, why in loader:
+        failed += [(seen + j, w) for j, w in enumerate(why) if w]
+        good = torch.tensor([not w for w in why])
+        out[kept:kept + int(good.sum())] = batch[good]  # the views kept stay contiguous: out[:kept] is no copy
+        kept, seen = kept + int(good.sum()), seen + len(why)
         if on_image:
-            on_image(len(batch))
-    return out
+            on_image(len(why))
+    return out[:kept], failed
 
 
 _DETECTING: tuple = ()  # (views, extractor) of detect_sift, inherited by its forked workers
@@ -86,6 +108,8 @@ SIFT_CHUNK = 64  # views per task of detect_sift's workers
 
 def _detect_chunk(start: int) -> dict[str, np.ndarray]:
     """SIFT of views start..start+SIFT_CHUNK-1 and their mirrors, as numpy arrays (plain pickles from a worker)."""
+    import torch
+
     views, extractor = _DETECTING
     kps, descs, counts = [], [], []
     for i in range(start, min(start + SIFT_CHUNK, len(views))):
@@ -99,6 +123,8 @@ def _detect_chunk(start: int) -> dict[str, np.ndarray]:
 
 
 def _one_thread() -> None:
+    import torch
+
     torch.set_num_threads(1)  # a forked child must not enter the parent's OpenMP pool (it would hang)
 
 
@@ -109,6 +135,8 @@ def detect_sift(views: torch.Tensor, extractor, on_image=None, workers: int = 0)
     global _DETECTING
     from contextlib import ExitStack
     from multiprocessing import get_context
+
+    import torch
 
     starts = list(range(0, len(views), SIFT_CHUNK))
     _DETECTING = (views, extractor)
@@ -159,12 +187,15 @@ def _pool_map(fn, items, workers: int):
         yield from pool.imap(fn, items, chunksize=64)
 
 
-def _decode_webp(blobs: list[bytes], workers: int) -> torch.Tensor:
-    """(N, 3, S, S) uint8 views of WebP files, each decoded straight into its place."""
-    out = None
+def _decode_webp(blobs: list[bytes], side: int, workers: int) -> torch.Tensor:
+    """(N, 3, side, side) uint8 views of WebP files, each decoded straight into its place; ValueError
+    for one of another size."""
+    import torch
+
+    out = torch.empty(len(blobs), 3, side, side, dtype=torch.uint8)
     for i, hwc in enumerate(_pool_map(_unwebp, blobs, workers)):
-        if out is None:
-            out = torch.empty(len(blobs), 3, hwc.shape[0], hwc.shape[1], dtype=torch.uint8)
+        if hwc.shape != (side, side, 3):
+            raise ValueError(f"view {i} is {hwc.shape[1]}x{hwc.shape[0]}")
         out[i] = torch.as_tensor(np.ascontiguousarray(hwc.transpose(2, 0, 1)))  # a copy: PIL's array is read-only
     return out
 
@@ -178,8 +209,9 @@ def to_webp(vs: ViewSet, quality: int, workers: int = 0) -> bool:
     if vs.webp is not None and vs.webp[0] == quality:
         return False
     blobs = list(_pool_map(partial(_webp, quality=quality), vs.views.permute(0, 2, 3, 1).numpy(), workers))
+    side = vs.side
     vs.views, vs.webp = None, (quality, blobs)  # the raw views go before the decoded ones are made
-    vs.views = _decode_webp(blobs, workers)
+    vs.views = _decode_webp(blobs, side, workers)
     return True
 
 
@@ -188,6 +220,8 @@ def save_views(path: str | Path, vs: ViewSet, webp: int = 0, workers: int = 0) -
     1/15 the size, to carry to another machine; decoded once, in ``workers`` processes, when loaded).
     Call ``to_webp`` before detecting SIFT; here it only encodes views not yet encoded (and then
     ``vs.views`` become the decoded WebP, as in to_webp)."""
+    import torch
+
     from .files import atomic_write
 
     from .safetensors_codec import safetensors_chunks
@@ -219,44 +253,115 @@ def is_views_file(path: str | Path) -> bool:
     return read_metadata(p).get("format") == VIEWS_FORMAT
 
 
+@dataclass(frozen=True)
+class ViewsHeader:
+    """What a views file's header says, every claim checked against the rest of the header: ``count``
+    views of ``side`` x ``side``, stored raw or as WebP of ``webp_quality`` (None: raw, or not recorded),
+    ``sift_keypoints`` keypoints of the views and their mirrors (0: no SIFT)."""
+
+    count: int
+    side: int
+    webp: bool
+    webp_quality: int | None
+    fingerprint: str
+    sources: list
+    sift_keypoints: int
+    sift_params: dict | None
+
+
+def views_header(entries: dict, meta: dict[str, str], name: str) -> ViewsHeader:
+    """The views format's own validation of a header (``safetensors_header``'s entries and metadata, whose
+    shapes fill their bytes): what `info` shows and what `load_views` reads, so neither believes a claim
+    the other refuses."""
+    from .safetensors_codec import json_field
+
+    if meta.get("format") != VIEWS_FORMAT:
+        raise FeatinvError(f"{name}: not a featinv views file (made by featinv pack)")
+    side = meta.get("side", "")
+    side = int(side) if side.isdigit() else 0  # "-64" and "" are not digits
+    if side <= 0:
+        raise FeatinvError(f"{name}: its header gives the views' side as {meta.get('side')!r}; pack it again")
+    kinds = {k: (v["dtype"], v["shape"]) for k, v in entries.items()}
+    webp = "webp" in kinds or "offsets" in kinds
+    if webp:
+        if kinds.get("webp", ("", []))[0] != "U8" or len(kinds["webp"][1]) != 1 \
+                or kinds.get("offsets", ("", []))[0] != "I64" or len(kinds["offsets"][1]) != 1 or not kinds["offsets"][1][0]:
+            raise FeatinvError(f"{name}: WebP views need a 'webp' byte tensor and (N + 1,) int64 'offsets'; pack it again")
+        count = kinds["offsets"][1][0] - 1
+    else:
+        dtype, shape = kinds.get("views", ("", []))
+        if dtype != "U8" or len(shape) != 4 or shape[1] != 3 or shape[2] != shape[3]:
+            raise FeatinvError(f"{name}: 'views' must be (N, 3, S, S) uint8")
+        if shape[2] != side:
+            raise FeatinvError(f"{name}: its header gives the views' side as {side}, its views are "
+                               f"{shape[2]}x{shape[3]}; pack it again")
+        count = shape[0]
+    sources = json_field(meta, "sources", name, [])
+    if not isinstance(sources, list) or len(sources) not in (0, count):
+        raise FeatinvError(f"{name}: its header names {len(sources) if isinstance(sources, list) else 'no list of'} "
+                           f"sources for {count} views; pack it again")
+    quality = meta.get("webp_quality", "")
+    return ViewsHeader(count, side, webp, int(quality) if webp and quality.isdigit() else None,
+                       meta.get("fingerprint", ""), sources, _sift_keypoints(kinds, count, name),
+                       json_field(meta, "sift_params", name))
+
+
+def _sift_keypoints(kinds: dict, count: int, name: str) -> int:
+    """Keypoints of the views and their mirrors (rows 2i, 2i+1) a header declares, shapes checked; 0: none."""
+    sift = {k[5:]: v for k, v in kinds.items() if k.startswith("sift.")}
+    if not sift:
+        return 0
+    if set(sift) != {"keypoints", "descriptors", "counts"} or sift["counts"][1] != [2 * count] \
+            or sift["keypoints"][1][1:] != [4] or sift["descriptors"][1][1:] != [128] \
+            or sift["keypoints"][1][:1] != sift["descriptors"][1][:1]:
+        raise FeatinvError(f"{name}: its SIFT keypoints do not match its views; pack it again")
+    return sift["keypoints"][1][0]
+
+
 def load_views(path: str | Path, workers: int = 0) -> ViewSet:
     """A `featinv pack` file, memory-mapped: views are read from disk as batches touch them (WebP
     views are decoded into memory first, in ``workers`` processes)."""
     from .files import map_file
-    from .safetensors_codec import json_field, parse_safetensors
+    from .memory import check_fits
+    from .safetensors_codec import parse_safetensors, safetensors_header
 
     name = str(path)
-    tensors, meta = parse_safetensors(map_file(path), name)
-    if meta.get("format") != VIEWS_FORMAT:
-        raise FeatinvError(f"{name}: not a featinv views file (made by featinv pack)")
+    data = map_file(path)
+    header = views_header(*safetensors_header(data, name)[:2], name)
+    tensors, meta = parse_safetensors(data, name)
     views, webp = tensors.get("views"), None
-    if "webp" in tensors:
+    if header.webp:
         data, off = tensors["webp"].numpy().tobytes(), tensors["offsets"].tolist()
+        if any(b < a for a, b in zip(off, off[1:])) or off[0] < 0 or off[-1] > len(data):
+            raise FeatinvError(f"{name}: its WebP offsets do not cut its bytes; pack it again")
+        check_fits(header.count * 3 * header.side ** 2, f"{name}: {header.count} views of {header.side}x{header.side}",
+                   "pack fewer photos into a file, or a smaller --side")
         blobs = [data[a:b] for a, b in zip(off, off[1:])]
         try:
-            views = _decode_webp(blobs, workers)
+            views = _decode_webp(blobs, header.side, workers)
         except Exception:
-            raise FeatinvError(f"{name}: its WebP views do not decode; pack them again") from None
-        quality = meta.get("webp_quality", "")
-        webp = (int(quality) if quality.isdigit() else None, blobs)  # files before 11-30 did not say
-    if views is None or views.dtype != torch.uint8 or views.ndim != 4 or views.shape[1] != 3 \
-            or views.shape[2] != views.shape[3]:
-        raise FeatinvError(f"{name}: 'views' must be (N, 3, S, S) uint8")
+            raise FeatinvError(f"{name}: its WebP views do not decode to {header.side}x{header.side}; pack them again") from None
+        webp = (header.webp_quality, blobs)  # files before 11-30 did not record the quality
     sift = {k[5:]: v for k, v in tensors.items() if k.startswith("sift.")}
-    if sift and (set(sift) != {"keypoints", "descriptors", "counts"} or len(sift["counts"]) != 2 * len(views)
-                 or not int(sift["counts"].sum()) == len(sift["keypoints"]) == len(sift["descriptors"])):
+    if sift and int(sift["counts"].sum()) != header.sift_keypoints:
         raise FeatinvError(f"{name}: its SIFT keypoints do not match its views; pack it again")
-    return ViewSet(views, json_field(meta, "sources", name, []), meta.get("fingerprint", ""), sift,
-                   json_field(meta, "sift_params", name), webp)
+    return ViewSet(views, header.sources, header.fingerprint, sift, header.sift_params, webp)
 
 
 def pack(files: list[Path], sources: list[str], side: int, sift_extractor=None, workers: int = 0,
-         on_image=None, webp: int = 0) -> ViewSet:
+         on_image=None, webp: int = 0, strict: bool = True) -> ViewSet:
     """Decode ``files`` into views (as WebP of that quality decodes them, when ``webp``), and detect SIFT
-    on each view and its mirror when an extractor is given."""
+    on each view and its mirror when an extractor is given. Unless ``strict``, photos that do not read
+    are left out (``ViewSet.skipped``); none that reads is still an error."""
     from .data import fingerprint
 
-    vs = ViewSet(decode_views(files, side, workers, on_image), sources, fingerprint(files))
+    views, failed = decode_views(files, side, workers, on_image, strict)
+    if failed and len(failed) == len(files):
+        raise FeatinvError(f"none of the {len(files)} photos reads: {failed[0][1]}" if len(files) > 1 else failed[0][1])
+    out = set(i for i, _ in failed)
+    kept = [i for i in range(len(files)) if i not in out]
+    vs = ViewSet(views, [sources[i] for i in kept], fingerprint([files[i] for i in kept]),
+                 skipped=[(sources[i], why) for i, why in failed])
     if webp:
         to_webp(vs, webp, workers)
     if sift_extractor is not None:

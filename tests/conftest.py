@@ -133,6 +133,11 @@ def one_line_error(result: Result) -> str:
     return lines[0]
 
 
+# featinv follows the machine's load with its thread count unless told; tests compare runs bit for bit,
+# which needs one thread count (in this process and in the featinv processes tests start).
+os.environ["OMP_NUM_THREADS"] = "2"
+
+
 @pytest.fixture(autouse=True)
 def _threads():
     torch.set_num_threads(2)

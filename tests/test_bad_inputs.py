@@ -460,3 +460,22 @@ def test_a_featinv_file_given_for_photos_is_named(cli, hog_file, photos, tmp_pat
     os.mkfifo(fifo)
     assert "not a directory" in one_line_error(
         cli("train", "hog", "-d", fifo, "-o", tmp_path / "m.safetensors", "--steps", "1"))
+
+
+
+def test_a_model_header_claiming_a_huge_network_is_refused_before_it_is_built(cli, hog_file, tmp_path):
+    """Sizes in a header are untrusted: an arch edited to width 1000 (terabytes of weights) is checked
+    against the weights the file holds, on torch's meta device, before anything is allocated (it ended
+    in "out of memory", or on a machine that overcommits, in the kernel's OOM killer)."""
+    from featinv_cli.inverter import ASSETS
+
+    data = (ASSETS / "hog.safetensors").read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    header["__metadata__"]["arch"] = json.dumps({**json.loads(header["__metadata__"]["arch"]), "width": 1000.0})
+    text = json.dumps(header).encode()
+    model = tmp_path / "wide.safetensors"
+    model.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + n:])
+    out = tmp_path / "o.png"
+    msg = fails_cleanly(cli("invert", hog_file, "-m", model, "-o", out), out)
+    assert "weights do not fit the architecture in its metadata" in msg

@@ -344,3 +344,89 @@ def test_extract_a_database_at_the_evaluation_view(cli, tmp_path):
     full = read_database(DB)
     assert (ff.extra["counts"] < torch.tensor([len(i.keypoints) for i in full])).all()
     assert "--shard" in one_line_error(cli("extract", "colmap-sift", DB, "--shard", "0/2", "-o", f"{tmp_path}/s/"))
+
+
+# A second process inside a write transaction on a rollback-journal database (the fixture's mode), with
+# a cache of one page so that its uncommitted pages reach the file before any commit.
+WRITER = """
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("PRAGMA cache_size=1")
+con.execute("BEGIN EXCLUSIVE")
+con.execute("UPDATE descriptors SET data = zeroblob(length(data))")
+print("inside", flush=True)
+sys.stdin.read()
+"""
+
+
+def _writer_inside_a_transaction(db):
+    import subprocess
+    import sys
+
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(db)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline() == "inside\n"
+    assert (db.parent / (db.name + "-journal")).stat().st_size > 0
+    return writer
+
+
+def test_a_database_another_process_is_writing_is_waited_for_then_refused(cli, tmp_path, monkeypatch):
+    """Uncommitted pages are never read: featinv waits for the lock a bounded time, then says so in one
+    line and writes nothing; once the writer is gone the committed descriptors are read."""
+    import featinv_cli.features.colmap as colmap
+
+    monkeypatch.setattr(colmap, "LOCK_WAIT_S", 0.2)
+    db = tmp_path / "database.db"
+    shutil.copyfile(DB, db)
+    writer = _writer_inside_a_transaction(db)
+    try:
+        msg = one_line_error(cli("extract", "colmap-sift", db, "-o", f"{tmp_path}/out/"))
+    finally:
+        writer.communicate("")  # ends it without a commit: its connection rolls back
+    assert "another process is writing the database" in msg and "0.2 s" in msg
+    assert not (tmp_path / "out").exists()
+    assert [int(i.descriptors.sum()) for i in read_database(db)] == [int(i.descriptors.sum()) for i in read_database(DB)]
+
+
+def test_a_writer_that_died_mid_transaction_is_rolled_back_in_a_copy(tmp_path):
+    """Its hot journal holds the committed pages: they are read, and neither file is touched."""
+    import signal
+
+    db = tmp_path / "database.db"
+    shutil.copyfile(DB, db)
+    writer = _writer_inside_a_transaction(db)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    journal = tmp_path / "database.db-journal"
+    before = db.read_bytes(), journal.read_bytes()
+    images = read_database(db)
+    assert [int(i.descriptors.sum()) for i in images] == [int(i.descriptors.sum()) for i in read_database(DB)]
+    assert (db.read_bytes(), journal.read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["database.db", "database.db-journal"]
+
+
+@pytest.mark.parametrize("side", [10**9, 60000])
+def test_a_camera_larger_than_memory_is_one_line_naming_its_size(cli, tmp_path, monkeypatch, side):
+    """A camera's size is the database's word: 10^9 x 10^9 overflowed torch's size arithmetic, 60000 x
+    60000 asks for a 120 GB grid. Both are refused before anything is allocated or written; read at a
+    smaller view the same database works."""
+    import featinv_cli.memory as memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 8 * 2**30)  # the same answer on any machine
+    db = _damaged(tmp_path, "UPDATE cameras SET width = ?, height = ? WHERE camera_id = 1", side, side)
+    msg = one_line_error(cli("extract", "colmap-sift", db, "-o", f"{tmp_path}/out/"))
+    assert f"'astronaut.png' is {side}x{side}" in msg and "more than this machine has free (8.0 GB)" in msg
+    assert not (tmp_path / "out").exists()
+    r = cli("extract", "colmap-sift", db, "--resize", "64", "--crop", "64", "-o", tmp_path / "view.safetensors")
+    assert r.code == 0, r.err
+
+
+def test_a_negative_scale_is_named_as_one(cli, tmp_path):
+    """A keypoint row of 4 columns (x, y, scale, orientation) with scale -2 was "a zero scale"."""
+    db = _damaged(tmp_path, "UPDATE keypoints SET rows = 1, cols = 4, data = ? WHERE image_id = 1",
+                  np.array([[10.5, 10.5, -2.0, 0.0]], np.float32).tobytes())
+    con = sqlite3.connect(db)
+    con.execute("UPDATE descriptors SET rows = 1, data = ? WHERE image_id = 1", (bytes(128),))
+    con.commit()
+    con.close()
+    assert "a negative scale (-2)" in one_line_error(cli("extract", "colmap-sift", db, "-o", f"{tmp_path}/out/"))

@@ -136,3 +136,11 @@ def test_every_option_a_man_page_defines_exists(name):
     for entry in re.findall(r"^\.TP\n\.B (\\-.*)$", text, flags=re.M):
         defined |= set(re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", entry.replace("\\-", "-")))
     assert defined and not defined - have, f"man/featinv-{name}.1 defines {sorted(defined - have)}"
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_help_names_values_in_words(cli, name):
+    """Usage and options say FEATURE, IMAGES..., -o TEXT, --side N, not Python's {feature}, <list[str]>."""
+    r = cli(name, "--help")
+    assert r.code == 0
+    assert not re.search(r"<(str|int|float|path|list)|\{[a-z]", r.text), r.text

@@ -285,8 +285,8 @@ def test_pack_and_demo_fail_before_the_work_and_files_named_twice_count_once(cli
     r = cli("pack", photos["astronaut"], photos["astronaut"], photos["coffee"], "-o", tmp_path / "v.safetensors")
     assert r.code == 0 and "named twice" in r.err
     assert json.loads(cli("info", tmp_path / "v.safetensors", "--json").text)["views"] == 2
-    assert "no such directory" in cli("pack", photos["coffee"], "-o", tmp_path / "no" / "v.safetensors").err
-    assert "no such directory" in cli("demo", "-o", tmp_path / "no" / "d.png").err
+    assert "does not exist" in cli("pack", photos["coffee"], "-o", tmp_path / "no" / "v.safetensors").err
+    assert "does not exist" in cli("demo", "-o", tmp_path / "no" / "d.png").err
     assert cli("demo", "--specs", "", "-o", tmp_path / "d.png").code == 2
     assert cli("demo", "--size", "0", "-o", tmp_path / "d.png").code == 2
     assert "not from stdin" in one_line_error(cli("pack", "-", "-o", tmp_path / "s.safetensors",

@@ -82,3 +82,33 @@ def test_stored_evaluation_is_what_the_model_scores(name):
         mirrored = evaluate(path, DATA / "val", size=128, mirror_average=True)["normalized_error"]
         assert mirrored == pytest.approx(stored["mirror_average"], abs=1e-3)
         assert mirrored < stored["normalized_error"]
+
+
+def _strings(value):
+    """Every string in a metadata value, JSON inside it included."""
+    if isinstance(value, str):
+        try:
+            inner = json.loads(value)
+        except json.JSONDecodeError:
+            yield value
+            return
+        yield from _strings(inner) if isinstance(inner, (dict, list)) else [value]
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+@pytest.mark.parametrize("name", SHIPPED + [WEIGHTS])
+def test_no_shipped_file_names_a_path_of_the_machine_that_made_it(name):
+    """The files a user installs record their sources by name: the trainer's folders (/work/cache/...,
+    a worktree's assets) were in every model's training record."""
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    from featinv_cli.safetensors_codec import read_metadata
+
+    absolute = [s for s in _strings(read_metadata(ASSETS / f"{name}.safetensors"))
+                if PurePosixPath(s).is_absolute() or PureWindowsPath(s).drive or s.startswith("~")]
+    assert not absolute, absolute

@@ -414,3 +414,19 @@ def test_resume_refuses_another_learning_rate_or_other_photos(image_dir, tmp_pat
         (fewer / p.name).write_bytes(p.read_bytes())
     with pytest.raises(FeatinvError, match="other data"):
         train(cfg(fewer, out, steps=2), resume=True)
+
+
+def test_a_model_records_its_sources_without_the_trainers_folders(image_dir, tmp_path):
+    """A model file goes to other people: paths given as absolute ones are recorded by name, relative
+    ones as given (what the user typed), never a folder of the machine that trained it."""
+    from featinv_cli.settings import recorded_name
+
+    first = tmp_path / "first.safetensors"
+    train(cfg(image_dir, first, steps=1))
+    second = tmp_path / "second.safetensors"
+    train(cfg(image_dir, second, steps=1, init=str(first)))
+    config = load_model(second).train["config"]
+    assert config["data"] == [image_dir.name] and config["output"] == "second.safetensors"
+    assert config["init"] == "first.safetensors"
+    assert [recorded_name(p) for p in ("photos/", "a/b.safetensors", "../up/v.safetensors", "~/v.safetensors", "")] \
+        == ["photos", "a/b.safetensors", "v.safetensors", "v.safetensors", ""]

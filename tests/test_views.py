@@ -160,3 +160,95 @@ def test_webp_views_keep_their_bytes_when_packed_again_and_sift_sees_the_decoded
     w4 = tmp_path / "w4.safetensors"  # another quality: new pixels, so the old keypoints are dropped, said
     r = cli("pack", w3, "-o", w4, "--webp", "50")
     assert r.code == 0 and "add --sift SPEC" in r.err and not load_views(w4).sift
+
+
+def _tampered(src: Path, dst: Path, edit) -> Path:
+    """``src`` with its safetensors header changed by ``edit(header)``, the bytes after it as they were."""
+    import json
+    import struct
+
+    data = src.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    edit(header)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    dst.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + n:])
+    return dst
+
+
+@pytest.mark.parametrize("webp", [False, True])
+@pytest.mark.parametrize("edit, message", [
+    (lambda h: h["views" if "views" in h else "offsets"]["shape"].__setitem__(0, 50 * 8), "does not fill bytes"),
+    (lambda h: h["__metadata__"].__setitem__("side", "-64"), "views' side as '-64'"),
+    (lambda h: h["__metadata__"].__setitem__("sources", '["a.png"]'), "1 sources for 8 views"),
+])
+def test_info_refuses_a_tampered_views_header_as_train_does(cli, image_dir, tmp_path, webp, edit, message):
+    """A header claiming 50x the views it holds, or a negative side: `info` believed it ("views 400",
+    "side -64") where `train` refused it or trained on something else; both now read it through the
+    views format's own check and give the same line."""
+    packed = tmp_path / "v.safetensors"
+    assert cli("pack", image_dir, "-o", packed, "--side", "64", *(["--webp", "80"] if webp else []), "-q").code == 0
+    bad = _tampered(packed, tmp_path / "bad.safetensors", edit)
+    refused = one_line_error(cli("info", bad))
+    assert message in refused
+    trained = one_line_error(cli("train", "hog", "-d", bad, "-o", tmp_path / "m.safetensors", "--steps", "1",
+                                 "--batch", "2", "--crop", "64", "--width", "0.125", "-q"))
+    assert trained == refused
+
+
+def test_webp_views_of_another_size_than_the_header_says_are_refused(cli, image_dir, tmp_path):
+    """The side a header gives sizes the decoded array before any view is decoded: a view of another
+    size is refused in one line (the first view's size sized the whole array before)."""
+    packed = tmp_path / "v.safetensors"
+    assert cli("pack", image_dir, "-o", packed, "--side", "64", "--webp", "80", "-q").code == 0
+    bad = _tampered(packed, tmp_path / "bad.safetensors", lambda h: h["__metadata__"].__setitem__("side", "32"))
+    with pytest.raises(FeatinvError, match="do not decode to 32x32"):
+        load_views(bad)
+
+
+def _folder_with_broken_photos(image_dir, tmp_path, broken: int) -> Path:
+    import shutil
+
+    folder = tmp_path / "photos"
+    shutil.copytree(image_dir, folder)
+    for i in range(broken):
+        (folder / f"9{i}_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    return folder
+
+
+def test_pack_leaves_out_photos_that_do_not_read_and_names_them(cli, image_dir, tmp_path):
+    """One broken file among thousands must not block a pack: it is left out with a note naming it,
+    the rest are packed, exit 0; --verbose names every one; --strict stops at the first as before."""
+    folder = _folder_with_broken_photos(image_dir, tmp_path, 5)
+    out = tmp_path / "v.safetensors"
+    r = cli("pack", folder, "-o", out, "--side", "64")
+    assert r.code == 0, r.err
+    notes = [line for line in r.err.splitlines() if line.startswith("featinv: note:")]
+    assert len(notes) == 1 and "5 of 13 photos do not read and are left out" in notes[0]
+    assert "90_broken.jpg: not a readable image" in notes[0] and "and 2 more (--verbose lists them all)" in notes[0]
+    assert "8 views of 64x64" in r.err and "5 photos left out" in r.err
+    vs = load_views(out)
+    assert len(vs) == 8 and not any("broken" in s for s in vs.sources)
+    good = load_views(_packed_without(image_dir, tmp_path, cli))
+    assert torch.equal(vs.views, good.views) and vs.fingerprint == good.fingerprint
+    r = cli("pack", folder, "-o", tmp_path / "all.safetensors", "--side", "64", "--verbose")
+    assert r.code == 0 and sum(line.startswith("featinv: note: left out: ") for line in r.err.splitlines()) == 5
+    msg = one_line_error(cli("pack", folder, "-o", tmp_path / "strict.safetensors", "--side", "64", "--strict"))
+    assert "90_broken.jpg: not a readable image" in msg and not (tmp_path / "strict.safetensors").exists()
+
+
+def _packed_without(image_dir, tmp_path, cli) -> Path:
+    out = tmp_path / "good.safetensors"
+    assert cli("pack", image_dir, "-o", out, "--side", "64", "-q").code == 0
+    return out
+
+
+def test_pack_with_no_photo_that_reads_is_an_error(cli, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.jpg", "b.png"):
+        (folder / name).write_bytes(b"nothing")
+    msg = one_line_error(cli("pack", folder, "-o", tmp_path / "v.safetensors"))
+    assert "none of the 2 photos reads" in msg and "a.jpg: not a readable image" in msg
+    assert not (tmp_path / "v.safetensors").exists()

@@ -13,6 +13,8 @@ import typer
 
 from .. import __version__
 from ..errors import FeatinvError, set_quiet
+from ..threads import before_torch
+from .common import Command
 from . import audit, demo, extract, info, interpolate, invert, kernels, pack, perturb, sample, score, train
 
 app = typer.Typer(
@@ -26,18 +28,18 @@ app = typer.Typer(
          "perturb, interpolate and sample probe the feature space between extract and invert.")
 
 # Order = the data flow: extract -> (probe) -> train / invert -> score; helpers last.
-app.command(name="extract")(extract.extract)
-app.command(name="perturb")(perturb.perturb)
-app.command(name="interpolate")(interpolate.interpolate)
-app.command(name="sample")(sample.sample)
-app.command(name="pack")(pack.pack)
-app.command(name="train")(train.train)
-app.command(name="invert")(invert.invert)
-app.command(name="score")(score.score)
-app.command(name="audit")(audit.audit)
-app.command(name="info")(info.info)
-app.command(name="demo")(demo.demo)
-app.command(name="kernels")(kernels.kernels)
+app.command(name="extract", cls=Command)(extract.extract)
+app.command(name="perturb", cls=Command)(perturb.perturb)
+app.command(name="interpolate", cls=Command)(interpolate.interpolate)
+app.command(name="sample", cls=Command)(sample.sample)
+app.command(name="pack", cls=Command)(pack.pack)
+app.command(name="train", cls=Command)(train.train)
+app.command(name="invert", cls=Command)(invert.invert)
+app.command(name="score", cls=Command)(score.score)
+app.command(name="audit", cls=Command)(audit.audit)
+app.command(name="info", cls=Command)(info.info)
+app.command(name="demo", cls=Command)(demo.demo)
+app.command(name="kernels", cls=Command)(kernels.kernels)
 
 
 def _version(value: bool):
@@ -100,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
 def _main(argv: list[str] | None) -> None:
     from . import common
 
+    before_torch()  # commands import torch inside them, after this
     common.argv = list(argv if argv is not None else sys.argv[1:])
     debug = "--debug" in common.argv or bool(os.environ.get("FEATINV_DEBUG"))
     try:

@@ -7,7 +7,8 @@ from typing import List, Optional
 import typer
 
 from ..errors import FeatinvError, UsageError, note
-from .common import DEVICE, QUIET, out, resolve_device, stages
+from ..threads import Threads
+from .common import DEVICE, QUIET, THREADS, out, resolve_device, stages
 
 CHUNK = 16  # images extracted, inverted and scored together; memory holds one chunk's reconstructions
 
@@ -86,6 +87,7 @@ def audit(
     crop: Optional[int] = typer.Option(None, min=1, help="... then the centre square of this size."),
     seed: int = typer.Option(0, "--seed", help="Seed of the keypoints each --keep fraction keeps."),
     device: str = DEVICE,
+    threads: Optional[int] = THREADS,
     quiet: bool = QUIET,
 ):
     """Audit what features leak: invert them, score the reconstructions against the photos, and write
@@ -115,6 +117,7 @@ def audit(
     keeps = parse_keep(keep)
     root = check_report_folder(output)
     device = resolve_device(device)
+    Threads(threads)
     if model is not None and not model.is_file():
         raise FeatinvError(f"-m {model}: no such model file")
     total, items, photos = open_source(list(sources), feature, resize, crop)

@@ -1,14 +1,15 @@
 """featinv demo: the whole path on scikit-image's bundled photographs, with no downloads."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from pathlib import Path
 
 import typer
 
-from ..errors import FeatinvError, UsageError
-from .common import DEVICE, QUIET, err, out, resolve_device
+from ..errors import UsageError
+from ..threads import Threads
+from .common import DEVICE, QUIET, THREADS, err, out, resolve_device, show_table
 
 if TYPE_CHECKING:  # annotations only; imported where used, so --help stays fast
     import torch
@@ -33,6 +34,7 @@ def demo(
     size: int = typer.Option(128, help="Square size the photographs are prepared at (128: the protocol "
                              "the shipped models were scored with)."),
     device: str = DEVICE,
+    threads: Optional[int] = THREADS,
     quiet: bool = QUIET,
 ):
     """Extract features from scikit-image's photographs, invert them with the shipped models, write a
@@ -47,17 +49,19 @@ def demo(
     from rich.table import Table
     from .. import metrics
     from ..features import parse_spec
+    from ..files import check_parent
     from ..grid import check_png_output, labelled_grid
     from ..inverter import Inverter, shipped_model
     from ..images import image_to_uint8, write_image
+
+    Threads(threads)
 
     specs = [s.strip() for s in specs.split(",") if s.strip()]
     if not specs:
         raise UsageError("--specs: give at least one feature spec, e.g. hog,lbp")
     if size < 32:
         raise UsageError(f"--size {size}: give at least 32 pixels (128: the protocol the models were scored with)")
-    if not output.parent.is_dir():  # before the models run, not after
-        raise FeatinvError(f"{output.parent}: no such directory")
+    check_parent(output)  # before the models run, not after
     check_png_output(str(output), folders=False)  # one grid, never a folder
     models = {spec: shipped_model(parse_spec(spec), how="featinv demo shows the shipped models; for another, "
                       f"featinv extract {spec} IMAGE -o f.safetensors, then featinv invert f.safetensors -m MODEL")
@@ -81,7 +85,7 @@ def demo(
     rows = [list(r) for r in zip(*columns)]
     grid = labelled_grid(rows, col_labels=["input"] + [f"from {s}" for s in specs], row_labels=list(photos))
     write_image(output, grid)
-    out.print(table)
+    show_table(table)
     if not quiet:
         err.print(f"wrote {output}: {len(photos)} photographs, columns input | "
                   + " | ".join(f"reconstruction from {s}" for s in specs))

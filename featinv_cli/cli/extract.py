@@ -6,8 +6,9 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import FeatinvError, UsageError, note
-from .common import DEVICE, QUIET, WEIGHTS, progress, resolve_device
+from ..errors import FeatinvError, UsageError, counted, note
+from ..threads import Threads
+from .common import DEVICE, QUIET, THREADS, WEIGHTS, progress, resolve_device
 
 
 def parse_shard(text: str | None, n: int) -> slice:
@@ -34,7 +35,7 @@ def say_what_the_database_lacks(images, database) -> None:
              f"their reconstructions show nothing of the photo (leave them out of a score)")
     if outside:
         name, k, n = outside[0]
-        note(f"{database}: {len(outside)} images have keypoints outside their camera's size "
+        note(f"{database}: {counted(len(outside), 'image')} {'has' if len(outside) == 1 else 'have'} keypoints outside their camera's size "
              f"(e.g. {name}: {k} of {n}); those keypoints are left out of the grid")
 
 
@@ -56,6 +57,7 @@ def extract(
     workers: int = typer.Option(0, "--workers", help="DataLoader processes reading and extracting in parallel "
                                 "(with a GPU: reading only)."),
     device: str = DEVICE,
+    threads: Optional[int] = THREADS,
     quiet: bool = QUIET,
 ):
     """Compute features of images and write them with their metadata.
@@ -95,6 +97,7 @@ def extract(
     from ..images import expand_image_args, source_names
 
     extractor = parse_spec(with_weights(feature, weights))
+    Threads(threads)
     for i in images:
         if Path(i).suffix.lower() == ".db" and Path(i).is_file() and not is_database(i):
             raise FeatinvError(f"{i}: not a SQLite file (a COLMAP database.db is one)")
@@ -115,7 +118,7 @@ def extract(
             if len(sizes) > 1 and not is_dir_target(output):
                 raise UsageError(f"{images[0]}: its images have {len(sizes)} sizes ({', '.join(sizes[:4])}); write "
                                  f"one file per image with -o DIR/")
-            rows = database_rows(extractor, found)
+            rows = database_rows(extractor, found, images[0])
             with progress(len(found), "extract", quiet) as bar:
                 for (name, size, feats, extra), file_name in zip(rows, per_file_names([i.name for i in found])):
                     sink.add(f"{images[0]} ({name})", name, size, feats, extra if raw else {}, file_name)

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from ..errors import FeatinvError
-from .common import JSON, out
+from .common import JSON, out, show_table
 
 
 def describe_npy(data, name: str) -> dict:
@@ -91,16 +91,14 @@ def describe(path: str) -> dict:
                 "featinv_version": meta.get("featinv_version", "?"),
                 "size_bytes": Path(path).stat().st_size if data is None else len(data)}
     if fmt == VIEWS_FORMAT:
-        if "views" not in shapes and "offsets" not in shapes:
-            raise FeatinvError(f"{name}: views file without views (no 'views' or 'offsets' tensor)")
-        views = shapes.get("views") or [shapes["offsets"][0] - 1]  # WebP: an offset per view, and the end
-        quality = meta.get("webp_quality")
-        out = {"file": name, "kind": "training views (featinv pack)", "views": views[0],
-               "side": int(meta.get("side", 0)),
-               "storage": ("webp" + (f", quality {quality}" if quality else "")) if "webp" in entries else "raw uint8",
-               "fingerprint": meta.get("fingerprint")}
-        if "sift.counts" in shapes:  # keypoints of each view and its mirror; their count is the tensor's length
-            out.update(sift_params=json_field(meta, "sift_params", name), sift_keypoints=shapes["sift.keypoints"][0])
+        from ..views import views_header
+
+        h = views_header(entries, meta, name)  # the format's own checks: what train would refuse, info refuses
+        out = {"file": name, "kind": "training views (featinv pack)", "views": h.count, "side": h.side,
+               "storage": ("webp" + (f", quality {h.webp_quality}" if h.webp_quality else "")) if h.webp else "raw uint8",
+               "fingerprint": h.fingerprint}
+        if h.sift_params is not None or h.sift_keypoints:  # keypoints of each view and its mirror
+            out.update(sift_params=h.sift_params, sift_keypoints=h.sift_keypoints)
         return out
     if fmt == CHECKPOINT_FORMAT:
         config = json_field(meta, "config", name, {})
@@ -135,4 +133,4 @@ def info(
     table = Table(show_header=False, box=None)
     for k, v in d.items():
         table.add_row(f"[bold]{k}[/bold]", v if isinstance(v, str) else json.dumps(v))
-    out.print(table)
+    show_table(table)

@@ -12,7 +12,10 @@ if TYPE_CHECKING:  # annotations only; imported where used, so --help stays fast
 
 
 def same_space(a: FeatureFile, b: FeatureFile, name_a: str, name_b: str) -> None:
-    """Refuse to combine features from different extractors, settings, image sizes or shapes."""
+    """Refuse to combine features from different extractors, settings, image sizes (where the size
+    changes the features) or shapes."""
+    from ..features import from_metadata
+
     if (a.feature or None) != (b.feature or None):
         raise FeatinvError(f"{name_a} holds {a.feature or 'undescribed'} features, {name_b} holds "
                            f"{b.feature or 'undescribed'}; both must come from one extractor")
@@ -20,8 +23,12 @@ def same_space(a: FeatureFile, b: FeatureFile, name_a: str, name_b: str) -> None
         raise FeatinvError(f"{name_a} and {name_b} were extracted with different settings "
                            f"({a.params} vs {b.params})")
     if a.image_size and b.image_size and tuple(a.image_size) != tuple(b.image_size):
-        raise FeatinvError(f"{name_a} comes from a {a.image_size[0]}x{a.image_size[1]} image, {name_b} from "
-                           f"{b.image_size[0]}x{b.image_size[1]}; extract both at one size (--resize/--crop)")
+        sizes = (f"{name_a} comes from a {a.image_size[0]}x{a.image_size[1]} image, {name_b} from "
+                 f"{b.image_size[0]}x{b.image_size[1]}")
+        if not (a.feature and from_metadata(a.feature, a.params).input_resized):
+            raise FeatinvError(f"{sizes}; extract both at one size (--resize/--crop)")
+        note(f"{sizes}; {a.feature} features do not depend on it (the network sees both at its input size): "
+             f"the reconstructions come out at {a.image_size[0]}x{a.image_size[1]}")
     if a.features.shape != b.features.shape:
         raise FeatinvError(f"{name_a} has shape {tuple(a.features.shape)}, {name_b} "
                            f"{tuple(b.features.shape)}; they must match")

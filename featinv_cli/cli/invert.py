@@ -7,7 +7,8 @@ from typing import List, Optional
 import typer
 
 from ..errors import FeatinvError, UsageError, note
-from .common import DEVICE, QUIET, parse_size, progress, resolve_device
+from ..threads import Threads
+from .common import DEVICE, QUIET, THREADS, parse_size, progress, resolve_device
 
 
 def optimize_rows(extractor, features, size, steps, lambda_a, lambda_tv, device, quiet):
@@ -89,6 +90,7 @@ def invert(
     lambda_a: float = typer.Option(1e-3, "--lambda-a", help="optimize: weight of the a-norm (a = 6) prior."),
     lambda_tv: float = typer.Option(0.05, "--lambda-tv", help="optimize: weight of the total-variation prior."),
     device: str = DEVICE,
+    threads: Optional[int] = THREADS,
     quiet: bool = QUIET,
 ):
     """Reconstruct images from features (the expected pre-image, paper §2).
@@ -126,6 +128,7 @@ def invert(
     folders = [Path(a) for a in features if a != "-" and Path(a).is_dir()]
     features = expand_feature_args(features)
     device = resolve_device(device)
+    Threads(threads)
     check_not_input(output, list(features) + ([str(model)] if model else []))
     if features.count("-") > 1:
         raise FeatinvError("only one input can be read from stdin")

@@ -6,8 +6,9 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import FeatinvError, UsageError, note
-from .common import QUIET, err, progress
+from ..errors import UsageError, note
+from ..threads import Threads
+from .common import QUIET, THREADS, err, progress
 
 
 def pack(
@@ -25,6 +26,11 @@ def pack(
                              "another machine, decoded into memory when train loads it. 0: raw, memory-mapped."),
     workers: int = typer.Option(0, "--workers", help="Processes decoding images, detecting SIFT and encoding "
                                 "WebP in parallel."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first photo that does not read, instead of "
+                                "leaving it out with a note."),
+    verbose: bool = typer.Option(False, "--verbose", help="Name every photo left out, one line each (the note "
+                                 "names the first few)."),
+    threads: Optional[int] = THREADS,
     quiet: bool = QUIET,
 ):
     """Decode training photos once into a memory-mapped file of 8-bit views.
@@ -33,7 +39,9 @@ def pack(
     flips are cut from the views in whole batches, and HOG, LBP and CNN features are computed on each
     batch. A view takes side x side x 3 bytes (160: 77 kB; 15,000 photos: 1.2 GB on disk, read as
     batches need it). With --sift the keypoints of every view and of its mirror image are stored
-    too (about 55 kB a photo), since SIFT is too slow to detect on every batch.
+    too (about 55 kB a photo), since SIFT is too slow to detect on every batch. A photo that does not
+    read (damaged, not an image, over the pixel limit) is left out with a note, and the rest are packed;
+    --strict stops at the first instead. No photo that reads is an error.
 
     \b
     Examples:
@@ -47,7 +55,7 @@ def pack(
     where many cores make it quick, instead of carrying them).
     """
     from ..features.registry import parse_spec
-    from ..files import check_not_input
+    from ..files import check_not_input, check_parent
     from ..formats import VIEWS_FORMAT, check_replaceable
     from ..images import expand_image_args, source_names
     from ..views import detect_sift, is_views_file, load_views, pack as pack_views, save_views, to_webp
@@ -62,8 +70,7 @@ def pack(
         raise UsageError("pack reads photos (files or folders) or a views file by name, not from stdin")
     if output.suffix != ".safetensors":
         raise UsageError(f"{output}: a views file name ends in .safetensors")
-    if not output.parent.is_dir():  # before the photos are decoded, not after
-        raise FeatinvError(f"{output.parent}: no such directory")
+    check_parent(output)  # before the photos are decoded, not after
     check_replaceable(output, VIEWS_FORMAT)
     if len(images) > 1 and any(is_views_file(i) for i in images):
         raise UsageError("a views file is packed again on its own (featinv pack VIEWS --sift sift -o OUT); pack "
@@ -72,6 +79,7 @@ def pack(
     if extractor is not None and not extractor.keypoint_grid:
         raise UsageError(f"--sift {sift}: give a sift or colmap-sift spec (HOG, LBP and CNN features are made on "
                          f"each batch)")
+    Threads(threads)
     if len(images) == 1 and is_views_file(images[0]):
         check_not_input(output, images)
         vs = load_views(images[0], workers)
@@ -91,10 +99,29 @@ def pack(
         files = expand_image_args(images)
         check_not_input(output, files)
         with progress(len(files) * (2 if extractor else 1), "pack", quiet) as bar:
-            vs = pack_views(files, source_names(files, images), side, extractor, workers, bar.advance, webp)
+            vs = pack_views(files, source_names(files, images), side, extractor, workers, bar.advance, webp, strict)
+        say_skipped(vs.skipped, len(files), verbose)
     save_views(output, vs, webp, workers)
     if not quiet:
         extra = f", SIFT of each and its mirror ({len(vs.sift['keypoints'])} keypoints)" if vs.sift else ""
         size = output.stat().st_size
+        left = f", {len(vs.skipped)} photo{'' if len(vs.skipped) == 1 else 's'} left out" if vs.skipped else ""
         err.print(f"wrote {output}: {len(vs)} view{'' if len(vs) == 1 else 's'} of {side}x{side}{extra}, "
-                  + (f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 2**10:.1f} kB"))
+                  + (f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 2**10:.1f} kB") + left)
+
+
+SHOWN = 3  # photos a note names before "--verbose lists them all"
+
+
+def say_skipped(skipped: list[tuple[str, str]], total: int, verbose: bool) -> None:
+    """The photos pack left out: each on its own line with --verbose, then how many and the first few."""
+    if not skipped:
+        return
+    if verbose:
+        for _, why in skipped:
+            note(f"left out: {why}")
+    named = "; ".join(why for _, why in skipped[:SHOWN])
+    more = "" if len(skipped) <= SHOWN or verbose else f"; and {len(skipped) - SHOWN} more (--verbose lists them all)"
+    note(f"{len(skipped)} of {total} photos {'does' if len(skipped) == 1 else 'do'} not read and "
+         f"{'is' if len(skipped) == 1 else 'are'} left out (--strict stops at the first)"
+         + ("" if verbose else f": {named}{more}"))

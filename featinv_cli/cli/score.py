@@ -7,8 +7,9 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import FeatinvError, UsageError, note
-from .common import JSON, QUIET, out
+from ..errors import FeatinvError, UsageError, counted, note
+from ..threads import Threads
+from .common import JSON, QUIET, THREADS, out, show_table
 
 
 def say_if_resized(recons, refs, recon_files) -> None:
@@ -52,6 +53,8 @@ def print_table(rows: list[dict], mean: dict, result: dict, paired: str, recogni
                   *(["recognised"] if recognise else []),
                   caption="recognised: SqueezeNet (ImageNet) gives the reconstruction its reference's class first "
                           "(top-1) or among five (top-5); chance 0.1%, 0.5%" if recognise else None)
+    for name in table.columns[:2]:
+        name.overflow = "fold"  # a narrow terminal wraps a file name instead of cutting it
     fmt = lambda v, p: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
     for r in rows:
         table.add_row(r["image"], r["reference"], fmt(r["normalized_error"], 3), fmt(r["psnr"], 2),
@@ -64,7 +67,7 @@ def print_table(rows: list[dict], mean: dict, result: dict, paired: str, recogni
         b = result["baseline_mean"]
         table.add_row("predict the mean image", "", fmt(b["normalized_error"], 3), fmt(b["psnr"], 2), "",
                       fmt(b["mae"], 4))
-    out.print(table)
+    show_table(table)
 
 
 def score(
@@ -82,6 +85,7 @@ def score(
                                    "recognises each reconstruction as its reference's ImageNet class (top-1, "
                                    "top-5), and the rates beside chance."),
     as_json: bool = JSON,
+    threads: Optional[int] = THREADS,
     quiet: bool = QUIET,  # notes obey it through the option's callback (errors.set_quiet)
 ):
     """Score reconstructions: the paper's normalized error, PSNR (dB), SSIM and MAE.
@@ -111,13 +115,13 @@ def score(
         raise FeatinvError(f"--baseline-mean {baseline_mean}: no such folder or image")
     recon_files, ref_files = expand_image_args(recon), expand_image_args(reference)
     if len(recon_files) != len(ref_files):
-        many = lambda n, word: f"{n} {word}{'' if n == 1 else 's'}"  # noqa: E731
-        raise UsageError(f"{many(len(recon_files), 'reconstruction')} but {many(len(ref_files), 'reference')}; "
+        raise UsageError(f"{counted(len(recon_files), 'reconstruction')} but {counted(len(ref_files), 'reference')}; "
                          f"they pair up one to one")
     ref_files, paired = paired_by_name((recon_files, recon), (ref_files, reference))
     if paired == "in the order given" and len(ref_files) > 1:
         note("the reconstructions' names do not match the references' one to one; paired in "
              "the order given (the table's reference column shows each pair)")
+    Threads(threads)
     prepare = lambda img, name: prepare_view(img, resize, crop, name)  # noqa: E731
     refs = [prepare(read_image(f), str(f)) for f in ref_files]
     # A reconstruction of the whole photo (at its size, or another of its shape) gets the references' view

@@ -10,10 +10,11 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import FeatinvError, UsageError
+from ..errors import FeatinvError, UsageError, counted
 from ..settings import NO_STEP_LIMIT, of_steps
 from ..settings import TrainConfig as D  # the defaults (no torch import)
-from .common import DEVICE, QUIET, WEIGHTS, err, progress, resolve_device
+from ..threads import Threads
+from .common import DEVICE, QUIET, THREADS, WEIGHTS, err, progress, resolve_device
 
 
 
@@ -123,6 +124,7 @@ def train(
                                   "autocast (loss and optimizer state stay fp32); auto = bf16 on a GPU with "
                                   "bf16 or a CPU with AMX, else fp32."),
     device: str = DEVICE,
+    threads: Optional[int] = THREADS,
     quiet: bool = QUIET,
 ):
     """Train an up-convolutional network to predict the image from its features (paper eq. 3).
@@ -130,7 +132,7 @@ def train(
     Adam (0.9, 0.999), batch 64, lr 1e-3 after a warm-up, decayed towards the end, MSE in pixel
     space. The photos are decoded once (or packed beforehand with `featinv pack`); each step cuts a
     batch of random crops (zoom, flips) from them and computes its features on the training device,
-    in the main process. Seeded: the same seed and data give the same model on CPU. Ctrl-C saves a
+    in the main process. Seeded: the same seed, data and --threads give the same model on CPU. Ctrl-C saves a
     checkpoint and stops (exit 130; SIGTERM, as `kill` or a batch scheduler sends it: the same, exit
     143); a stopped or killed run continues with --resume.
 
@@ -194,6 +196,7 @@ def train(
         listed += [line.strip() for line in f.read_text().splitlines() if line.strip()] \
             if f.suffix == ".txt" else [str(f)]
     device = resolve_device(device)
+    cpu = Threads(threads)  # follows the load while it trains, unless --threads
     if precision == "auto":
         precision = "bf16" if bf16_supported(device) else "fp32"
     cfg = TrainConfig(feature=with_weights(feature, weights), data=[str(d) for d in data], output=str(output),
@@ -209,6 +212,7 @@ def train(
     with progress(round(minutes * 60) if clock else steps, f"train ({minutes:g} min)" if clock else "train",
                   quiet) as bar:  # a bar on a terminal, a log line every --log-every else
         def on_step(step, total, loss, rate):
+            cpu.adjust()
             done = min(time.perf_counter() - start, minutes * 60) if clock else step
             bar.set(done, f"{f'step {step}  ' if clock else ''}loss {loss:.5f}  {rate:.0f} img/s")
             if log_lines and (step % log_every == 0 or step == total):
@@ -219,7 +223,7 @@ def train(
             say_where_resuming(cfg, quiet)
         meta = run_training(cfg, resume=resume, on_step=on_step)
     if not quiet:
-        err.print(f"wrote {output} ({meta['steps_done']} steps, {meta['epochs']} epochs, "
+        err.print(f"wrote {output} ({counted(meta['steps_done'], 'step')}, {meta['epochs']} epochs, "
                   f"loss {meta['final_loss']:.5f})")
     if val is not None and int(os.environ.get("RANK", "0")) == 0:
         report_validation(output, val, cfg)
@@ -230,9 +234,10 @@ def check_outputs(output: Path, init: Path | None, data: list[Path], val: Path |
     feature file or photo named by mistake), and --val holds images that decode (not found out after an
     hour of training)."""
     from ..evaluate import load_views
-    from ..files import check_not_input
+    from ..files import check_not_input, check_parent
     from ..formats import MODEL_FORMAT, check_replaceable
 
+    check_parent(output)  # not found out at the first checkpoint
     check_not_input(output, [p for p in [init, *data, val] if p is not None])
     check_replaceable(output, MODEL_FORMAT)
     if val is not None:
@@ -254,11 +259,14 @@ def resumed_config(output: Path) -> dict:
 
 
 def say_where_resuming(cfg, quiet: bool) -> None:
-    from ..formats import checkpoint_path, peek
+    """Where --resume continues, once the checkpoint is known to fit this run (a refusal says nothing else)."""
+    from ..formats import checkpoint_path, resumable
 
     ckpt = checkpoint_path(cfg.output)
-    if ckpt.exists() and not quiet:
-        err.print(f"resuming from step {peek(ckpt)['step']}{of_steps(cfg.steps, ' of ')} ({ckpt})")
+    if ckpt.exists():
+        step = resumable(ckpt, cfg)["step"]
+        if not quiet:
+            err.print(f"resuming from step {step}{of_steps(cfg.steps, ' of ')} ({ckpt})")
 
 
 def report_validation(output, val, cfg) -> None:

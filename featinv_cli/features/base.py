@@ -90,6 +90,9 @@ class Extractor:
     # Trailing channels that say where something is rather than how strong (SIFT's position, angle and
     # scale): `sample --alpha` raises the contrast of the others and leaves these as drawn.
     geometry_channels: int = 0
+    # The image is resized to a fixed input first (a CNN's), so its size changes no feature value: two
+    # photos of different sizes give features of one space (`interpolate` combines them).
+    input_resized: bool = False
 
     @property
     def params(self) -> dict:

@@ -142,6 +142,7 @@ class CNNLayer(Extractor):
 
     is_cnn = True
     fine_tunable = True
+    input_resized = True
     guess_by_channels = False  # 512 channels is fire8 and fire9 and more: a bare .npy must say --feature
 
     @property

@@ -65,6 +65,14 @@ def _blob(data: bytes | None, rows: int, cols: int, dtype, what: str, name: str,
     return np.frombuffer(data, dtype).reshape(rows, cols)
 
 
+def _bad_geometry(kp: np.ndarray) -> str:
+    """What is wrong with keypoints (K, 4) that are not all finite with a positive scale, in words."""
+    if not np.isfinite(kp).all():
+        return "a non-finite position, scale or angle"
+    scale = float(kp[kp[:, 2] <= 0, 2].min())
+    return "a zero scale" if scale == 0 else f"a negative scale ({scale:g})"
+
+
 def keypoint_geometry(kp: np.ndarray) -> np.ndarray:
     """COLMAP's keypoint rows (2, 4 or 6 columns) -> (K, 4) x, y, scale, angle in OpenCV's convention."""
     x, y = kp[:, 0] - 0.5, kp[:, 1] - 0.5
@@ -77,22 +85,83 @@ def keypoint_geometry(kp: np.ndarray) -> np.ndarray:
     return np.stack([x, y, scale, angle], axis=1).astype(np.float32)
 
 
+# How long a read waits for another process's write transaction on a rollback-journal database to end
+# before it gives up (COLMAP commits in short transactions; a longer hold is a job still running).
+LOCK_WAIT_S = 5.0
+
+
+def _sibling(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def _has(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0
+
+
+def _wal_mode(path: Path) -> bool:
+    """Header bytes 18-19 are 2 in WAL mode, 1 with a rollback journal."""
+    with path.open("rb") as f:
+        return f.read(20)[18:20] == b"\x02\x02"
+
+
+def _read_only_storage(path: Path) -> bool:
+    import os
+
+    return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+
+
+def _private_copy(path: Path, tmp: Path, log: str) -> sqlite3.Connection:
+    """The database and its -wal or -journal, copied and opened read-write where nobody else looks:
+    SQLite replays the committed frames of a WAL, or rolls a crashed writer's journal back, in the copy."""
+    copy = tmp / "database.db"
+    shutil.copyfile(path, copy)
+    shutil.copyfile(_sibling(path, log), _sibling(copy, log))
+    return sqlite3.connect(copy.as_uri(), uri=True, isolation_level=None)
+
+
+def _immutable(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(path.resolve().as_uri() + "?mode=ro&immutable=1", uri=True, isolation_level=None)
+
+
+def _open(path: Path, tmp: Path, db: str) -> sqlite3.Connection:
+    """A connection inside one read transaction on the last committed state of the database; never the
+    pages of a transaction another process has not committed."""
+    if _wal_mode(path):
+        # In WAL mode the file holds committed pages only (a writer's go to the -wal): no lock is needed
+        # to read it, and a locking reader would create -shm and -wal beside the evidence.
+        return _private_copy(path, tmp, "-wal") if _has(_sibling(path, "-wal")) else _immutable(path)
+    # A rollback journal: a writer changes the file in place, so only SQLite's lock keeps its
+    # uncommitted pages out. An immutable open skips the lock and read a writer's half-done work.
+    con = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=LOCK_WAIT_S, isolation_level=None)
+    try:
+        con.execute("BEGIN")
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()  # takes the shared lock until the end
+        return con
+    except sqlite3.OperationalError as e:
+        con.close()
+        reason = getattr(e, "sqlite_errorname", "")
+        if reason == "SQLITE_BUSY":
+            raise FeatinvError(f"{db}: another process is writing the database (still locked after "
+                               f"{LOCK_WAIT_S:g} s); run again when it has finished") from None
+        if reason == "SQLITE_READONLY_ROLLBACK":  # a writer died mid-transaction: its journal undoes it
+            return _private_copy(path, tmp, "-journal")
+        if _read_only_storage(path) and not _has(_sibling(path, "-journal")):
+            return _immutable(path)  # storage nobody can write, where locks cannot be taken either
+        raise
+
+
 @contextmanager
-def _connection(path: Path):
-    """A read-only sqlite connection that leaves nothing beside the database (COLMAP writes it in WAL
-    mode, where a reader would create -shm and -wal files: beside evidence, or failing on read-only
-    storage). Changes still in a -wal log (a COLMAP still running, or one that crashed) are read from a
-    private copy of both files; otherwise the file is opened as immutable."""
-    wal = path.with_name(path.name + "-wal")
+def _connection(path: Path, db: str):
+    """A read-only sqlite connection to one committed state of the database that leaves nothing beside
+    it (COLMAP writes WAL mode, where a locking reader would create -shm and -wal files: beside
+    evidence, or failing on read-only storage). Changes still in a -wal log (a COLMAP still running, or
+    one that crashed) are read from a private copy of both files; a writer inside a transaction on a
+    rollback journal is waited for, then refused."""
     with tempfile.TemporaryDirectory() as tmp:
-        if wal.is_file() and wal.stat().st_size > 0:
-            copy = Path(tmp) / "database.db"
-            shutil.copyfile(path, copy)
-            shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
-            con = sqlite3.connect(copy.as_uri(), uri=True)
-        else:
-            con = sqlite3.connect(path.resolve().as_uri() + "?mode=ro&immutable=1", uri=True)
+        con = _open(path, Path(tmp), db)
         try:
+            if not con.in_transaction:
+                con.execute("BEGIN")  # every table read from the same state
             yield con
         finally:
             con.close()
@@ -105,7 +174,7 @@ def read_database(path: str | Path) -> list[DatabaseImage]:
     if not is_database(path):
         raise FeatinvError(f"{db}: not a SQLite file (a COLMAP database.db is one)")
     try:
-        with _connection(Path(path)) as con:
+        with _connection(Path(path), db) as con:
             have = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             missing = [t for t in TABLES if t not in have]
             if missing:
@@ -132,8 +201,7 @@ def read_database(path: str | Path) -> list[DatabaseImage]:
             raise FeatinvError(f"{db}: keypoints of image {name!r} have {cols} columns (COLMAP writes 2, 4 or 6)")
         kp = keypoint_geometry(_blob(data, rows, cols, np.float32, "keypoints", name, db))
         if not np.isfinite(kp).all() or (kp[:, 2] <= 0).any():
-            raise FeatinvError(f"{db}: keypoints of image {name!r} include a non-finite position or a zero "
-                               f"scale; the database is damaged")
+            raise FeatinvError(f"{db}: keypoints of image {name!r} include {_bad_geometry(kp)}; the database is damaged")
         kind, drows, dcols, ddata = descs.get(image_id, (0, 0, 128, None))
         if kind != 0:
             raise FeatinvError(f"{db}: descriptors of image {name!r} are of COLMAP feature type {kind}, not SIFT "
@@ -178,6 +246,19 @@ def as_view(image: DatabaseImage, resize: int | None, crop: int | None) -> Datab
         h = w = crop
         keep &= (kp[:, 0] >= 0) & (kp[:, 1] >= 0) & (kp[:, 0] < crop) & (kp[:, 1] < crop)
     return DatabaseImage(image.name, h, w, kp[keep], image.descriptors[keep], image.stored)
+
+
+def check_grids_fit(images: list[DatabaseImage], extractor: KeypointGrid, db: str) -> None:
+    """An image's size is its camera's, the database's word: before the first grid is made (one image at
+    a time), the largest must fit in memory. A camera claiming 10^9 x 10^9 pixels overflowed torch's
+    size arithmetic; one of 60000 x 60000 asks for a 120 GB grid."""
+    from ..memory import check_fits
+
+    big = max(images, key=lambda i: i.height * i.width)
+    hc, wc = extractor.grid_size(big.height, big.width)
+    check_fits(extractor.channels * hc * wc * 4,
+               f"{db}: image {big.name!r} is {big.width}x{big.height} (its camera's size); its grid",
+               "the database is damaged, or read its images smaller with --resize N")
 
 
 def raw_arrays(images: list[DatabaseImage]) -> dict[str, torch.Tensor]:

@@ -58,7 +58,10 @@ def parse_spec(spec: str) -> Extractor:
                                f"{name} takes: {', '.join(fields) or 'nothing'}")
         kwargs[key] = _coerce(fields[key], value)
     _check_numbers(name, kwargs, UsageError)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except FeatinvError as e:  # an extractor's own check (squeezenet:fire10): a command line's mistake
+        raise UsageError(str(e)) from None
 
 
 # Numeric parameters are sizes and counts (cell, orientations, size, ...): positive. These may be 0 too
@@ -132,13 +135,15 @@ def resolve(ff, name: str, feature: str | None = None,
         extractor = guess_from_channels(shape[1]) if len(shape) == 4 else None
         if extractor is None:
             fits = specs_with_channels(shape[1], maps=len(shape) == 4)
-            raise FeatinvError(f"{name}: cannot tell which extractor made an array of shape {shape}; add "
-                               + (f"--feature SPEC: {', '.join(fits)} give{'s' if len(fits) == 1 else ''} "
-                                  f"{shape[1]} {'channels' if len(shape) == 4 else 'values'}" if fits else
-                                  f"--feature SPEC (one of: {', '.join(names())}, with its layer)"))
+            raise FeatinvError(f"{name}: cannot tell which extractor made an array of shape {shape}; "
+                               + (_channels_last(shape) or "add " + (
+                                   f"--feature SPEC: {', '.join(fits)} give{'s' if len(fits) == 1 else ''} "
+                                   f"{shape[1]} {'channels' if len(shape) == 4 else 'values'}" if fits else
+                                   f"--feature SPEC (one of: {', '.join(names())}, with its layer)")))
     if len(shape) == 4 and shape[1] != extractor.channels:
+        hint = _channels_last(shape)
         raise FeatinvError(f"{name}: {extractor.spec} features have {extractor.channels} channels, "
-                           f"this array has {shape[1]}")
+                           f"this array has {shape[1]}" + (f"; {hint}" if hint else ""))
     size = ff.image_size or image_size
     if ff.image_size and image_size and tuple(image_size) != tuple(ff.image_size):
         raise FeatinvError(f"{name}: file says the image was {ff.image_size[0]}x{ff.image_size[1]}, "
@@ -153,6 +158,16 @@ def resolve(ff, name: str, feature: str | None = None,
         raise FeatinvError(f"{name}: a {size[0]}x{size[1]} image gives a {extractor.grid_size(*size)} "
                            f"{extractor.name} grid, but the array is {shape[2]}x{shape[3]}")
     return extractor, size
+
+
+def _channels_last(shape: tuple) -> str:
+    """A hint for a bare array saved channels last, (N, H, W, C) as numpy and OpenCV lay out images: its
+    last axis is a feature's channel count where its second is not."""
+    if len(shape) != 4 or shape[1] == shape[3] or not specs_with_channels(shape[3], maps=True):
+        return ""
+    return (f"its last axis ({shape[3]}) is {specs_with_channels(shape[3], maps=True)[0]}'s channel count: "
+            f"featinv reads maps channels first, (N, C, H, W): save a.transpose(0, 3, 1, 2) "
+            f"(a.transpose(2, 0, 1) for one (H, W, C) map)")
 
 
 def with_weights(spec: str, weights: str | None) -> str:

@@ -1,4 +1,4 @@
 """Inverter networks and the architecture registry."""
-from .registry import build, for_extractor
+from .registry import build, build_holding, for_extractor
 
-__all__ = ["build", "for_extractor"]
+__all__ = ["build", "build_holding", "for_extractor"]

@@ -109,3 +109,17 @@ def build(arch: dict) -> nn.Module:
         return ARCHITECTURES[arch["name"]].network(arch)
     except (KeyError, TypeError, ValueError) as e:
         raise FeatinvError(f"model architecture metadata is incomplete or wrong: {e}") from None
+
+
+def build_holding(arch: dict, state: dict, name: str) -> nn.Module:
+    """The network of a model file, built once its ``arch`` is known to hold exactly the file's weights:
+    drawn first on torch's meta device (no memory), so a header claiming a network far wider than its
+    weights (``"width": 1000``: terabytes) is refused in one line instead of allocated."""
+    import torch
+
+    with torch.device("meta"):
+        wanted = {k: tuple(v.shape) for k, v in build(arch).state_dict().items()}
+    if wanted != {k: tuple(v.shape) for k, v in state.items()}:
+        raise FeatinvError(f"{name}: weights do not fit the architecture in its metadata; "
+                           f"the file is damaged or was edited")
+    return build(arch)
