@@ -1,7 +1,7 @@
 """Learned, then refined (`invert --method refine`): how the normalized error moves with the steps of
 the optimisation that starts from the learned reconstruction, per feature, on the validation protocol.
 
-    python bench/refine.py -n 100 --steps 25,50,100,200 --prox 0,1 --json bench/refine.json
+    python bench/refine.py -n 16 --steps 10,20,40,80 --json docs/figures/refine-selection.json
 
 For each spec: the validation views (shorter side 128, centre crop 128), their features, the shipped
 model's reconstruction, then Adam (lr --lr) on `invert --method optimize`'s objective from it, with
@@ -49,8 +49,33 @@ def sweep(spec: str, views: torch.Tensor, norm: float, steps: list[int], lr: flo
                 on_step=at)
         seconds += time.perf_counter() - start
     return {"spec": spec, "lr": lr, "prox": prox, "images": len(views),
-            "error": {str(s): round(sum(v) / len(v), 4) for s, v in errors.items()},
+            "errors": [{"steps": s, "normalized_error": round(sum(v) / len(v), 4)} for s, v in errors.items()],
             "seconds_per_step_per_image": round(seconds / max(steps) / len(views), 5)}
+
+
+def timing(spec: str, views: torch.Tensor, optimize_images: int = 2) -> dict:
+    """Images per second of the three methods on one feature: the learned network (the batch at once),
+    refine at its default steps (batches of 32, as invert does), optimize's 200 steps (each image alone,
+    as invert does; on the first ``optimize_images``)."""
+    from featinv_cli.optimize import invert_by_optimization, refine, refine_steps
+
+    extractor = parse_spec(spec)
+    inverter = Inverter(shipped_model(extractor))
+    target = inverter.encode(views)
+    start = time.perf_counter()
+    learned = inverter(target, (128, 128))
+    learned_s = time.perf_counter() - start
+    steps = refine_steps(extractor)
+    start = time.perf_counter()
+    refine(extractor, target, learned, OptimizeConfig(steps=steps, lr=0.01))
+    refine_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for i in range(optimize_images):
+        invert_by_optimization(extractor, target[i:i + 1], (128, 128), OptimizeConfig(steps=200))
+    optimize_s = time.perf_counter() - start
+    return {"spec": spec, "images": len(views), "refine_steps": steps,
+            "images_per_second": {"learned": round(len(views) / learned_s, 2), "refine": round(len(views) / refine_s, 3),
+                                  "optimize": round(optimize_images / optimize_s, 3)}}
 
 
 def main() -> None:
@@ -63,8 +88,13 @@ def main() -> None:
     p.add_argument("--prox", default="0")
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--json", default=None)
+    p.add_argument("--timing", metavar="SPEC", default=None, help="only time learned, refine and optimize on SPEC")
     args = p.parse_args()
     views = load_views(args.val, 128)
+    if args.timing:
+        print(json.dumps(dict(timing(args.timing, views[:args.n]), threads=torch.get_num_threads(),
+                              load=os.getloadavg()[0])))
+        return
     norm = metrics.mean_pairwise_distance(views)  # N of all the validation views, as the model table's
     views = views[:args.n]
     steps = [int(s) for s in args.steps.split(",")]

@@ -38,7 +38,8 @@ def plot(rows: list[dict], path: Path, images: int = 2) -> None:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    from featinv_cli.images import MADE_BY
+    from featinv_cli.files import atomic_write
+    from featinv_cli.report import figure_png
 
     fig, ax = plt.subplots(figsize=(7.2, 4.2), dpi=100)
     keys = (("learned_same_images", "o-", "#0050c8", f"learned inverter, {images} images"),
@@ -58,8 +59,7 @@ def plot(rows: list[dict], path: Path, images: int = 2) -> None:
     ax.grid(axis="y", color="#ddd")
     ax.legend(loc="upper left", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, metadata=dict([MADE_BY]))
-    plt.close(fig)
+    atomic_write(path, figure_png(fig))
 
 
 def main() -> None:

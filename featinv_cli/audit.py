@@ -174,8 +174,9 @@ class Auditor:
     """Inverts, writes and scores chunks of Items into a report folder; ``finish`` gives the record."""
 
     def __init__(self, root: Path, references: dict[str, Path], keep: list[float], seed: int,
-                 model: str | None, device: str = "cpu"):
-        self.root, self.references = root, references
+                 model: str | None, device: str = "cpu", method: str = "learned"):
+        self.root, self.references, self.method = root, references, method
+        self.refined: dict[str, int] = {}  # refine's steps per feature spec, for the provenance
         self.keep, self.seed, self.model, self.device = keep, seed, model, device
         self._judge = None
         self.inverters: dict[Path, object] = {}
@@ -196,16 +197,29 @@ class Auditor:
         return inv
 
     def invert(self, items: list[Item], features: list[torch.Tensor]) -> list[torch.Tensor]:
-        """(3, H, W) reconstructions of items' features (given: the defence's), batched where they share a size."""
+        """(3, H, W) reconstructions of items' features (given: the defence's), batched where they share a
+        size; with method "refine", refined as `invert --method refine` refines them."""
         out: list[torch.Tensor | None] = [None] * len(items)
         groups: dict[tuple, list[int]] = {}
         for i, (item, f) in enumerate(zip(items, features)):
             groups.setdefault((tuple(f.shape), item.image_size, id(item.extractor)), []).append(i)
         for (_, size, _), rows in groups.items():
             inv = self.inverter(items[rows[0]])
-            for i, image in zip(rows, inv(torch.cat([features[i] for i in rows]), size)):
+            batch = torch.cat([features[i] for i in rows])
+            for i, image in zip(rows, self.refine(items[rows[0]].extractor, batch, inv(batch, size))):
                 out[i] = image
         return out
+
+    def refine(self, extractor, features: torch.Tensor, learned: torch.Tensor) -> torch.Tensor:
+        """--method refine: the steps measured for the feature (none for those they did not help, nor for
+        keypoints, which have no gradient)."""
+        from .optimize import OptimizeConfig, refine, refine_steps
+
+        steps = refine_steps(extractor) if self.method == "refine" and extractor.differentiable else 0
+        self.refined[extractor.spec] = steps
+        if not steps:
+            return learned
+        return refine(extractor, features, learned, OptimizeConfig(steps=steps, lr=0.01, device=self.device))
 
     def add(self, items: list[Item]) -> list[torch.Tensor | None]:
         """Invert, write and score a chunk of images; returns their references (None where there is none)."""

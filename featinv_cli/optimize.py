@@ -115,7 +115,7 @@ def invert_each_by_optimization(extractor: Extractor, features: torch.Tensor, si
 
 
 # `invert --method refine`'s default steps per feature (lr 0.01 from the shipped model's reconstruction),
-# chosen by bench/refine.py on 16 validation photos (bench/refine-selection-*.json): the fewest of 10, 20,
+# chosen by bench/refine.py on 16 validation photos (docs/figures/refine-selection.json): the fewest of 10, 20,
 # 40 and 80 steps within 0.005 of the lowest error, where that lowers the learned error by 0.005 or more.
 # The others (HOG, fire7 and deeper) only got worse: their invariances let the image drift from the
 # expected one while the features still match; refine keeps their learned reconstruction and says so.

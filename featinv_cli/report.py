@@ -3,12 +3,25 @@ images as files beside it; nothing fetched from the network) and the defence plo
 from __future__ import annotations
 
 import html
-import io
 import json
 from pathlib import Path
 
 PAPER_HOG_ERROR = 0.24  # Dosovitskiy & Brox's HOG inverter, their Table 2: what a well-trained attacker gets
 GENERATOR = "featinv audit"  # the page's <meta name="generator">: a rerun replaces only a page that has it
+
+
+def figure_png(fig) -> bytes:
+    """A matplotlib figure as featinv writes its PNGs: 8-bit RGB (matplotlib's own are RGBA), marked as
+    featinv's (a rerun may replace it). Closes the figure."""
+    import numpy as np
+    from matplotlib import pyplot as plt
+
+    from .images import encode_png
+
+    fig.canvas.draw()
+    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # the Agg canvas: an opaque white background
+    plt.close(fig)
+    return encode_png(rgb)
 
 
 def plot_defence(defence: list[dict]) -> bytes:
@@ -17,8 +30,6 @@ def plot_defence(defence: list[dict]) -> bytes:
 
     matplotlib.use("Agg")  # no display, never a window
     from matplotlib import pyplot as plt
-
-    from .images import MADE_BY
 
     keep = [d["keep"] for d in defence]
     fig, err_ax = plt.subplots(figsize=(6.4, 3.6), dpi=120)
@@ -42,10 +53,7 @@ def plot_defence(defence: list[dict]) -> bytes:
     err_ax.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="best")
     err_ax.set_title("What the attacker recovers as keypoints are removed", fontsize=10)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata=dict([MADE_BY]))
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def _pct(v) -> str:

@@ -86,6 +86,9 @@ def audit(
                                          "--resize), and the references the same way."),
     crop: Optional[int] = typer.Option(None, min=1, help="... then the centre square of this size."),
     seed: int = typer.Option(0, "--seed", help="Seed of the keypoints each --keep fraction keeps."),
+    method: str = typer.Option("learned", "--method", help="learned (the network), or refine (then gradient "
+                               "steps where they were measured to help: CNN layers up to fire6; a stronger "
+                               "attack, about 2 s an image more)."),
     device: str = DEVICE,
     threads: Optional[int] = THREADS,
     quiet: bool = QUIET,
@@ -122,7 +125,9 @@ def audit(
         raise FeatinvError(f"-m {model}: no such model file")
     total, items, photos = open_source(list(sources), feature, resize, crop)
     refs = (expand_image_args(reference), list(reference)) if reference else (photos or [], list(sources))
-    auditor = Auditor(root, {}, keeps, seed, str(model) if model else None, device)
+    if method not in ("learned", "refine"):
+        raise UsageError(f"--method {method!r}: choose learned or refine")
+    auditor = Auditor(root, {}, keeps, seed, str(model) if model else None, device, method)
     lacking: list[str] = []
     with stages({"audit": total, **({"defence": total} if len(keeps) > 1 else {})}, quiet) as bars:
         chunk: list = []
@@ -175,6 +180,16 @@ def model_record(path: Path) -> dict:
             "held_out_images": evaluation.get("images")}
 
 
+def method_record(auditor) -> str:
+    """How the reconstructions were made, for the provenance: learned, or refined and how far."""
+    steps = {spec: n for spec, n in auditor.refined.items() if n}
+    if auditor.method != "refine":
+        return "learned"
+    return ("learned, then refined: " + ", ".join(f"{spec} {n} steps" for spec, n in steps.items()) if steps else
+            "learned (refine asked for; it keeps the learned reconstruction of these features, where gradient "
+            "steps did not lower the error)")
+
+
 def write_report(root: Path, auditor, sources: list[str], feature, keeps, seed) -> dict:
     """audit.json, the defence plot and index.html from the rows the auditor gathered."""
     import datetime
@@ -197,7 +212,8 @@ def write_report(root: Path, auditor, sources: list[str], feature, keeps, seed) 
               "plot": None, "images": rows,
               "provenance": {"command": "featinv " + shlex.join(common.argv), "featinv_version": __version__,
                              "torch_version": torch.__version__, "date": datetime.datetime.now().astimezone().isoformat(
-                                 timespec="seconds"), "sources": sources, "feature": spec, "method": "learned",
+                                 timespec="seconds"), "sources": sources, "feature": spec,
+                             "method": method_record(auditor),
                              "judge": JUDGE, "seed": seed, "keep": keeps,
                              "models": [model_record(p) for p in auditor.inverters],
                              "shipped_hog_error": model_record(ASSETS / "hog.safetensors")["held_out_error"]}}
