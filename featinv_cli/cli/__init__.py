@@ -25,21 +25,14 @@ app = typer.Typer(
          "AlexNet, CaffeNet and any torchvision model from your weights) with up-convolutional networks, "
          "after Dosovitskiy & Brox, CVPR 2016. Stages read and write files, so they pipe:\n\n"
          "  featinv extract hog photo.jpg -o - | featinv invert - -o recon.png\n\n"
-         "perturb, interpolate and sample probe the feature space between extract and invert.")
+         "perturb, interpolate and sample probe the feature space between extract and invert; audit turns a "
+         "COLMAP database, feature files or photos into a report of what they leak.")
 
-# Order = the data flow: extract -> (probe) -> train / invert -> score; helpers last.
-app.command(name="extract", cls=Command)(extract.extract)
-app.command(name="perturb", cls=Command)(perturb.perturb)
-app.command(name="interpolate", cls=Command)(interpolate.interpolate)
-app.command(name="sample", cls=Command)(sample.sample)
-app.command(name="pack", cls=Command)(pack.pack)
-app.command(name="train", cls=Command)(train.train)
-app.command(name="invert", cls=Command)(invert.invert)
-app.command(name="score", cls=Command)(score.score)
-app.command(name="audit", cls=Command)(audit.audit)
-app.command(name="info", cls=Command)(info.info)
-app.command(name="demo", cls=Command)(demo.demo)
-app.command(name="kernels", cls=Command)(kernels.kernels)
+# Order = the data flow: extract -> (probe) -> train / invert -> score -> audit; helpers last. Each
+# module holds the command of its name.
+for _module in (extract, perturb, interpolate, sample, pack, train, invert, score, audit, info, demo, kernels):
+    _name = _module.__name__.rsplit(".", 1)[1]
+    app.command(name=_name, cls=Command)(getattr(_module, _name))
 
 
 def _version(value: bool):
