@@ -346,20 +346,8 @@ class Auditor:
                      f"{REFERENCE_BUDGET / 2**30:.0f} GiB of them); add --resize/--crop. Showing PSNR, SSIM and "
                      "recognition only")
             return None
-        norm = blocked_mean_distance(torch.stack(refs))
+        norm = metrics.blocked_mean_distance(torch.stack(refs))
         return norm if norm > 0 else None
-
-
-def blocked_mean_distance(views: torch.Tensor, block: int = 64) -> float:
-    """``metrics.mean_pairwise_distance`` of (N, ...) 8-bit views in [0, 255], a block of rows at a time
-    (in float64, as it is), so a thousand views need no N x N x pixels intermediates."""
-    flat = views.reshape(len(views), -1)
-    n, total = len(flat), 0.0
-    for i in range(0, n, block):
-        a = flat[i:i + block].double() / 255.0
-        for j in range(0, n, block):
-            total += float(torch.cdist(a, flat[j:j + block].double() / 255.0).sum())
-    return total / (n * (n - 1))
 
 
 def thumbnail(image: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,18 @@ def mean_pairwise_distance(images: torch.Tensor) -> float:
     return float(d.sum() / (n * (n - 1)))
 
 
+def blocked_mean_distance(views: torch.Tensor, block: int = 64) -> float:
+    """``mean_pairwise_distance`` of (N, ...) 8-bit views in [0, 255], a block of rows at a time
+    (in float64, as it is), so a thousand views need no N x N x pixels intermediates."""
+    flat = views.reshape(len(views), -1)
+    n, total = len(flat), 0.0
+    for i in range(0, n, block):
+        a = flat[i:i + block].double() / 255.0
+        for j in range(0, n, block):
+            total += float(torch.cdist(a, flat[j:j + block].double() / 255.0).sum())
+    return total / (n * (n - 1))
+
+
 def normalized_errors(recon: torch.Tensor, ref: torch.Tensor, norm: float | None = None) -> torch.Tensor:
     """Per-image ||x_i - f(phi(x_i))||_2 / N for (N, 3, H, W) in [0, 1]; the paper reports the mean."""
     if norm is None:

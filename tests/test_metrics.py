@@ -84,3 +84,12 @@ def test_references_that_are_all_one_image_give_no_normalized_error():
     s = metrics.score_pairs([torch.rand(3, 16, 16), ref], [ref, ref.clone()])
     assert s["normalizer"] is None and s["mean"]["normalized_error"] is None
     assert all(math.isfinite(v) for v in s["psnr"] + s["ssim"])
+
+
+def test_blocked_mean_distance_is_the_mean_pairwise_distance():
+    """audit's N, a block of rows at a time from 8-bit views, is the paper's N of the same images."""
+    from featinv_cli.metrics import blocked_mean_distance, mean_pairwise_distance
+
+    views = torch.randint(0, 256, (10, 3, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    expected = mean_pairwise_distance(views.double() / 255.0)  # (score reads float32 pixels: 1e-8 apart)
+    assert abs(blocked_mean_distance(views, block=3) - expected) < 1e-9 * expected

@@ -21,6 +21,23 @@ def optimize_rows(extractor, features, size, steps, lambda_a, lambda_tv, device,
             1, info=f"image {row + 1}/{len(features)}, loss {loss:.4f}"))
 
 
+def check_method(method: str, steps, model, mirror_average: bool, grid_size: bool) -> None:
+    """--method and the options that belong to one method only."""
+    if method not in ("learned", "optimize", "refine"):
+        raise UsageError(f"--method {method!r}: choose learned, optimize or refine")
+    if steps is not None and (steps < 1 if method == "optimize" else steps < 0):
+        raise UsageError(f"--optimize-steps {steps}: must be at least {1 if method == 'optimize' else 0}")
+    if steps is not None and method == "learned":
+        raise UsageError("--optimize-steps: for --method optimize or refine")
+    learned_only = [flag for flag, given in (("-m", model), ("--mirror-average", mirror_average),
+                                             ("--grid-size", grid_size)) if given]
+    if method == "refine" and grid_size:
+        raise UsageError("--grid-size: refine works at the image's size, where the features were computed")
+    if method == "optimize" and learned_only:
+        raise UsageError(f"{', '.join(learned_only)}: for --method learned (a network); --method optimize "
+                         f"needs no model and reconstructs at the image's size")
+
+
 def refine_rows(extractor, features, learned, steps, lambda_a, lambda_tv, device, quiet):
     """--method refine: the learned reconstructions, then ``steps`` steps of the optimisation from them,
     a batch of rows at a time; one progress bar over every row's steps."""
@@ -132,19 +149,7 @@ def invert(
     check_not_input(output, list(features) + ([str(model)] if model else []))
     if features.count("-") > 1:
         raise FeatinvError("only one input can be read from stdin")
-    if method not in ("learned", "optimize", "refine"):
-        raise UsageError(f"--method {method!r}: choose learned, optimize or refine")
-    if steps is not None and (steps < 1 if method == "optimize" else steps < 0):
-        raise UsageError(f"--optimize-steps {steps}: must be at least {1 if method == 'optimize' else 0}")
-    if steps is not None and method == "learned":
-        raise UsageError("--optimize-steps: for --method optimize or refine")
-    learned_only = [flag for flag, given in (("-m", model), ("--mirror-average", mirror_average),
-                                             ("--grid-size", grid_size)) if given]
-    if method == "refine" and grid_size:
-        raise UsageError("--grid-size: refine works at the image's size, where the features were computed")
-    if method == "optimize" and learned_only:
-        raise UsageError(f"{', '.join(learned_only)}: for --method learned (a network); --method optimize "
-                         f"needs no model and reconstructs at the image's size")
+    check_method(method, steps, model, mirror_average, grid_size)
     if columns and len(features) > 1 and not is_dir_target(output):
         raise UsageError("--columns lays out one file's batch; several feature files make one grid row each")
     # -o DIR/: each file's PNGs are written as soon as it is inverted; otherwise one PNG or grid at the end.
