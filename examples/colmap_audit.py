@@ -41,8 +41,6 @@ def featinv(*args) -> str:
 
 
 def make_database(photos: Path, out: Path, full_size: bool) -> None:
-    import pycolmap
-
     from featinv_cli.evaluate import load_views
     from featinv_cli.extraction import per_file_names
     from featinv_cli.images import list_images, source_names, write_image
@@ -61,6 +59,10 @@ def make_database(photos: Path, out: Path, full_size: bool) -> None:
         else:
             write_image(out / "photos" / f"{name}.png", v)
     (out / "database.db").unlink(missing_ok=True)
+    # Imported after the PNGs are written: pycolmap 4.x imported before Pillow encodes one crashes the
+    # process here (a double free in zlib's deflateEnd).
+    import pycolmap
+
     pycolmap.logging.minloglevel = 2
     pycolmap.extract_features(out / "database.db", out / "photos", device=pycolmap.Device.cpu)  # COLMAP's defaults
 
