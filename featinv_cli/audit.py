@@ -45,9 +45,9 @@ def database_items(database: str, spec: str, resize: int | None, crop: int | Non
     """The images of a COLMAP database (read and checked whole first: a damaged one stops before any
     work), as `extract colmap-sift DATABASE.db -o DIR/` names them."""
     from .cli.extract import say_what_the_database_lacks
-    from .extraction import per_file_names
+    from .extraction import database_rows, per_file_names
     from .features import parse_spec
-    from .features.colmap import as_view, raw_arrays, read_database
+    from .features.colmap import as_view, read_database
 
     extractor = parse_spec(spec)
     if extractor.name != "colmap-sift":
@@ -57,15 +57,15 @@ def database_items(database: str, spec: str, resize: int | None, crop: int | Non
     if resize or crop:
         found = [as_view(i, resize, crop) for i in found]
 
+    rows = database_rows(extractor, found, database)  # the largest grid checked against memory first
+
     def items():
-        for image, name in zip(found, per_file_names([i.name for i in found])):
-            raw = raw_arrays([image])
-            yield Item(name, f"{database} ({image.name})", extractor.grid(raw, image.height, image.width),
-                       (image.height, image.width), extractor, raw, (resize, crop))
+        for (image, size, feats, raw), name in zip(rows, per_file_names([i.name for i in found])):
+            yield Item(name, f"{database} ({image})", feats, size, extractor, raw, (resize, crop))
     return len(found), items()
 
 
-def feature_items(args: list[str], feature: str | None) -> tuple[int | None, Iterator[Item]]:
+def feature_items(args: list[str], feature: str | None) -> tuple[int, Iterator[Item]]:
     """The rows of feature files (folders walked), named as `invert FILES -o DIR/` names its PNGs."""
     from .features import resolve
     from .formats import expand_feature_args, load_features
@@ -73,8 +73,11 @@ def feature_items(args: list[str], feature: str | None) -> tuple[int | None, Ite
 
     folders = [Path(a) for a in args if Path(a).is_dir()]
     files = expand_feature_args(args)
+    rows = 0
     for path in files:  # each file's header and shape checked before any work (files are memory-mapped: cheap)
-        resolve(load_features(path), path, feature)
+        ff = load_features(path)
+        resolve(ff, path, feature)
+        rows += len(ff)
 
     def items():
         for path in files:
@@ -86,7 +89,7 @@ def feature_items(args: list[str], feature: str | None) -> tuple[int | None, Ite
             view = ((ff.view or {}).get("resize"), (ff.view or {}).get("crop"))  # extract's, for the reference
             for i, name in enumerate(output_names(ff, path, folders)):
                 yield Item(name, sources[i], ff.features[i:i + 1], size, extractor, rows_raw[i], view)
-    return (len(files) if all(Path(f).suffix.lower() in (".safetensors", ".npy") for f in files) else None), items()
+    return rows, items()
 
 
 def split_raw(extra: dict, rows: int) -> list[dict]:
@@ -185,6 +188,7 @@ class Auditor:
         self.kept_refs: list[torch.Tensor] | None = []  # 8-bit views for N, while one size and within budget
         self.written: set[str] = set()
         self.swept = False  # whether any image had keypoints to sweep
+        self.shown = 0  # images whose reconstruction at every --keep the page shows
 
     def inverter(self, item: Item):
         from .inverter import Inverter, shipped_model
@@ -308,9 +312,9 @@ class Auditor:
                 ref = refs[i]
                 self.tallies[p].add(float((recon.double() - ref.double()).norm()),
                                     float(metrics.psnr(recon[None], ref[None])[0]), j, int(raw["counts"].sum()))
-                shown = sum(r.get("defence") is not None for r in self.rows)
                 row = self.rows[len(self.rows) - len(items) + i]
-                if row.get("defence") is not None or shown < SHOWN_DEFENCE:
+                if row.get("defence") is not None or self.shown < SHOWN_DEFENCE:
+                    self.shown += row.get("defence") is None
                     name = f"{DEFENCE}/keep-{p:g}/{items[i].name}.png"
                     write_image(self.claim(name), recon)
                     row.setdefault("defence", {})[f"{p:g}"] = name

@@ -137,9 +137,10 @@ def test_bad_outputs_and_sources_stop_before_any_work(cli, tmp_path):
     photo = tmp_path / "p.png"
     iio.imwrite(photo, np.zeros((64, 64, 3), np.uint8))
     assert "--feature" in one_line_error(cli("audit", photo, "-o", tmp_path / "r3"))
+    assert cli("audit", "-", "-o", tmp_path / "r5").code == 2
     r = cli("audit", DB, "-o", tmp_path / "r4", "--keep", "1,2")
     assert r.code == 2 and "(0, 1]" in r.err
-    assert not any((tmp_path / d).exists() for d in ("r", "r2", "r3", "r4"))
+    assert not any((tmp_path / d).exists() for d in ("r", "r2", "r3", "r4", "r5"))
 
 
 def test_missing_references_are_named_not_fatal(cli, tmp_path):

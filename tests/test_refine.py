@@ -1,7 +1,5 @@
 """invert --method refine: the learned reconstruction, then the optimisation's steps from it, a batch
 at once; and HOG's gradient, which the refinement of an 8-bit image needs finite at flat regions."""
-import numpy as np
-import pytest
 import torch
 
 from conftest import one_line_error, photo

@@ -52,6 +52,8 @@ def open_source(sources: list[str], feature: Optional[str], resize, crop):
         if len(sources) != 1:
             raise UsageError("audit one COLMAP database at a time (give nothing else beside it)")
         return (*database_items(sources[0], feature or "colmap-sift", resize, crop), None)
+    if "-" in sources:  # read twice (checked before any work, then inverted): a pipe is read once
+        raise UsageError("audit reads files, not stdin: write the features to a file first (extract -o FILE)")
     missing = [s for s in sources if not Path(s).exists()]
     if missing:
         raise FeatinvError(f"{missing[0]}: no such file or folder")

@@ -120,15 +120,8 @@ class _RichProgress:
 @contextmanager
 def progress(total: int | None, description: str, quiet: bool = False):
     """A rich progress bar on stderr, shown only when stderr is a terminal and not --quiet."""
-    if quiet or not sys.stderr.isatty():
-        yield _NoProgress()
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=err,
-                  transient=True) as p:
-        yield _RichProgress(p, p.add_task(description, total=total, info=""))
+    with stages({description: total}, quiet) as bars:
+        yield bars[description]
 
 
 @contextmanager
@@ -140,6 +133,6 @@ def stages(totals: dict[str, int | None], quiet: bool = False):
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("{task.description:<8}"), BarColumn(), MofNCompleteColumn(),
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=err, transient=True) as p:
         yield {name: _RichProgress(p, p.add_task(name, total=total, info="")) for name, total in totals.items()}

@@ -9,7 +9,7 @@ import typer
 
 from ..errors import UsageError
 from ..threads import Threads
-from .common import DEVICE, QUIET, THREADS, err, out, resolve_device, show_table
+from .common import DEVICE, QUIET, THREADS, err, resolve_device, show_table
 
 if TYPE_CHECKING:  # annotations only; imported where used, so --help stays fast
     import torch

@@ -39,6 +39,30 @@ def say_what_the_database_lacks(images, database) -> None:
              f"(e.g. {name}: {k} of {n}); those keypoints are left out of the grid")
 
 
+def extract_database(extractor, database: str, output: str, resize, crop, rows_per_file: int, raw: bool,
+                     quiet: bool) -> None:
+    """`extract colmap-sift DATABASE.db`: -o checked first (by the sink), then the whole database read and
+    checked before any row is made, then one image's grid at a time."""
+    from ..extraction import FeatureSink, database_rows, per_file_names
+    from ..features.colmap import as_view, read_database
+    from ..files import is_dir_target
+
+    with FeatureSink(output, extractor, {"resize": resize, "crop": crop}, rows_per_file) as sink:
+        found = read_database(database)
+        say_what_the_database_lacks(found, database)
+        if resize or crop:
+            found = [as_view(i, resize, crop) for i in found]
+        sizes = sorted({f"{i.height}x{i.width}" for i in found})
+        if len(sizes) > 1 and not is_dir_target(output):
+            raise UsageError(f"{database}: its images have {len(sizes)} sizes ({', '.join(sizes[:4])}); write "
+                             f"one file per image with -o DIR/")
+        rows = database_rows(extractor, found, database)
+        with progress(len(found), "extract", quiet) as bar:
+            for (name, size, feats, extra), file_name in zip(rows, per_file_names([i.name for i in found])):
+                sink.add(f"{database} ({name})", name, size, feats, extra if raw else {}, file_name)
+                bar.advance()
+
+
 def extract(
     feature: str = typer.Argument(..., help="Feature spec: hog, hog:cell=8, ..."),
     images: List[str] = typer.Argument(..., help="Image files or directories (walked recursively, in sorted order)."),
@@ -91,9 +115,9 @@ def extract(
     from .. import ops
     from ..data import worker_init
     from ..features.registry import parse_spec, with_weights
-    from ..extraction import ExtractDataset, FeatureSink, database_rows, per_file_names
-    from ..features.colmap import as_view, is_database, read_database
-    from ..files import check_not_input, is_dir_target
+    from ..extraction import ExtractDataset, FeatureSink, per_file_names
+    from ..features.colmap import is_database
+    from ..files import check_not_input
     from ..images import expand_image_args, source_names
 
     extractor = parse_spec(with_weights(feature, weights))
@@ -108,21 +132,7 @@ def extract(
         if shard:
             raise UsageError("--shard splits a list of images; a database is read whole")
         check_not_input(output, images)
-        # The sink checks -o first; then the whole database is read and checked before any row is made.
-        with FeatureSink(output, extractor, {"resize": resize, "crop": crop}, rows_per_file) as sink:
-            found = read_database(images[0])
-            say_what_the_database_lacks(found, images[0])
-            if resize or crop:
-                found = [as_view(i, resize, crop) for i in found]
-            sizes = sorted({f"{i.height}x{i.width}" for i in found})
-            if len(sizes) > 1 and not is_dir_target(output):
-                raise UsageError(f"{images[0]}: its images have {len(sizes)} sizes ({', '.join(sizes[:4])}); write "
-                                 f"one file per image with -o DIR/")
-            rows = database_rows(extractor, found, images[0])
-            with progress(len(found), "extract", quiet) as bar:
-                for (name, size, feats, extra), file_name in zip(rows, per_file_names([i.name for i in found])):
-                    sink.add(f"{images[0]} ({name})", name, size, feats, extra if raw else {}, file_name)
-                    bar.advance()
+        extract_database(extractor, images[0], output, resize, crop, rows_per_file, raw, quiet)
         return
     files = expand_image_args(images)
     sources = source_names(files, images)

@@ -21,6 +21,21 @@ def optimize_rows(extractor, features, size, steps, lambda_a, lambda_tv, device,
             1, info=f"image {row + 1}/{len(features)}, loss {loss:.4f}"))
 
 
+def model_for(inverters: dict, model, extractor, channels: int, name: str, device: str, mirror_average: bool):
+    """The inverter for a file's features (-m, else the shipped one), loaded once per run and checked
+    against them."""
+    from ..inverter import Inverter, shipped_model
+
+    path = Path(model) if model else shipped_model(extractor)
+    if path not in inverters:
+        inverters[path] = Inverter(path, device)
+    inverter = inverters[path]
+    inverter.check(extractor, channels, name)
+    if mirror_average and not inverter.can_mirror:
+        raise UsageError(f"--mirror-average: {extractor.name} features have no mirrored form (HOG and LBP do)")
+    return inverter
+
+
 def check_method(method: str, steps, model, mirror_average: bool, grid_size: bool) -> None:
     """--method and the options that belong to one method only."""
     if method not in ("learned", "optimize", "refine"):
@@ -139,7 +154,6 @@ def invert(
     from ..formats import expand_feature_args, load_features
     from ..grid import (DirectoryOutput, check_png_output, distinct_titles, file_title, output_names,
                         row_labels, save_reconstructions, source_label)
-    from ..inverter import Inverter, shipped_model
     from ..optimize import check_differentiable
 
     folders = [Path(a) for a in features if a != "-" and Path(a).is_dir()]
@@ -156,7 +170,7 @@ def invert(
     directory = DirectoryOutput(output) if is_dir_target(output) else None
     if directory is None:
         check_png_output(output)
-    inverters: dict[Path, Inverter] = {}
+    inverters: dict = {}
     said: set[str] = set()  # features refine left as learned, said once each
     rows, captions, row_names, specs = [], [], [], []
     grid_columns, run_titles, warned_scale = columns, None, False
@@ -169,13 +183,7 @@ def invert(
         if method == "optimize":
             images = optimize_rows(extractor, ff.features, size, steps or 200, lambda_a, lambda_tv, device, quiet)
         else:
-            model_path = Path(model) if model else shipped_model(extractor)
-            if model_path not in inverters:
-                inverters[model_path] = Inverter(model_path, device)
-            inverter = inverters[model_path]
-            inverter.check(extractor, ff.features.shape[1], name)
-            if mirror_average and not inverter.can_mirror:
-                raise UsageError(f"--mirror-average: {extractor.name} features have no mirrored form (HOG and LBP do)")
+            inverter = model_for(inverters, model, extractor, ff.features.shape[1], name, device, mirror_average)
             images = inverter(ff.features, None if grid_size else size, mirror_average=mirror_average)
             if not extractor.is_cnn and not warned_scale:
                 warned_scale = say_if_beyond_the_models_scale(inverter, size, name)

@@ -149,39 +149,16 @@ def train(
     images, so the run follows the single-process one; rank 0 alone writes files and progress.
     """
     from ..features.registry import parse_spec, with_weights
-    from ..train import TrainConfig, bf16_supported, train as run_training
+    from ..train import TrainConfig, bf16_supported
 
     resumed = resumed_config(output) if resume else {}
     if steps is None:  # a resumed run keeps its own (an older version's default may differ from today's)
         steps = resumed.get("steps") or (NO_STEP_LIMIT if minutes > 0 else D.steps)
-    for flag, value in (("--steps", steps), ("--batch", batch), ("--checkpoint-every", checkpoint_every),
-                        ("--log-every", log_every)):
-        if value < 1:
-            raise UsageError(f"{flag} {value}: must be a positive number")
-    if crop < 64 or crop % 64:
-        raise UsageError(f"--crop {crop}: must be a positive multiple of 64 (the network's 1/64 bottleneck)")
-    if not (math.isfinite(lr) and lr > 0):
-        raise UsageError(f"--lr {lr:g}: give a positive learning rate (default {D.lr:g})")
-    if not (math.isfinite(max_zoom) and max_zoom >= 1):
-        raise UsageError(f"--max-zoom {max_zoom:g}: must be 1 (whole photos only) or more")
-    if output.suffix != ".safetensors":
-        raise UsageError(f"-o {output}: a model file is safetensors; name it *.safetensors")
-    if width is not None and width <= 0:
-        raise UsageError(f"--width {width:g}: must be positive")
-    if upsample not in ("zeros", "resize"):
-        raise UsageError(f"--upsample {upsample!r}: choose zeros or resize")
-    if precision not in ("auto", "fp32", "bf16"):
-        raise UsageError(f"--precision {precision!r}: choose auto, fp32 or bf16")
+    check_numbers(steps=steps, batch=batch, checkpoint_every=checkpoint_every, log_every=log_every, crop=crop, lr=lr,
+                  max_zoom=max_zoom, output=output, width=width, upsample=upsample, precision=precision)
     if low_res is None:
         low_res = resumed.get("low_res", 0.0 if init is not None else D.low_res)
-    if not 0 <= low_res < 1:
-        raise UsageError(f"--low-res {low_res:g}: give a fraction of the steps, 0 <= FRACTION < 1")
-    if not 0 <= ema < 1:
-        raise UsageError(f"--ema {ema:g}: give a decay, 0 <= DECAY < 1 (e.g. 0.999)")
-    if minutes < 0:
-        raise UsageError(f"--minutes {minutes:g}: must be 0 (no budget) or more")
-    if warmup < 0:
-        raise UsageError(f"--warmup {warmup}: must be 0 or more")
+    check_schedule(low_res, ema, minutes, warmup)
     extractor = parse_spec(with_weights(feature, weights))
     if str(init) == "shipped":
         from ..inverter import shipped_model
@@ -207,10 +184,59 @@ def train(
                       finetune_encoder=finetune_encoder)
     # Under torchrun only rank 0 talks; the others train silently.
     quiet = quiet or int(os.environ.get("RANK", "0")) != 0
+    meta = run_with_progress(cfg, resume, log_every, cpu, quiet)
+    if not quiet:
+        err.print(f"wrote {output} ({counted(meta['steps_done'], 'step')}, {meta['epochs']} epochs, "
+                  f"loss {meta['final_loss']:.5f})")
+    if val is not None and int(os.environ.get("RANK", "0")) == 0:
+        report_validation(output, val, cfg)
+
+
+def check_numbers(*, steps, batch, checkpoint_every, log_every, crop, lr, max_zoom, output, width, upsample,
+                  precision) -> None:
+    """The options a number or a name can make wrong, each a usage error naming it."""
+    for flag, value in (("--steps", steps), ("--batch", batch), ("--checkpoint-every", checkpoint_every),
+                        ("--log-every", log_every)):
+        if value < 1:
+            raise UsageError(f"{flag} {value}: must be a positive number")
+    if crop < 64 or crop % 64:
+        raise UsageError(f"--crop {crop}: must be a positive multiple of 64 (the network's 1/64 bottleneck)")
+    if not (math.isfinite(lr) and lr > 0):
+        raise UsageError(f"--lr {lr:g}: give a positive learning rate (default {D.lr:g})")
+    if not (math.isfinite(max_zoom) and max_zoom >= 1):
+        raise UsageError(f"--max-zoom {max_zoom:g}: must be 1 (whole photos only) or more")
+    if output.suffix != ".safetensors":
+        raise UsageError(f"-o {output}: a model file is safetensors; name it *.safetensors")
+    if width is not None and width <= 0:
+        raise UsageError(f"--width {width:g}: must be positive")
+    if upsample not in ("zeros", "resize"):
+        raise UsageError(f"--upsample {upsample!r}: choose zeros or resize")
+    if precision not in ("auto", "fp32", "bf16"):
+        raise UsageError(f"--precision {precision!r}: choose auto, fp32 or bf16")
+
+
+def check_schedule(low_res: float, ema: float, minutes: float, warmup: int) -> None:
+    """The schedule's options: fractions, a decay, a budget, warm-up steps."""
+    if not 0 <= low_res < 1:
+        raise UsageError(f"--low-res {low_res:g}: give a fraction of the steps, 0 <= FRACTION < 1")
+    if not 0 <= ema < 1:
+        raise UsageError(f"--ema {ema:g}: give a decay, 0 <= DECAY < 1 (e.g. 0.999)")
+    if minutes < 0:
+        raise UsageError(f"--minutes {minutes:g}: must be 0 (no budget) or more")
+    if warmup < 0:
+        raise UsageError(f"--warmup {warmup}: must be 0 or more")
+
+
+def run_with_progress(cfg, resume: bool, log_every: int, cpu, quiet: bool) -> dict:
+    """The training run behind a progress bar on a terminal (filled by the minutes of a --minutes
+    budget, else by the steps), a log line every --log-every steps otherwise; the threads follow the load."""
+    from ..train import train as run_training
+
+    minutes, steps = cfg.minutes, cfg.steps
     start, log_lines = time.perf_counter(), not quiet and not sys.stderr.isatty()
     clock = minutes > 0  # a time budget: the bar fills with the minutes, the steps go beside it
     with progress(round(minutes * 60) if clock else steps, f"train ({minutes:g} min)" if clock else "train",
-                  quiet) as bar:  # a bar on a terminal, a log line every --log-every else
+                  quiet) as bar:
         def on_step(step, total, loss, rate):
             cpu.adjust()
             done = min(time.perf_counter() - start, minutes * 60) if clock else step
@@ -221,12 +247,7 @@ def train(
 
         if resume:
             say_where_resuming(cfg, quiet)
-        meta = run_training(cfg, resume=resume, on_step=on_step)
-    if not quiet:
-        err.print(f"wrote {output} ({counted(meta['steps_done'], 'step')}, {meta['epochs']} epochs, "
-                  f"loss {meta['final_loss']:.5f})")
-    if val is not None and int(os.environ.get("RANK", "0")) == 0:
-        report_validation(output, val, cfg)
+        return run_training(cfg, resume=resume, on_step=on_step)
 
 
 def check_outputs(output: Path, init: Path | None, data: list[Path], val: Path | None) -> None:
