@@ -24,7 +24,7 @@ from featinv_cli import metrics
 from featinv_cli.evaluate import load_views
 from featinv_cli.features import parse_spec
 from featinv_cli.inverter import Inverter, shipped_model
-from featinv_cli.optimize import OptimizeConfig, descend
+from featinv_cli.optimize import REFINE_LR, OptimizeConfig, descend
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ["hog"] + [f"squeezenet:{layer}" for layer in ("conv1", "fire2", "fire3", "fire4", "fire5", "fire6", "fire7",
@@ -57,7 +57,7 @@ def timing(spec: str, views: torch.Tensor, optimize_images: int = 2) -> dict:
     """Images per second of the three methods on one feature: the learned network (the batch at once),
     refine at its default steps (batches of 32, as invert does), optimize's 200 steps (each image alone,
     as invert does; on the first ``optimize_images``)."""
-    from featinv_cli.optimize import invert_by_optimization, refine, refine_steps
+    from featinv_cli.optimize import invert_by_optimization, refine, refine_config, refine_steps
 
     extractor = parse_spec(spec)
     inverter = Inverter(shipped_model(extractor))
@@ -67,7 +67,7 @@ def timing(spec: str, views: torch.Tensor, optimize_images: int = 2) -> dict:
     learned_s = time.perf_counter() - start
     steps = refine_steps(extractor)
     start = time.perf_counter()
-    refine(extractor, target, learned, OptimizeConfig(steps=steps, lr=0.01))
+    refine(extractor, target, learned, refine_config(steps))
     refine_s = time.perf_counter() - start
     start = time.perf_counter()
     for i in range(optimize_images):
@@ -84,7 +84,7 @@ def main() -> None:
     p.add_argument("-n", type=int, default=100)
     p.add_argument("--specs", default=",".join(SPECS))
     p.add_argument("--steps", default="25,50,100,200")
-    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--lr", type=float, default=REFINE_LR)
     p.add_argument("--prox", default="0")
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--json", default=None)

@@ -25,7 +25,7 @@ from featinv_cli.evaluate import evaluate, load_views
 from featinv_cli.features import parse_spec
 from featinv_cli.features import alexnet, squeezenet
 from featinv_cli.inverter import Inverter, shipped_path
-from featinv_cli.optimize import OptimizeConfig, invert_by_optimization, refine, refine_steps
+from featinv_cli.optimize import OptimizeConfig, invert_by_optimization, refine, refine_config, refine_steps
 from featinv_cli.train import TrainConfig, train
 
 
@@ -137,7 +137,7 @@ def learned_and_refined(extractor, model: Path, few: torch.Tensor, norm: float) 
     target = inverter.encode(few)
     recon = inverter(target, (128, 128))
     steps = refine_steps(extractor)
-    refined = refine(extractor, target, recon, OptimizeConfig(steps=steps, lr=0.01)) if steps else recon
+    refined = refine(extractor, target, recon, refine_config(steps)) if steps else recon
     return tuple(float(metrics.normalized_errors(x, few, norm).mean()) for x in (recon, refined))
 
 

@@ -191,14 +191,10 @@ class Auditor:
         self.shown = 0  # images whose reconstruction at every --keep the page shows
 
     def inverter(self, item: Item):
-        from .inverter import Inverter, shipped_model
+        from .inverter import inverter_for
 
-        path = Path(self.model) if self.model else shipped_model(item.extractor)
-        if path not in self.inverters:
-            self.inverters[path] = Inverter(path, self.device)
-        inv = self.inverters[path]
-        inv.check(item.extractor, item.features.shape[1], item.source)
-        return inv
+        return inverter_for(self.inverters, self.model, item.extractor, item.features.shape[1], item.source,
+                            self.device)
 
     def invert(self, items: list[Item], features: list[torch.Tensor]) -> list[torch.Tensor]:
         """(3, H, W) reconstructions of items' features (given: the defence's), batched where they share a
@@ -217,13 +213,13 @@ class Auditor:
     def refine(self, extractor, features: torch.Tensor, learned: torch.Tensor) -> torch.Tensor:
         """--method refine: the steps measured for the feature (none for those they did not help, nor for
         keypoints, which have no gradient)."""
-        from .optimize import OptimizeConfig, refine, refine_steps
+        from .optimize import refine, refine_config, refine_steps
 
         steps = refine_steps(extractor) if self.method == "refine" and extractor.differentiable else 0
         self.refined[extractor.spec] = steps
         if not steps:
             return learned
-        return refine(extractor, features, learned, OptimizeConfig(steps=steps, lr=0.01, device=self.device))
+        return refine(extractor, features, learned, refine_config(steps, self.device))
 
     def add(self, items: list[Item]) -> list[torch.Tensor | None]:
         """Invert, write and score a chunk of images; returns their references (None where there is none)."""

@@ -38,6 +38,16 @@ def shipped_model(extractor: Extractor, how: str = "") -> Path:
     return path
 
 
+def inverter_for(cache: dict, model, extractor: Extractor, channels: int, name: str, device: str = "cpu") -> "Inverter":
+    """The inverter for features of ``extractor`` (``model``, else the shipped one), loaded once into
+    ``cache`` (a run's {path: Inverter}) and checked against these features."""
+    path = Path(model) if model else shipped_model(extractor)
+    if path not in cache:
+        cache[path] = Inverter(path, device)
+    cache[path].check(extractor, channels, name)
+    return cache[path]
+
+
 def same_settings(a: dict, b: dict) -> bool:
     """Extractor settings that make the same features: equal, except that CNN weights given as two
     paths of one file's contents are the same weights."""

@@ -122,10 +122,16 @@ def invert_each_by_optimization(extractor: Extractor, features: torch.Tensor, si
 REFINE_STEPS: dict[str, int] = {"squeezenet:conv1": 40, "squeezenet:fire2": 80, "squeezenet:fire3": 40,
                                 "squeezenet:fire4": 40, "squeezenet:fire5": 40, "squeezenet:fire6": 40}
 REFINE_BATCH = 32  # images optimised together: one batch, one Adam, N independent problems
+REFINE_LR = 0.01  # a fifth of optimize's: the start is already the expected image
 
 
 def refine_steps(extractor: Extractor) -> int:
     return REFINE_STEPS.get(extractor.spec, 0)
+
+
+def refine_config(steps: int, device: str = "cpu", **priors) -> OptimizeConfig:
+    """Refine's settings: ``steps`` at REFINE_LR, the optimisation's priors (or ``lambda_a``/``lambda_tv``)."""
+    return OptimizeConfig(steps=steps, lr=REFINE_LR, device=device, **priors)
 
 
 def refine(extractor: Extractor, features: torch.Tensor, learned: torch.Tensor, cfg: OptimizeConfig,

@@ -90,7 +90,7 @@ def audit(
     seed: int = typer.Option(0, "--seed", help="Seed of the keypoints each --keep fraction keeps."),
     method: str = typer.Option("learned", "--method", help="learned (the network), or refine (then gradient "
                                "steps where they were measured to help: CNN layers up to fire6; a stronger "
-                               "attack, about 2 s an image more)."),
+                               "attack, about 1 s an image more on 2 cores)."),
     device: str = DEVICE,
     threads: Optional[int] = THREADS,
     quiet: bool = QUIET,

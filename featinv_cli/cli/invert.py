@@ -22,15 +22,10 @@ def optimize_rows(extractor, features, size, steps, lambda_a, lambda_tv, device,
 
 
 def model_for(inverters: dict, model, extractor, channels: int, name: str, device: str, mirror_average: bool):
-    """The inverter for a file's features (-m, else the shipped one), loaded once per run and checked
-    against them."""
-    from ..inverter import Inverter, shipped_model
+    """inverter_for, and --mirror-average checked against it."""
+    from ..inverter import inverter_for
 
-    path = Path(model) if model else shipped_model(extractor)
-    if path not in inverters:
-        inverters[path] = Inverter(path, device)
-    inverter = inverters[path]
-    inverter.check(extractor, channels, name)
+    inverter = inverter_for(inverters, model, extractor, channels, name, device)
     if mirror_average and not inverter.can_mirror:
         raise UsageError(f"--mirror-average: {extractor.name} features have no mirrored form (HOG and LBP do)")
     return inverter
@@ -56,9 +51,9 @@ def check_method(method: str, steps, model, mirror_average: bool, grid_size: boo
 def refine_rows(extractor, features, learned, steps, lambda_a, lambda_tv, device, quiet):
     """--method refine: the learned reconstructions, then ``steps`` steps of the optimisation from them,
     a batch of rows at a time; one progress bar over every row's steps."""
-    from ..optimize import OptimizeConfig, refine
+    from ..optimize import refine, refine_config
 
-    cfg = OptimizeConfig(steps=steps, lr=0.01, lambda_a=lambda_a, lambda_tv=lambda_tv, device=device)
+    cfg = refine_config(steps, device, lambda_a=lambda_a, lambda_tv=lambda_tv)
     with progress(steps * len(features), "refine", quiet) as bar:
         return refine(extractor, features, learned, cfg, lambda n: bar.advance(n))
 
