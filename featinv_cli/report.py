@@ -105,7 +105,7 @@ code { font-size: .85rem; word-break: break-all; }
   body { padding: .6rem; font-size: 14px; }
   td img { width: 84px; }
   .wide { display: none; }
-  .strip img, .strip figure { width: 84px; }
+  .strip img, .strip figure { width: 64px; }  /* a photo and four reconstructions on one line at 360 px */
 }
 """
 
