@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from featinv_cli import metrics
-from featinv_cli.evaluate import load_views
+from featinv_cli.evaluate import evaluation_views
 from featinv_cli.features import parse_spec
 from featinv_cli.inverter import Inverter, shipped_model
 from featinv_cli.optimize import REFINE_LR, OptimizeConfig, descend
@@ -90,7 +90,7 @@ def main() -> None:
     p.add_argument("--json", default=None)
     p.add_argument("--timing", metavar="SPEC", default=None, help="only time learned, refine and optimize on SPEC")
     args = p.parse_args()
-    views = load_views(args.val, 128)
+    views = evaluation_views(args.val, 128)
     if args.timing:
         print(json.dumps(dict(timing(args.timing, views[:args.n]), threads=torch.get_num_threads(),
                               load=os.getloadavg()[0])))

@@ -229,25 +229,23 @@ def matmul_peak(n: int = 2048, repeat: int = 5) -> float:
 
 
 def compute_only(feature: str, width: float, batch: int, steps: int, data) -> tuple[float, float]:
-    """(images/s, GFLOP/s) of the bare training step (forward, backward, clipping, Adam) of the network
-    `featinv train` builds, on one fixed batch: no data work at all."""
-    from torch.nn import functional as F
+    """(images/s, GFLOP/s) of the bare training step (`featinv train`'s own: forward, loss, backward,
+    clipping, Adam) of the network `featinv train` builds, in fp32, on one fixed batch: no data work at all."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from featinv_cli.batches import ViewBatches
     from featinv_cli.models import for_extractor
+    from featinv_cli.settings import TrainConfig
+    from featinv_cli.train import training_step
 
     extractor = parse_spec(feature)
     x, feats = ViewBatches(data, extractor, 128, batch, 0, 1.25, torch.device("cpu"))(0)
     net, _ = for_extractor("skip", extractor, width=width)
     opt = torch.optim.Adam(net.parameters(), 1e-3)
+    mean = torch.zeros(1, 3, 1, 1)  # the data's mean colour changes the numbers, not the work
 
     def step():
-        loss = F.mse_loss(net(feats), x)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
+        training_step(net, opt, feats, x, mean, clip_grad_norm=TrainConfig.clip_grad_norm)
     with FlopCounterMode(display=False) as counter:
         step()
     step()
@@ -266,7 +264,8 @@ def end_to_end(feature: str, width: float, batch: int, steps: int, data: str, ou
 
     times = []
     train(TrainConfig(feature=feature, data=data, output=str(out), arch="skip", width=width, batch=batch,
-                      steps=steps, workers=1, checkpoint_every=10 ** 6, low_res=0.0),  # the step's own resolution
+                      steps=steps, workers=1, checkpoint_every=10 ** 6, device="cpu", precision="fp32",
+                      low_res=0.0),  # the step's own resolution
           on_step=lambda *a: times.append(time.perf_counter()))
     skip = max(1, steps // 5)
     return batch * (len(times) - 1 - skip) / (times[-1] - times[skip])
@@ -304,11 +303,12 @@ def training(steps: int) -> None:
 
 
 def precision(steps: int) -> None:
-    """Seconds per training step (forward, backward, Adam) of the skip network on HOG-shaped input,
-    fp32 against bf16 autocast (what `train --precision` switches), no data loading."""
-    from torch.nn import functional as F
-
+    """Seconds per training step (`featinv train`'s: forward, loss, backward, clipping, Adam) of the skip
+    network on HOG-shaped input, fp32 against bf16 autocast (what `train --precision` switches), no data
+    loading."""
     from featinv_cli.models.dense import SkipInverter
+    from featinv_cli.settings import TrainConfig
+    from featinv_cli.train import training_step
 
     print(f"\nTraining step, skip network for HOG, batch 64 of 128x128, mean of {steps} steps after 1 warm-up")
     for width in (0.25, 0.5):
@@ -318,14 +318,10 @@ def precision(steps: int) -> None:
             net = SkipInverter(31, 8, width)
             opt = torch.optim.Adam(net.parameters(), 1e-3)
             x, y = torch.randn(64, 31, 16, 16), torch.randn(64, 3, 128, 128)
+            mean = torch.zeros(1, 3, 1, 1)
 
             def step():
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
-                    pred = net(x)
-                loss = F.mse_loss(pred.float(), y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+                training_step(net, opt, x, y, mean, bf16=mode == "bf16", clip_grad_norm=TrainConfig.clip_grad_norm)
             step()
             t = time.perf_counter()
             for _ in range(steps):
@@ -334,7 +330,7 @@ def precision(steps: int) -> None:
         print(f"  width {width:<5} fp32 {row[0]:.3f} s   bf16 {row[1]:.3f} s   {row[0] / row[1]:.2f}x")
         record("precision", f"width {width} fp32 s/step", row[0])
         record("precision", f"width {width} bf16 s/step", row[1])
-    from featinv_cli.train import bf16_supported
+    from featinv_cli.settings import bf16_supported
 
     choice = "bf16" if bf16_supported("cpu") else "fp32"
     print(f"  train --precision auto picks {choice} on this CPU")

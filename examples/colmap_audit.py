@@ -41,7 +41,7 @@ def featinv(*args) -> str:
 
 
 def make_database(photos: Path, out: Path, full_size: bool) -> None:
-    from featinv_cli.evaluate import load_views
+    from featinv_cli.evaluate import evaluation_views
     from featinv_cli.extraction import per_file_names
     from featinv_cli.images import list_images, source_names, write_image
 
@@ -50,7 +50,7 @@ def make_database(photos: Path, out: Path, full_size: bool) -> None:
     shutil.rmtree(out / "views", ignore_errors=True)
     # Class folders kept and equal names numbered, as extract -o DIR/ names them: no photo lost to another.
     names = per_file_names(source_names(files, [photos]))
-    for name, f, v in zip(names, files, load_views(photos, 128)):
+    for name, f, v in zip(names, files, evaluation_views(photos, 128)):
         (out / "photos" / name).parent.mkdir(parents=True, exist_ok=True)
         if full_size:  # the photo as it is; its view beside, for the figure
             shutil.copyfile(f, out / "photos" / f"{name}{f.suffix}")

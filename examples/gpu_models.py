@@ -88,13 +88,11 @@ def train_command(name: str, pack_dir: Path, out: Path, budget: float, device: s
 
 
 def _grows(model: Path, arch: str, width: float) -> bool:
-    """Whether ``model``'s network is ``arch`` at ``width`` or narrower, so --init can start from it
-    (the same width; or a narrower one grown, which fully connected networks cannot be)."""
-    from featinv_cli.safetensors_codec import json_field, read_metadata
-    from featinv_cli.formats import canonical_arch
+    """Whether --init can start a run of ``arch`` at ``width`` from ``model`` (train's own rule: its
+    network at the same width, or a narrower one grown, which fully connected networks cannot be)."""
+    from featinv_cli.warmstart import file_network, init_refusal
 
-    theirs = canonical_arch(json_field(read_metadata(model), "arch", str(model), {}))
-    return theirs.get("name") == arch and theirs.get("form") != "fc" and float(theirs.get("width", 1.0)) <= width
+    return not init_refusal(model, file_network(model), arch, width)
 
 
 def train_all(pack_dir: Path, out: Path, budget: float, quick: bool, only: list[str] | None,

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from featinv_cli import metrics
-from featinv_cli.evaluate import evaluate, load_views
+from featinv_cli.evaluate import evaluate, evaluation_views
 from featinv_cli.features import parse_spec
 from featinv_cli.features import alexnet, squeezenet
 from featinv_cli.inverter import Inverter, shipped_path
@@ -87,7 +87,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = Path(args.data)
-    views = load_views(data / "val", 128)
+    views = evaluation_views(data / "val", 128)
     norm = metrics.mean_pairwise_distance(views)
     rows = []
     layers = args.layers.split(",") if args.layers else (squeezenet.LAYERS if args.family == "squeezenet"
@@ -145,7 +145,7 @@ def add_refined(path: Path, data: Path) -> None:
     """Fill an earlier sweep's "learned, then refined" column from the shipped models, on the same
     optimisation images (its other columns stay), and redraw its plot."""
     sweep = json.loads(path.read_text())
-    views = load_views(data / "val", 128)
+    views = evaluation_views(data / "val", 128)
     norm = metrics.mean_pairwise_distance(views)
     few = views[: sweep.get("optimize_images", 2)]
     for r in sweep["rows"]:

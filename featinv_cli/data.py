@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from torch.nn import functional as F
@@ -74,6 +75,28 @@ def fingerprint(files: list[Path]) -> str:
     for f in files:
         h.update(f"{f.name}:{f.stat().st_size}\n".encode())
     return h.hexdigest()[:16]
+
+
+def evenly_spaced(items, at_most: int):
+    """Every k-th of ``items`` (a list or a tensor's rows), about ``at_most`` of them: a large set's
+    mean from a sample that covers all of it."""
+    return items[:: max(1, len(items) // at_most)]
+
+
+def uint8_pixels(view: torch.Tensor) -> torch.Tensor:
+    """A uint8 view (a views file's row) as float64 values in 0..1."""
+    return view.double() / 255.0
+
+
+def mean_color(images, at_most: int, read: Callable[[Any], torch.Tensor] = read_image) -> list[float]:
+    """Mean RGB (0..1) of the training images, each image counting once, over at most ``at_most`` of
+    them, evenly spaced (the normalization a model file stores). ``images``: image files, or what
+    ``read`` makes (3, H, W) images in 0..1 of (``uint8_pixels``: the (N, 3, S, S) uint8 views)."""
+    chosen = evenly_spaced(images, at_most)
+    total = torch.zeros(3, dtype=torch.float64)
+    for image in chosen:
+        total += read(image).double().mean(dim=(1, 2))
+    return (total / len(chosen)).tolist()
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from . import metrics
-from .data import eval_view
+from .data import eval_view, evenly_spaced
 from .errors import FeatinvError
 from .inverter import Inverter
 from .images import list_images, read_image
@@ -28,24 +28,24 @@ def mean_image(files: list, size: tuple[int, int], prepare) -> torch.Tensor:
 
 def baseline_mean(data, size: int) -> torch.Tensor:
     """The mean evaluation view of the training data: folders, or a views file (`featinv pack`)."""
-    from .views import is_views_file, load_views as load_packed
+    from .views import is_views_file, load_views
 
     dirs = [str(d) for d in (data if isinstance(data, (list, tuple)) else [data])]
     if len(dirs) == 1 and is_views_file(dirs[0]):
-        views = load_packed(dirs[0]).views
-        rows = views[:: max(1, len(views) // 2000)].double().mean(0, keepdim=True) / 255.0
+        views = load_views(dirs[0]).views
+        rows = evenly_spaced(views, 2000).double().mean(0, keepdim=True) / 255.0
         return metrics.match_size(rows.float(), (size, size))[0]
     return mean_image(list_images(*dirs), (size, size), lambda img, _: eval_view(img, size))
 
 
-def load_views(directory: str | Path | list, size: int) -> torch.Tensor:
+def evaluation_views(directory: str | Path | list, size: int) -> torch.Tensor:
     """(N, 3, size, size) evaluation views of one or more folders' images, in sorted name order, or
     of a views file (`featinv pack --side SIZE`: the same views, decoded beforehand)."""
-    from .views import is_views_file, load_views as load_packed
+    from .views import is_views_file, load_views
 
     dirs = directory if isinstance(directory, (list, tuple)) else [directory]
     if len(dirs) == 1 and is_views_file(dirs[0]):
-        views = load_packed(dirs[0]).views
+        views = load_views(dirs[0]).views
         if views.shape[-1] != size:  # resampling views again would score other pixels than the protocol's
             raise FeatinvError(f"{dirs[0]}: its views are {views.shape[-1]} px, the evaluation's are {size}: pack "
                                f"the photos with --side {size}, or give their folder")
@@ -58,7 +58,7 @@ def evaluate(model: str | Path, directory: str | Path, size: int = 128, batch: i
     """Mean normalized error, PSNR and SSIM of ``model`` on ``directory``; with ``baseline`` (a folder,
     e.g. the training set) also the error of always predicting that folder's mean image."""
     inverter = Inverter(model, device)
-    images = load_views(directory, size)
+    images = evaluation_views(directory, size)
     recon = torch.cat([inverter(inverter.encode(chunk), (size, size), mirror_average=mirror_average)
                        for chunk in images.split(batch)])
     result = dict(metrics.score(recon, images)["mean"], images=len(images))
@@ -82,6 +82,6 @@ def evaluation_record(model: str | Path, directory: str | Path, mean: torch.Tens
     if Inverter(model).can_mirror:
         out["mirror_average"] = round(evaluate(model, directory, device=device, mirror_average=True)["normalized_error"], 4)
     if mean is not None:
-        images = load_views(directory, 128)
+        images = evaluation_views(directory, 128)
         out["baseline_mean_error"] = round(float(metrics.normalized_errors(mean.expand_as(images), images).mean()), 4)
     return out

@@ -38,6 +38,21 @@ def shipped_model(extractor: Extractor, how: str = "") -> Path:
     return path
 
 
+def shipped_defaults(extractor: Extractor, arch: str, width: float | None) -> tuple[str, float]:
+    """Arch auto and no width: what the shipped model for this feature uses (skip for hand-made features,
+    paper for CNN layers; the shipped file's width when it is that network, else 1.0)."""
+    from .formats import canonical_arch
+    from .safetensors_codec import json_field, read_metadata
+
+    if arch == "auto":
+        arch = "paper" if extractor.is_cnn else "skip"
+    if width is None:
+        shipped = shipped_path(extractor)
+        shipped_arch = canonical_arch(json_field(read_metadata(shipped), "arch", str(shipped), {})) if shipped.exists() else {}
+        width = float(shipped_arch.get("width", 1.0)) if shipped_arch.get("name") == arch else 1.0
+    return arch, width
+
+
 def inverter_for(cache: dict, model, extractor: Extractor, channels: int, name: str, device: str = "cpu") -> "Inverter":
     """The inverter for features of ``extractor`` (``model``, else the shipped one), loaded once into
     ``cache`` (a run's {path: Inverter}) and checked against these features."""

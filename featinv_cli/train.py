@@ -1,13 +1,13 @@
-"""The training loop (paper eq. 3): MSE in pixel space, Adam, seeded, checkpointed, resumable."""
+"""The training loop (paper eq. 3): MSE in pixel space, Adam, seeded, checkpointed, resumable.
+
+Top to bottom: the schedule, the network, the loss and the training step (what bench/run.py times), the
+run's state, the loop, and ``train``, which sets a run up, loops and writes the model."""
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import math
 import os
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -16,15 +16,14 @@ import torch
 from torch.nn import functional as F
 
 from . import __version__, ops
-from .batches import FeatureRowBatches, ViewBatches
-from .formats import checkpoint_path, load_checkpoint, peek, save_checkpoint
-from .data import FeatureRowsDataset, fingerprint
-from .errors import FeatinvError, UsageError, counted
-from .features import from_metadata, parse_spec
-from .formats import ModelFile, save_model
+from .errors import FeatinvError
+from .features import parse_spec
+from .formats import ModelFile, checkpoint_path, load_checkpoint, peek, save_checkpoint, save_model
 from .models import for_extractor
 from .models.deep import AutoEncoder
-from .settings import TrainConfig, of_steps
+from .settings import TrainConfig, of_steps, resolved
+from .stopping import Diverged, Terminated, in_any_process, sigterm_stops_training, stopped
+from .training_data import Data, training_data
 from .warmstart import init_model
 
 
@@ -45,16 +44,6 @@ def learning_rate(cfg: TrainConfig, step: int, progress: float | None = None) ->
     return warm * cosine_to_one_percent(cfg.lr, min(1.0, (progress - cfg.decay_from) / (1 - cfg.decay_from)))
 
 
-def bf16_supported(device: str) -> bool:
-    """Whether bf16 autocast pays here: a CUDA GPU with bf16, or a CPU with AMX (Sapphire Rapids on)."""
-    if device.startswith("cuda"):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    try:
-        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-
-
 def distributed() -> tuple[int, int]:
     """(rank, world size), joining the process group when started by torchrun (WORLD_SIZE > 1):
     gloo on the CPU, nccl on CUDA. A plain `featinv train` is rank 0 of 1."""
@@ -67,82 +56,6 @@ def distributed() -> tuple[int, int]:
         backend = "nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
         dist.init_process_group(backend=backend)
     return dist.get_rank(), dist.get_world_size()
-
-
-
-def mean_color(files, at_most: int = 1000) -> list[float]:
-    """Mean RGB of the training images (of at most ``at_most`` of them, evenly spaced)."""
-    from .images import read_image
-
-    files = files[:: max(1, len(files) // at_most)]
-    total = torch.zeros(3, dtype=torch.float64)
-    for f in files:
-        total += read_image(f).double().mean(dim=(1, 2))
-    return (total / len(files)).tolist()
-
-
-@dataclasses.dataclass
-class Data:
-    """What the loop trains on: ``batches(step, low_res)`` -> (images, features) on the device."""
-
-    batches: Callable[[int, bool], tuple[torch.Tensor, torch.Tensor]]
-    images: int  # photos in the set
-    fingerprint: str
-    mean: Callable[[], list[float]]  # mean RGB of the set
-    crop: int  # training image size (the model file's image_size)
-    resizable: bool = True  # batches can be made at half resolution (--low-res)
-
-
-def view_side(cfg: TrainConfig) -> int:
-    """The size folders are decoded to: room for the largest zoom of a crop (160 for 128-px crops)."""
-    return max(cfg.crop, round(cfg.crop * cfg.max_zoom))
-
-
-def training_data(cfg: TrainConfig, extractor, device: torch.device, rank: int, world: int, on_decode=None) -> Data:
-    """Views (a `featinv pack` file, or folders decoded once into views in memory) or stored features."""
-    from .images import list_images
-    from .views import is_views_file, load_views, pack
-
-    if cfg.batch % world:
-        raise UsageError(f"--batch {cfg.batch} does not split evenly over {world} processes")
-    if cfg.features:
-        return _stored_features(cfg, extractor, device, rank, world)
-    if cfg.crop < 64 or cfg.crop % 64:
-        raise UsageError(f"--crop {cfg.crop} must be a multiple of 64 (the network's 1/64 bottleneck)")
-    packed = [d for d in cfg.data if is_views_file(d)]
-    if packed and len(cfg.data) > 1:
-        raise UsageError("train from one views file (featinv pack) or from folders, not both")
-    if packed:
-        vs = load_views(packed[0])
-    else:
-        files = list_images(*cfg.data)
-        if len(files) < cfg.batch:
-            raise FeatinvError(f"{', '.join(cfg.data)}: {counted(len(files), 'image')} cannot fill a batch of {cfg.batch}; "
-                               f"lower --batch")
-        sift = extractor if extractor.keypoint_grid else None
-        vs = pack(files, [f.name for f in files], view_side(cfg), sift, cfg.workers, on_decode)
-    feats = None if cfg.finetune_encoder else extractor
-    batches = ViewBatches(vs, feats, cfg.crop, cfg.batch, cfg.seed, cfg.max_zoom, device, rank, world)
-    return Data(batches, len(vs), vs.fingerprint, vs.mean_color, cfg.crop, resizable=not batches.sift)
-
-
-def _stored_features(cfg: TrainConfig, extractor, device, rank: int, world: int) -> Data:
-    if len(cfg.data) != 1:
-        raise FeatinvError("training from --features reads their images from one --data folder")
-    dataset = FeatureRowsDataset([Path(f) for f in cfg.features], Path(cfg.data[0]))
-    stored = from_metadata(dataset.meta["feature"], dataset.meta["params"])
-    if stored.spec != extractor.spec:
-        raise FeatinvError(f"the feature files hold {stored.spec} features, not {extractor.spec}")
-    size = dataset.image_size
-    # A hand-made feature's grid must tile the image; a CNN layer's grid is fixed by the network.
-    if not extractor.is_cnn and tuple(g * extractor.stride for g in extractor.grid_size(*size)) != tuple(size):
-        raise FeatinvError(f"the feature files come from {size[0]}x{size[1]} images; training from "
-                           f"stored features needs a size that is a multiple of {extractor.stride} (--crop N)")
-    files = [Path(cfg.data[0]) / name for _, _, name in dataset.index]
-    if len(files) < cfg.batch:
-        raise FeatinvError(f"the feature files' {counted(len(files), 'row')} cannot fill a batch of {cfg.batch}; lower --batch")
-    batches = FeatureRowBatches(dataset, cfg.batch, cfg.seed, cfg.workers, device, rank, world)
-    return Data(batches, len(files), fingerprint(files), lambda: mean_color(files), size[0], resizable=False)
 
 
 def feature_scale(data: Data, extractor, finetune: bool) -> float:
@@ -187,54 +100,136 @@ class WeightAverage(torch.nn.Module):
         torch._foreach_lerp_([a for a, _ in floats], [b.detach() for _, b in floats], 1.0 - d)
 
 
-class Interrupted(FeatinvError):
-    """Ctrl-C (SIGINT) during training, after the checkpoint was saved. Exit code 130, as shells expect;
-    143 for SIGTERM."""
-
-    exit_code = 130
-
-
-class Diverged(FeatinvError):
-    def __init__(self, step: int, loss: float, cfg, ckpt: Path):
-        what = f"the loss is {loss}" if not math.isfinite(loss) else "the loss turned non-finite in another process"
-        again = (f"delete {ckpt} (its step {peek(ckpt)['step']}, before this; --resume keeps the rate) and start "
-                 f"again" if ckpt.exists() else "start again")
-        super().__init__(f"training diverged at step {step + 1}: {what} (learning rate {cfg.lr:g}, warm-up "
-                         f"{cfg.warmup} steps); no model written; {again} with a lower --lr or a longer --warmup")
+def pixel_loss(reconstruction: torch.Tensor, images: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """The paper's loss (eq. 3): mean squared error in pixel space. ``reconstruction``: (N, 3, h, w)
+    float32, the network's image less the training set's ``mean`` (1, 3, 1, 1); ``images``: (N, 3, H, W)
+    in 0..1, resized to h x w where they differ (CNN-layer inverters predict a fixed size, §4.1).
+    A feature or adversarial loss would go here, beside it."""
+    if reconstruction.shape[-2:] != images.shape[-2:]:
+        images = F.interpolate(images, size=reconstruction.shape[-2:], mode="bilinear", antialias=True,
+                               align_corners=False)
+    return F.mse_loss(reconstruction, images - mean)
 
 
-class Terminated(Exception):
-    """SIGTERM during training (`kill`, a batch scheduler's time limit): stops the run as Ctrl-C does."""
+def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,
+                  images: torch.Tensor, mean: torch.Tensor, *, net: torch.nn.Module | None = None,
+                  bf16: bool = False, clip_grad_norm: float = 0.0, averaged: WeightAverage | None = None,
+                  check: Callable[[float], None] | None = None) -> float:
+    """One optimizer step on one batch; returns its loss (before the step). ``inputs``: the features
+    (the images for --finetune-encoder); ``net``: what runs them (under torchrun, DDP's wrapper of
+    ``model``). ``check(loss)`` may raise to stop before the weights change (divergence, SIGTERM)."""
+    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
+        reconstruction = (model if net is None else net)(inputs).float()  # the loss and optimizer stay fp32
+    loss = pixel_loss(reconstruction, images, mean)
+    value = loss.item()
+    if check is not None:
+        check(value)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_grad_norm > 0:  # seen without it: HOG and SqueezeNet runs blew up (loss 1e4-1e11)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    optimizer.step()
+    if averaged is not None:
+        averaged.update(model)
+    return value
 
 
-@contextlib.contextmanager
-def sigterm_stops_training():
-    """SIGTERM only raises a flag (``flag["stop"]``) that the loop reads after each step, so the run
-    stops between steps, all processes at the same one, and saves its checkpoint. Left alone where
-    Python cannot handle it (another thread) or the parent ignores SIGTERM."""
-    flag = {"stop": False}
-    before = signal.getsignal(signal.SIGTERM)
-    if threading.current_thread() is not threading.main_thread() or before is signal.SIG_IGN:
-        yield flag
-        return
-    signal.signal(signal.SIGTERM, lambda signum, frame: flag.__setitem__("stop", True))
+@dataclasses.dataclass
+class Run:
+    """A training run's state, as the loop reads and changes it."""
+
+    cfg: TrainConfig  # resolved (settings.resolved)
+    model: torch.nn.Module  # the inverter (an AutoEncoder for --finetune-encoder)
+    optimizer: torch.optim.Optimizer
+    data: Data
+    extra: dict  # what the checkpoint keeps beside the weights: mean colour, feature scale, loss, seconds...
+    device: torch.device
+    averaged: WeightAverage | None = None  # --ema
+    net: torch.nn.Module | None = None  # what runs forward: under torchrun DDP's wrapper of the model
+    rank: int = 0
+    world: int = 1
+    autoencoder: bool = False  # the network reads the images (its encoder makes the features)
+
+    def save(self, step: int) -> None:
+        save_checkpoint(checkpoint_path(self.cfg.output), self.model, self.averaged, self.optimizer, step,
+                        self.cfg, self.extra)
+
+
+def _set_learning_rate(run: Run, step: int, done: float) -> None:
+    """This step's learning rate; at the switch to full resolution (--low-res), a fresh optimizer."""
+    cfg, extra = run.cfg, run.extra
+    if cfg.low_res and done >= cfg.low_res and "full_res_from" not in extra:
+        # Full resolution starts as --init does: a fresh optimizer and the warm-up. Adam's moments of
+        # the low-resolution phase sent it 3-6x its rate where gradients had been zero (at a 1x1
+        # bottleneck, a 5x5 kernel's outer taps), and a 30-minute HOG run diverged at the switch.
+        run.optimizer.state.clear()
+        extra["full_res_from"] = step
+    for group in run.optimizer.param_groups:
+        group["lr"] = learning_rate(cfg, step - extra.get("full_res_from", 0), done)
+
+
+def _loop(run: Run, start: int, on_step=None, sigterm: dict | None = None) -> dict:
+    """Steps ``start`` .. ``cfg.steps`` (or to the end of a --minutes budget). Checkpoints every
+    ``checkpoint_every`` steps and every ``checkpoint_minutes``; Ctrl-C or SIGTERM saves one and stops."""
+    cfg, extra = run.cfg, run.extra
+    ckpt = checkpoint_path(cfg.output)
+    mean = torch.tensor(extra["mean"], device=run.device).view(1, 3, 1, 1)
+    run.model.train()
+    step, smooth, seen, loss_avg = start, 0.0, 0, extra.get("loss", float("nan"))
+    t0 = saved = time.perf_counter()
+    spent = extra.get("seconds", 0.0)  # by the run before a --resume
+    budget = 60 * cfg.minutes if cfg.minutes else math.inf
+
+    def progress() -> float:
+        extra["seconds"] = spent + time.perf_counter() - t0
+        return max(step / cfg.steps, extra["seconds"] / budget)
+
+    def stop_if_asked(loss: float) -> None:  # before the step: the weights (and the last checkpoint) stay finite
+        term, diverged = in_any_process([sigterm is not None and sigterm["stop"], not math.isfinite(loss)],
+                                        run.world, run.device)
+        if diverged:
+            raise Diverged(step, loss, cfg, ckpt)
+        if term:  # before this step's backward, not after another step: a scheduler's grace may be short
+            raise Terminated
+
     try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
+        while (done := progress()) < 1:
+            _set_learning_rate(run, step, done)
+            images, feats = run.data.batches(step, done < cfg.low_res)
+            value = training_step(run.model, run.optimizer, images if run.autoencoder else feats, images, mean,
+                                  net=run.net, bf16=cfg.precision == "bf16", clip_grad_norm=cfg.clip_grad_norm,
+                                  averaged=run.averaged, check=stop_if_asked)
+            step, seen = step + 1, seen + images.shape[0]
+            smooth = 0.95 * smooth + 0.05 * value  # bias-corrected below, as in Adam
+            loss_avg = extra["loss"] = smooth / (1 - 0.95 ** (step - start))
+            if on_step and run.rank == 0:
+                on_step(step, cfg.steps, loss_avg, run.world * seen / (time.perf_counter() - t0))
+            due = step % cfg.checkpoint_every == 0 or time.perf_counter() - saved > 60 * cfg.checkpoint_minutes
+            if run.rank == 0 and (progress() < 1 and due or progress() >= 1 and cfg.keep_checkpoint):
+                run.save(step)
+                saved = time.perf_counter()
+    except (KeyboardInterrupt, Terminated) as e:
+        if run.rank == 0 and step > start:
+            run.save(step)
+        raise stopped(e, step, cfg.steps, ckpt) from None
+    elapsed = time.perf_counter() - t0
+    return {"step": step, "loss": loss_avg, "seconds": round(spent + elapsed, 1),
+            "rate": round(run.world * seen / elapsed, 1) if seen else None,
+            "batch_per_process": seen // (step - start) if step > start else None}  # what each process trained on
 
 
-def _in_any_process(flags: list[bool], world: int, device: torch.device) -> list[bool]:
-    """Each flag, true if it is in any process: under torchrun each process gets its own SIGTERM (not
-    always before the same step) and its own loss, and all must stop at the same step or the others
-    wait for them forever."""
-    if world == 1:
-        return flags
-    import torch.distributed as dist
-
-    anyone = torch.tensor([float(f) for f in flags], device=device)
-    dist.all_reduce(anyone, op=dist.ReduceOp.MAX)
-    return [bool(v) for v in anyone.tolist()]
+def _check_checkpoint(cfg: TrainConfig, resume: bool, ckpt: Path) -> None:
+    """A new run may not drop an earlier run's checkpoint; --resume needs one."""
+    if not resume and ckpt.exists():  # starting again would drop the earlier run's steps at the first save
+        if Path(cfg.output).exists():
+            raise FeatinvError(f"{ckpt}: kept by the finished run that wrote {cfg.output} (--keep-checkpoint); "
+                               f"delete it, or choose another -o, to start a new run")
+        raise FeatinvError(f"{ckpt}: a checkpoint of an earlier run to {cfg.output} is there; add --resume to "
+                           f"continue it, or delete it (or choose another -o) to start again")
+    if resume and not ckpt.exists():
+        if Path(cfg.output).exists():
+            raise FeatinvError(f"{ckpt}: no checkpoint; the run finished and wrote its model, {cfg.output}")
+        raise FeatinvError(f"{ckpt}: no checkpoint to resume from")
 
 
 def _device(cfg: TrainConfig, world: int) -> torch.device:
@@ -242,6 +237,55 @@ def _device(cfg: TrainConfig, world: int) -> torch.device:
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return device
+
+
+def _model(cfg: TrainConfig, extractor, data: Data, extra: dict, resume: bool):
+    """The network to train, its ``arch`` metadata, whether it holds the encoder, and the ``extra``
+    record: --init's file's network, else a new one (at a resumed run's feature scale)."""
+    if cfg.init and not resume:
+        model, arch, extra = init_model(cfg, extractor, lambda: feature_scale(data, extractor, False))
+        return model, arch, False, extra
+    if "input_scale" not in extra:
+        extra["input_scale"] = feature_scale(data, extractor, cfg.finetune_encoder)
+    model, arch, encoder = _network(cfg, extractor, extra["input_scale"])
+    return model, arch, encoder is not None, extra
+
+
+def _resume(run: Run, ckpt: Path) -> int:
+    """Load the checkpoint into ``run`` (weights, average, optimizer, extra); returns its step."""
+    cfg, data = run.cfg, run.data
+    start, run.extra = load_checkpoint(ckpt, run.model, run.averaged, run.optimizer, cfg)
+    if run.extra.get("data_fingerprint", data.fingerprint) != data.fingerprint:
+        raise FeatinvError(f"{ckpt}: checkpoint was trained on other data ({run.extra.get('data_images', '?')} "
+                           f"images, not these {data.images}); resume with the same photos or views file")
+    if start >= cfg.steps and Path(cfg.output).exists():
+        raise FeatinvError(f"{ckpt}: this run already finished ({start}{of_steps(cfg.steps, ' of ')} steps) and wrote "
+                           f"{cfg.output}; nothing to resume")
+    return start
+
+
+def _set_up(cfg: TrainConfig, extractor, resume: bool, ckpt: Path, rank: int, world: int, on_decode) -> tuple:
+    """(the run, its first step, the network's ``arch``): data, network, optimizer, the checkpoint."""
+    device = _device(cfg, world)
+    if extractor.uses_operators:
+        ops.build()  # compile or load the operators now, not inside the first (timed) step
+    data = training_data(cfg, extractor, device, rank, world, on_decode)
+    # Stored keypoints or features have one resolution; a CNN resizes every crop to its input size, so
+    # half-resolution crops cost it as much and only blur the targets.
+    if cfg.low_res and (not data.resizable or extractor.is_cnn):
+        cfg = dataclasses.replace(cfg, low_res=0.0)
+    model, arch, autoencoder, extra = _model(cfg, extractor, data, peek(ckpt)["extra"] if resume else {}, resume)
+    model.to(device)
+    averaged = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    run = Run(cfg, model, optimizer, data, extra, device, averaged, rank=rank, world=world, autoencoder=autoencoder)
+    start = _resume(run, ckpt) if resume else 0
+    if "mean" not in run.extra:
+        run.extra["mean"] = data.mean()
+    run.extra["data_fingerprint"], run.extra["data_images"] = data.fingerprint, data.images
+    run.net = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
+    return run, start, arch
 
 
 def train(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int, int, float, float], None] | None = None,
@@ -258,67 +302,16 @@ def train(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int, int, f
     if cfg.finetune_encoder and (not extractor.fine_tunable or cfg.features):  # before any slow set-up
         raise FeatinvError("--finetune-encoder trains a CNN encoder (alexnet, caffenet, squeezenet) from images, "
                            f"not {extractor.spec}" + (" from stored features" if cfg.features else ""))
-    device = _device(cfg, world)
     ckpt = checkpoint_path(cfg.output)
-    if not resume and ckpt.exists():  # starting again would drop the earlier run's steps at the first save
-        if Path(cfg.output).exists():
-            raise FeatinvError(f"{ckpt}: kept by the finished run that wrote {cfg.output} (--keep-checkpoint); "
-                               f"delete it, or choose another -o, to start a new run")
-        raise FeatinvError(f"{ckpt}: a checkpoint of an earlier run to {cfg.output} is there; add --resume to "
-                           f"continue it, or delete it (or choose another -o) to start again")
-    if resume and not ckpt.exists():
-        if Path(cfg.output).exists():
-            raise FeatinvError(f"{ckpt}: no checkpoint; the run finished and wrote its model, {cfg.output}")
-        raise FeatinvError(f"{ckpt}: no checkpoint to resume from")
-    if extractor.uses_operators:
-        ops.build()  # compile or load the operators now, not inside the first (timed) step
-    data = training_data(cfg, extractor, device, rank, world, on_decode)
-    # Stored keypoints or features have one resolution; a CNN resizes every crop to its input size, so
-    # half-resolution crops cost it as much and only blur the targets.
-    if cfg.low_res and (not data.resizable or extractor.is_cnn):
-        cfg = dataclasses.replace(cfg, low_res=0.0)
-    extra = peek(ckpt)["extra"] if resume else {}
-    if cfg.init and not resume:
-        model, arch, extra = init_model(cfg, extractor, lambda: feature_scale(data, extractor, False))
-        encoder = None
-    else:
-        if "input_scale" not in extra:
-            extra["input_scale"] = feature_scale(data, extractor, cfg.finetune_encoder)
-        model, arch, encoder = _network(cfg, extractor, extra["input_scale"])
-    model.to(device)
-    averaged = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
-    start = 0
-    if resume:
-        start, extra = load_checkpoint(ckpt, model, averaged, opt, cfg)
-        if extra.get("data_fingerprint", data.fingerprint) != data.fingerprint:
-            raise FeatinvError(f"{ckpt}: checkpoint was trained on other data ({extra.get('data_images', '?')} "
-                               f"images, not these {data.images}); resume with the same photos or views file")
-        if start >= cfg.steps and Path(cfg.output).exists():
-            raise FeatinvError(f"{ckpt}: this run already finished ({start}{of_steps(cfg.steps, ' of ')} steps) and wrote "
-                               f"{cfg.output}; nothing to resume")
-    if "mean" not in extra:
-        extra["mean"] = data.mean()
-    extra["data_fingerprint"], extra["data_images"] = data.fingerprint, data.images
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                        else None)
+    _check_checkpoint(cfg, resume, ckpt)
+    cfg = resolved(cfg, extractor, peek(ckpt)["config"] if resume else {})  # as `featinv train` has it
+    run, start, arch = _set_up(cfg, extractor, resume, ckpt, rank, world, on_decode)
     with sigterm_stops_training() as sigterm:
-        stats = _loop(cfg, net, model, averaged, opt, data, extra, start, device, rank, world, encoder is not None,
-                      on_step, sigterm)
-    meta = {"config": cfg.recorded(), "steps_done": stats["step"], "final_loss": stats["loss"],
-            "processes": world, "batch_per_process": stats["batch_per_process"], "images_seen": stats["step"] * cfg.batch,
-            "epochs": round(stats["step"] * cfg.batch / data.images, 2), "seconds": stats["seconds"],
-            "device": _device_name(device), "data_images": data.images, "data_fingerprint": data.fingerprint,
-            "images_per_second": stats["rate"], "weights": f"moving average, decay {cfg.ema}" if averaged else "last",
-            "threads": torch.get_num_threads() if device.type == "cpu" else None}  # per process, on a CPU
-    if "init" in extra:
-        meta["init"] = extra["init"]
+        stats = _loop(run, start, on_step, sigterm)
+    meta = _record(run, stats)
     if rank == 0:
-        _save_model(cfg, averaged.net if averaged is not None else model, encoder is not None, extractor, arch,
-                    data.crop, extra, meta)
-        if not cfg.keep_checkpoint:
+        _save_model(run, extractor, arch, meta)
+        if not run.cfg.keep_checkpoint:
             ckpt.unlink(missing_ok=True)  # the model holds everything a finished run needs
     if world > 1:
         import torch.distributed as dist
@@ -327,90 +320,33 @@ def train(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int, int, f
     return meta
 
 
+def _record(run: Run, stats: dict) -> dict:
+    """The model file's ``train`` metadata: the settings, and how the run went."""
+    cfg, data, device = run.cfg, run.data, run.device
+    meta = {"config": cfg.recorded(), "steps_done": stats["step"], "final_loss": stats["loss"],
+            "processes": run.world, "batch_per_process": stats["batch_per_process"],
+            "images_seen": stats["step"] * cfg.batch, "epochs": round(stats["step"] * cfg.batch / data.images, 2),
+            "seconds": stats["seconds"], "device": _device_name(device), "data_images": data.images,
+            "data_fingerprint": data.fingerprint, "images_per_second": stats["rate"],
+            "weights": f"moving average, decay {cfg.ema}" if run.averaged else "last",
+            "threads": torch.get_num_threads() if device.type == "cpu" else None}  # per process, on a CPU
+    if "init" in run.extra:
+        meta["init"] = run.extra["init"]
+    return meta
+
+
 def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
-def _loop(cfg, net, model, averaged, opt, data: Data, extra: dict, start: int, device, rank: int, world: int,
-          autoencoder: bool, on_step, sigterm: dict | None = None) -> dict:
-    """Steps ``start`` .. ``cfg.steps``: the paper's MSE in pixel space. Checkpoints every
-    ``checkpoint_every`` steps and every ``checkpoint_minutes``; Ctrl-C saves one and stops."""
-    ckpt = checkpoint_path(cfg.output)
-    mean = torch.tensor(extra["mean"], device=device).view(1, 3, 1, 1)
-    bf16 = cfg.precision == "bf16"
-    model.train()
-    step, smooth, seen, loss_avg = start, 0.0, 0, extra.get("loss", float("nan"))
-    t0 = saved = time.perf_counter()
-    spent = extra.get("seconds", 0.0)  # by the run before a --resume
-    budget = 60 * cfg.minutes if cfg.minutes else math.inf
-    save = lambda: save_checkpoint(ckpt, model, averaged, opt, step, cfg, extra)  # noqa: E731
-
-    def progress() -> float:
-        extra["seconds"] = spent + time.perf_counter() - t0
-        return max(step / cfg.steps, extra["seconds"] / budget)
-
-    try:
-        while (done := progress()) < 1:
-            if cfg.low_res and done >= cfg.low_res and "full_res_from" not in extra:
-                # Full resolution starts as --init does: a fresh optimizer and the warm-up. Adam's moments of
-                # the low-resolution phase sent it 3-6x its rate where gradients had been zero (at a 1x1
-                # bottleneck, a 5x5 kernel's outer taps), and a 30-minute HOG run diverged at the switch.
-                opt.state.clear()
-                extra["full_res_from"] = step
-            for group in opt.param_groups:
-                group["lr"] = learning_rate(cfg, step - extra.get("full_res_from", 0), done)
-            images, feats = data.batches(step, done < cfg.low_res)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                pred = net(images if autoencoder else feats).float()
-            if pred.shape[-2:] != images.shape[-2:]:  # CNN-layer inverters predict a fixed size (§4.1)
-                images = F.interpolate(images, size=pred.shape[-2:], mode="bilinear", antialias=True,
-                                       align_corners=False)
-            loss = F.mse_loss(pred, images - mean)
-            value = loss.item()
-            term, diverged = _in_any_process([sigterm is not None and sigterm["stop"], not math.isfinite(value)],
-                                             world, device)
-            if diverged:  # before the step: the weights (and the last checkpoint) stay finite
-                raise Diverged(step, value, cfg, ckpt)
-            if term:  # before this step's backward, not after another step: a scheduler's grace may be short
-                raise Terminated
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip_grad_norm > 0:  # seen without it: HOG and SqueezeNet runs blew up (loss 1e4-1e11)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
-            opt.step()
-            if averaged is not None:
-                averaged.update(model)
-            step, seen = step + 1, seen + images.shape[0]
-            smooth = 0.95 * smooth + 0.05 * value  # bias-corrected below, as in Adam
-            loss_avg = extra["loss"] = smooth / (1 - 0.95 ** (step - start))
-            if on_step and rank == 0:
-                on_step(step, cfg.steps, loss_avg, world * seen / (time.perf_counter() - t0))
-            due = step % cfg.checkpoint_every == 0 or time.perf_counter() - saved > 60 * cfg.checkpoint_minutes
-            if rank == 0 and (progress() < 1 and due or progress() >= 1 and cfg.keep_checkpoint):
-                save()
-                saved = time.perf_counter()
-    except (KeyboardInterrupt, Terminated) as e:
-        if rank == 0 and step > start:
-            save()
-        kept = f"; checkpoint {ckpt} saved, add --resume to the same command to continue" \
-            if ckpt.exists() else "; no checkpoint yet"
-        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
-        stopped = Interrupted(f"training {how} at step {step}{of_steps(cfg.steps)}{kept}")
-        stopped.exit_code = 143 if isinstance(e, Terminated) else 130
-        raise stopped from None
-    elapsed = time.perf_counter() - t0
-    return {"step": step, "loss": loss_avg, "seconds": round(spent + elapsed, 1),
-            "rate": round(world * seen / elapsed, 1) if seen else None,
-            "batch_per_process": seen // (step - start) if step > start else None}  # what each process trained on
-
-
-def _save_model(cfg, model, autoencoder: bool, extractor, arch, crop: int, extra: dict, meta: dict) -> None:
+def _save_model(run: Run, extractor, arch: dict, meta: dict) -> None:
     # An autoencoder's file holds the decoder under the usual names and the encoder as "encoder.*".
-    state = model.decoder.state_dict() if autoencoder else model.state_dict()
+    model = run.averaged.net if run.averaged is not None else run.model
+    state = model.decoder.state_dict() if run.autoencoder else model.state_dict()
     state = {k: v.detach().cpu() for k, v in state.items()}
-    if autoencoder:
+    if run.autoencoder:
         state.update({f"encoder.{k}": v.detach().cpu() for k, v in model.encoder.state_dict().items()})
-    save_model(cfg.output, ModelFile(
-        state=state, feature=extractor.spec, params=extractor.params, arch=arch, image_size=[crop, crop],
-        normalization={"mean": extra["mean"]}, train=meta, version=__version__),
-        dtype=getattr(torch, cfg.dtype))
+    save_model(run.cfg.output, ModelFile(
+        state=state, feature=extractor.spec, params=extractor.params, arch=arch, image_size=[run.data.crop] * 2,
+        normalization={"mean": run.extra["mean"]}, train=meta, version=__version__),
+        dtype=getattr(torch, run.cfg.dtype))

@@ -44,11 +44,6 @@ class ViewSet:
     def __len__(self) -> int:
         return int(self.views.shape[0])
 
-    def mean_color(self, at_most: int = 2000) -> list[float]:
-        """Mean RGB of the views (of at most ``at_most`` of them, evenly spaced)."""
-        rows = self.views[:: max(1, len(self) // at_most)]
-        return (rows.double().mean(dim=(0, 2, 3)) / 255.0).tolist()
-
 
 class _Decode:
     """A map-style dataset (what DataLoader needs) of the views of ``files``: (view, "") or, unless

@@ -4,10 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from .errors import FeatinvError
+from .errors import FeatinvError, UsageError
 from .features import from_metadata
 from .formats import load_model
 from .models import build, for_extractor
+from .models.widen import CANNOT_WIDEN_FC
 from .settings import TrainConfig
 
 
@@ -34,6 +35,45 @@ def same_but_input(a: dict, b: dict) -> bool:
     the scale applied to them)."""
     ignore = ("in_channels", "input_scale")
     return {k: v for k, v in a.items() if k not in ignore} == {k: v for k, v in b.items() if k not in ignore}
+
+
+def file_network(init: Path) -> dict:
+    """The canonical ``arch`` of the model file --init names (a UsageError when it is none), read from
+    its header alone."""
+    from .formats import MODEL_FORMAT, canonical_arch
+    from .safetensors_codec import json_field, read_metadata
+
+    if not init.is_file():
+        raise UsageError(f"--init {init}: no such model file")
+    meta = read_metadata(init)
+    if meta.get("format") != MODEL_FORMAT:
+        raise UsageError(f"--init {init}: not a featinv model file")
+    return canonical_arch(json_field(meta, "arch", str(init), {}))
+
+
+def init_defaults(init: Path, arch: str, width: float | None, upsample: str) -> tuple[str, float, str]:
+    """--init: the model file's architecture, width and upsampling where the settings leave them out
+    (arch auto, no width, the default upsampling)."""
+    theirs = file_network(init)
+    return (theirs.get("name", arch) if arch == "auto" else arch,
+            float(theirs.get("width", 1.0)) if width is None else width,
+            theirs.get("upsample", "zeros") if upsample == TrainConfig.upsample else upsample)
+
+
+def init_refusal(init, theirs: dict, name: str, width: float, upsample: str | None = None) -> str:
+    """Why a run of network ``name`` at ``width`` (with ``upsample``; None: the file's) cannot start from
+    --init's file, whose network is ``theirs`` (its canonical ``arch``), in the error's words; '' when it
+    can: the same network at the file's width, or grown wider (models/widen.py), which fc ones cannot be."""
+    before = float(theirs.get("width", 1.0))
+    file_net = {"name": theirs.get("name"), "upsample": theirs.get("upsample", "zeros")}
+    run_net = {"name": name, "upsample": file_net["upsample"] if upsample is None else upsample}
+    if run_net != file_net or width < before:
+        return (f"--init {init}: its network is {dict(file_net, width=before)}, this run's is "
+                f"{dict(run_net, width=width)}; leave --arch and --upsample out to take the file's "
+                f"(--width may grow the network, not shrink it)")
+    if width > before and theirs.get("form") == "fc":
+        return f"--init {init} --width {width:g}: {CANNOT_WIDEN_FC}"
+    return ""
 
 
 def init_model(cfg: TrainConfig, extractor, measure_scale: Callable[[], float]):
@@ -69,12 +109,9 @@ def init_model(cfg: TrainConfig, extractor, measure_scale: Callable[[], float]):
         shapes = {k: v.shape for k, v in build(arch).state_dict().items()}
         fresh = sorted(k for k, v in state.items() if shapes[k] != v.shape)
     width = float(arch.get("width", 1.0))
-    mine = {"name": cfg.arch, "upsample": cfg.upsample}
-    theirs = {"name": arch["name"], "upsample": arch.get("upsample", "zeros")}
-    if mine != theirs or cfg.width < width:
-        raise FeatinvError(f"--init {cfg.init}: its network is {dict(theirs, width=width)}, this run's is "
-                           f"{dict(mine, width=cfg.width)}; leave --arch and --upsample out to take the file's "
-                           f"(--width may grow the network, not shrink it)")
+    refusal = init_refusal(cfg.init, arch, cfg.arch, cfg.width, cfg.upsample)
+    if refusal:
+        raise FeatinvError(refusal)
     if arch.get("finetuned_encoder") or cfg.finetune_encoder:
         raise FeatinvError("--init and --finetune-encoder do not go together (yet)")
     model = build(arch)

@@ -80,8 +80,8 @@ def tiny_model(image_dir, tmp_path_factory) -> Path:
     from featinv_cli.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    train(TrainConfig(feature="hog", data=str(image_dir), output=str(out), width=0.125, crop=64,
-                      batch=4, steps=3, workers=0, checkpoint_every=100))
+    train(TrainConfig(feature="hog", data=str(image_dir), output=str(out), arch="paper", width=0.125, crop=64,
+                      batch=4, steps=3, workers=0, checkpoint_every=100, device="cpu", precision="fp32"))
     return out
 
 

@@ -12,8 +12,10 @@ from featinv_cli.warmstart import init_model
 
 
 def cfg(image_dir, out, **kw) -> TrainConfig:
-    base = dict(feature="hog", data=str(image_dir), output=str(out), width=0.125, crop=64, batch=4,
-                steps=6, workers=0, checkpoint_every=2, dtype="float32")
+    # The network, schedule and precision these tests were measured with, whatever `featinv train`'s
+    # automatic choices (TrainConfig's defaults) are: fp32 for bit-exact runs, low-res even with --init.
+    base = dict(feature="hog", data=str(image_dir), output=str(out), arch="paper", width=0.125, crop=64, batch=4,
+                steps=6, workers=0, checkpoint_every=2, dtype="float32", low_res=0.7, device="cpu", precision="fp32")
     base.update(kw)
     return TrainConfig(**base)
 
@@ -367,7 +369,8 @@ def test_only_rank_0_writes_checkpoints(image_dir, tmp_path):
     """Under torchrun every rank runs the loop; with --keep-checkpoint only rank 0 may write OUTPUT.ckpt
     (all ranks once wrote the final one). The loop of a rank-1 process writes nothing."""
     from featinv_cli.features import parse_spec
-    from featinv_cli.train import _loop, _network, training_data
+    from featinv_cli.train import Run, _loop, _network
+    from featinv_cli.training_data import training_data
 
     out = tmp_path / "m.safetensors"
     c = cfg(image_dir, out, steps=3, checkpoint_every=1, keep_checkpoint=True)
@@ -376,9 +379,9 @@ def test_only_rank_0_writes_checkpoints(image_dir, tmp_path):
     model, _, _ = _network(c, extractor, 1.0)
     opt = torch.optim.Adam(model.parameters())
     extra = {"mean": data.mean()}
-    _loop(c, model, model, None, opt, data, extra, 0, torch.device("cpu"), 1, 1, False, None)
+    _loop(Run(c, model, opt, data, extra, torch.device("cpu"), rank=1), 0)
     assert not checkpoint_path(out).exists()
-    _loop(c, model, model, None, opt, data, extra, 0, torch.device("cpu"), 0, 1, False, None)
+    _loop(Run(c, model, opt, data, extra, torch.device("cpu"), rank=0), 0)
     assert checkpoint_path(out).exists()
 
 

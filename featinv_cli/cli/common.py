@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 from typer.core import TyperCommand
 
-from ..errors import FeatinvError, UsageError, set_quiet
+from ..errors import UsageError, set_quiet
+from ..settings import resolve_device  # noqa: F401  (every command's --device; train's settings decide it too)
 from ..threads import check_threads
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -60,18 +61,6 @@ class Command(TyperCommand):
                 kind = param.type_descriptor.annotation
                 kind = (get_args(kind) or [kind])[0]  # a repeatable option's list[int]: int
                 param.metavar = VALUE_NAMES.get(getattr(kind, "__name__", ""), "VALUE")
-
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise FeatinvError("--device cuda: this torch has no usable CUDA device; use --device cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise UsageError(f"--device {name!r}: choose auto, cpu or cuda")
-    return name
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:

@@ -11,42 +11,11 @@ from typing import List, Optional
 import typer
 
 from ..errors import FeatinvError, UsageError, counted
-from ..settings import NO_STEP_LIMIT, of_steps
+from ..settings import LOW_RES, STEPS, check_crop, low_res_fraction, of_steps, run_steps
 from ..settings import TrainConfig as D  # the defaults (no torch import)
 from ..threads import Threads
-from .common import DEVICE, QUIET, THREADS, WEIGHTS, err, progress, resolve_device
+from .common import DEVICE, QUIET, THREADS, WEIGHTS, err, progress
 
-
-
-def shipped_defaults(extractor, arch: str, width: float | None) -> tuple[str, float]:
-    """--arch auto and an unset --width: what the shipped model for this feature uses."""
-    from ..inverter import shipped_path
-    from ..safetensors_codec import json_field, read_metadata
-    from ..formats import canonical_arch
-
-    if arch == "auto":
-        arch = "paper" if extractor.is_cnn else "skip"
-    if width is None:
-        shipped = shipped_path(extractor)
-        shipped_arch = canonical_arch(json_field(read_metadata(shipped), "arch", str(shipped), {})) if shipped.exists() else {}
-        width = float(shipped_arch.get("width", 1.0)) if shipped_arch.get("name") == arch else 1.0
-    return arch, width
-
-
-def init_defaults(init: Path, arch: str, width: float | None, upsample: str, default_upsample: str):
-    """--init: the model file's architecture, width and upsampling where the command line left them out."""
-    from ..formats import MODEL_FORMAT, canonical_arch
-    from ..safetensors_codec import json_field, read_metadata
-
-    if not init.is_file():
-        raise UsageError(f"--init {init}: no such model file")
-    meta = read_metadata(init)
-    if meta.get("format") != MODEL_FORMAT:
-        raise UsageError(f"--init {init}: not a featinv model file")
-    theirs = canonical_arch(json_field(meta, "arch", str(init), {}))
-    return (theirs.get("name", arch) if arch == "auto" else arch,
-            float(theirs.get("width", 1.0)) if width is None else width,
-            theirs.get("upsample", "zeros") if upsample == default_upsample else upsample)
 
 
 def train(
@@ -57,11 +26,11 @@ def train(
     output: Path = typer.Option(..., "--output", "-o", help="Model file to write (.safetensors). "
                                 "Checkpoints go beside it as OUTPUT.ckpt."),
     weights: Optional[str] = WEIGHTS,
-    arch: str = typer.Option("auto", help="Network architecture. paper: the paper's (hand-made features: "
+    arch: str = typer.Option(D.arch, help="Network architecture. paper: the paper's (hand-made features: "
                              "contracting to 1/64, then up-convolutions; CNN layers: its conv or fc network); "
                              "skip (hog, lbp, sift): the same with U-Net skip connections; auto (default): "
                              "skip for hog, lbp, sift, paper for CNN layers, as the shipped models."),
-    width: Optional[float] = typer.Option(None, help="Channel multiplier (1.0 = the paper's widths; default: "
+    width: Optional[float] = typer.Option(D.width, help="Channel multiplier (1.0 = the paper's widths; default: "
                                           "the shipped model's for this feature, else 1.0; with --init, the file's). With "
                                           "--init, a larger width grows the file's network: the wider one starts "
                                           "out computing exactly what the file's does (its new channels have no "
@@ -74,10 +43,10 @@ def train(
                                    "max-zoom x crop pixels) are resized so their shorter side is random in "
                                    "[crop, max-zoom x crop], then cropped (1: whole photos only). Sift: crops "
                                    "at the views' scale."),
-    low_res: Optional[float] = typer.Option(None, "--low-res", metavar="FRACTION", help="Train the first "
+    low_res: Optional[float] = typer.Option(D.low_res, "--low-res", metavar="FRACTION", help="Train the first "
                                             "FRACTION of the run on the same crops at half resolution (a quarter "
                                             "of the cost; colour and layout first), then the rest at full "
-                                            f"resolution with a fresh optimizer. 0: off. Default {D.low_res}; "
+                                            f"resolution with a fresh optimizer. 0: off. Default {LOW_RES}; "
                                             "with --init 0 (the file's network already reads full-resolution "
                                             "crops). Ignored for sift and --features (one resolution) and CNN "
                                             "layers (their input size is fixed)."),
@@ -93,7 +62,7 @@ def train(
     ema: float = typer.Option(D.ema, "--ema", metavar="DECAY", help="Save an exponential moving average of "
                               "the weights with this decay (e.g. 0.999) instead of the last weights (0: off)."),
     batch: int = typer.Option(D.batch, help="Images per step (the paper: 64)."),
-    steps: Optional[int] = typer.Option(None, help=f"Optimizer steps in all (default {D.steps}; with --minutes "
+    steps: Optional[int] = typer.Option(D.steps, help=f"Optimizer steps in all (default {STEPS}; with --minutes "
                                         f"and no --steps, no step limit: the time budget ends the run)."),
     minutes: float = typer.Option(D.minutes, "--minutes", help="A wall-time budget: stop after this long "
                                   "(or at --steps, if sooner), with the schedule (decay, --low-res) run "
@@ -106,7 +75,7 @@ def train(
                                 "main process."),
     checkpoint_every: int = typer.Option(D.checkpoint_every, help="Write OUTPUT.ckpt every N steps, every 5 minutes, and "
                                          "on Ctrl-C or SIGTERM."),
-    keep_checkpoint: bool = typer.Option(False, "--keep-checkpoint", help="Keep OUTPUT.ckpt (weights and "
+    keep_checkpoint: bool = typer.Option(D.keep_checkpoint, "--keep-checkpoint", help="Keep OUTPUT.ckpt (weights and "
                                          "optimizer state) after the run finishes; by default it is removed."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT.ckpt with the same settings."),
     half: bool = typer.Option(True, "--half/--full", help="Store the final weights as float16 (half the size)."),
@@ -115,12 +84,12 @@ def train(
                                         "`featinv extract --resize N --crop N` (e.g. its shards; a .txt lists "
                                         "one file per line; repeat the flag) instead of random crops; --data "
                                         "is where their source images are."),
-    finetune_encoder: bool = typer.Option(False, "--finetune-encoder", help="CNN features: train the "
+    finetune_encoder: bool = typer.Option(D.finetune_encoder, "--finetune-encoder", help="CNN features: train the "
                                           "encoder too (an autoencoder: the upper bound of paper §4.2)."),
     val: Path = typer.Option(None, "--val", help="After training, report the normalized error on this "
                              "folder (shorter side 128, centre crop 128: the README's protocol), or on a "
                              "views file of it (pack --side 128)."),
-    precision: str = typer.Option("auto", help="auto, fp32 or bf16: bf16 runs the network under bf16 "
+    precision: str = typer.Option(D.precision, help="auto, fp32 or bf16: bf16 runs the network under bf16 "
                                   "autocast (loss and optimizer state stay fp32); auto = bf16 on a GPU with "
                                   "bf16 or a CPU with AMX, else fp32."),
     device: str = DEVICE,
@@ -149,15 +118,13 @@ def train(
     images, so the run follows the single-process one; rank 0 alone writes files and progress.
     """
     from ..features.registry import parse_spec, with_weights
-    from ..train import TrainConfig, bf16_supported
+    from ..settings import TrainConfig, resolved
 
     resumed = resumed_config(output) if resume else {}
-    if steps is None:  # a resumed run keeps its own (an older version's default may differ from today's)
-        steps = resumed.get("steps") or (NO_STEP_LIMIT if minutes > 0 else D.steps)
+    steps = run_steps(steps, minutes, resumed)  # a resumed run keeps its own: an older default may differ
     check_numbers(steps=steps, batch=batch, checkpoint_every=checkpoint_every, log_every=log_every, crop=crop, lr=lr,
                   max_zoom=max_zoom, output=output, width=width, upsample=upsample, precision=precision)
-    if low_res is None:
-        low_res = resumed.get("low_res", 0.0 if init is not None else D.low_res)
+    low_res = low_res_fraction(low_res, init, resumed)
     check_schedule(low_res, ema, minutes, warmup)
     extractor = parse_spec(with_weights(feature, weights))
     if str(init) == "shipped":
@@ -165,23 +132,13 @@ def train(
 
         init = shipped_model(extractor, how="start from scratch (leave --init out) or give --init MODEL")
     check_outputs(output, init, data, val)
-    if init is not None:
-        arch, width, upsample = init_defaults(init, arch, width, upsample, D.upsample)
-    arch, width = shipped_defaults(extractor, arch, width)
-    listed: list[str] = []
-    for f in features:  # a .txt names one feature file per line (shards of a big extraction)
-        listed += [line.strip() for line in f.read_text().splitlines() if line.strip()] \
-            if f.suffix == ".txt" else [str(f)]
-    device = resolve_device(device)
+    cfg = resolved(TrainConfig(
+        feature=with_weights(feature, weights), data=[str(d) for d in data], output=str(output), arch=arch, width=width,
+        upsample=upsample, crop=crop, max_zoom=max_zoom, batch=batch, steps=steps, lr=lr, seed=seed, workers=workers,
+        init=str(init or ""), warmup=warmup, ema=ema, low_res=low_res, minutes=minutes, checkpoint_every=checkpoint_every,
+        keep_checkpoint=keep_checkpoint, device=device, precision=precision, dtype="float16" if half else "float32",
+        features=listed_files(features), finetune_encoder=finetune_encoder), extractor, resumed)
     cpu = Threads(threads)  # follows the load while it trains, unless --threads
-    if precision == "auto":
-        precision = "bf16" if bf16_supported(device) else "fp32"
-    cfg = TrainConfig(feature=with_weights(feature, weights), data=[str(d) for d in data], output=str(output),
-                      arch=arch, width=width, upsample=upsample, crop=crop, max_zoom=max_zoom, batch=batch,
-                      steps=steps, lr=lr, seed=seed, workers=workers, init=str(init or ""), warmup=warmup, ema=ema,
-                      low_res=low_res, minutes=minutes, checkpoint_every=checkpoint_every, keep_checkpoint=keep_checkpoint,
-                      device=device, precision=precision, dtype="float16" if half else "float32", features=listed,
-                      finetune_encoder=finetune_encoder)
     # Under torchrun only rank 0 talks; the others train silently.
     quiet = quiet or int(os.environ.get("RANK", "0")) != 0
     meta = run_with_progress(cfg, resume, log_every, cpu, quiet)
@@ -199,8 +156,7 @@ def check_numbers(*, steps, batch, checkpoint_every, log_every, crop, lr, max_zo
                         ("--log-every", log_every)):
         if value < 1:
             raise UsageError(f"{flag} {value}: must be a positive number")
-    if crop < 64 or crop % 64:
-        raise UsageError(f"--crop {crop}: must be a positive multiple of 64 (the network's 1/64 bottleneck)")
+    check_crop(crop)
     if not (math.isfinite(lr) and lr > 0):
         raise UsageError(f"--lr {lr:g}: give a positive learning rate (default {D.lr:g})")
     if not (math.isfinite(max_zoom) and max_zoom >= 1):
@@ -213,6 +169,15 @@ def check_numbers(*, steps, batch, checkpoint_every, log_every, crop, lr, max_zo
         raise UsageError(f"--upsample {upsample!r}: choose zeros or resize")
     if precision not in ("auto", "fp32", "bf16"):
         raise UsageError(f"--precision {precision!r}: choose auto, fp32 or bf16")
+
+
+def listed_files(features: list[Path]) -> list[str]:
+    """--features: the files, a .txt naming one feature file per line (shards of a big extraction)."""
+    listed: list[str] = []
+    for f in features:
+        listed += [line.strip() for line in f.read_text().splitlines() if line.strip()] \
+            if f.suffix == ".txt" else [str(f)]
+    return listed
 
 
 def check_schedule(low_res: float, ema: float, minutes: float, warmup: int) -> None:
@@ -254,7 +219,7 @@ def check_outputs(output: Path, init: Path | None, data: list[Path], val: Path |
     """Before any work: -o is none of the inputs, replaces only a featinv model (an earlier run's, never a
     feature file or photo named by mistake), and --val holds images that decode (not found out after an
     hour of training)."""
-    from ..evaluate import load_views
+    from ..evaluate import evaluation_views
     from ..files import check_not_input, check_parent
     from ..formats import MODEL_FORMAT, check_replaceable
 
@@ -263,7 +228,7 @@ def check_outputs(output: Path, init: Path | None, data: list[Path], val: Path |
     check_replaceable(output, MODEL_FORMAT)
     if val is not None:
         try:
-            n = len(load_views(val, 128))
+            n = len(evaluation_views(val, 128))
         except FeatinvError as e:
             raise UsageError(f"--val: {e}") from None
         if n < 2:

@@ -13,6 +13,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# Also what --init says when a file's metadata shows the fc form (warmstart.init_refusal), before any
+# network is built.
+CANNOT_WIDEN_FC = "networks with fully connected layers (the fc form) cannot be widened"
+
 
 def _kept(old: int, new: int, blocks: int) -> torch.Tensor:
     """Indices of the old channels among the new ones. An input made by concatenating ``blocks`` maps of
@@ -44,7 +48,7 @@ def widen(narrow: nn.Module, wide: nn.Module, check: bool = False) -> nn.Module:
     blocks = concatenated_inputs(wide)
     for name, big in wide.named_modules():
         if isinstance(big, nn.Linear):
-            raise ValueError("networks with fully connected layers (the fc form) cannot be widened")
+            raise ValueError(CANNOT_WIDEN_FC)
         if not isinstance(big, (nn.Conv2d, nn.ConvTranspose2d)):
             continue
         small = layers.get(name)
