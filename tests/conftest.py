@@ -36,6 +36,25 @@ def operators_built():
     ops.build()
 
 
+def train_config(image_dir, out, **kw):
+    """A tiny TrainConfig for tests. It pins the network, schedule and precision the training tests
+    were measured with, whatever `featinv train`'s automatic choices (TrainConfig's defaults) are:
+    fp32 for bit-exact runs, low-res even with --init."""
+    from featinv_cli.settings import TrainConfig
+
+    base = dict(feature="hog", data=str(image_dir), output=str(out), arch="paper", width=0.125, crop=64, batch=4,
+                steps=6, workers=0, checkpoint_every=2, dtype="float32", low_res=0.7, device="cpu", precision="fp32")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def model_weights(path) -> dict:
+    """The tensors of a model file."""
+    from featinv_cli.formats import load_model
+
+    return load_model(path).state
+
+
 def photo(name: str, size: int | None = None) -> np.ndarray:
     from skimage import data
 
