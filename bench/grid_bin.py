@@ -37,7 +37,7 @@ def rate(fn, args, keypoints: int, repeat: int, sync=lambda: None) -> float:
 
 
 def main() -> None:
-    from run import record, save_results  # bench/run.py, beside this file: one results file for both
+    from common import record, save_results  # bench/common.py, beside this file: one results file for all
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
