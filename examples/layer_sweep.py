@@ -89,45 +89,56 @@ def main() -> None:
     data = Path(args.data)
     views = evaluation_views(data / "val", 128)
     norm = metrics.mean_pairwise_distance(views)
-    rows = []
     layers = args.layers.split(",") if args.layers else (squeezenet.LAYERS if args.family == "squeezenet"
                                                          else alexnet.LAYERS)
+    rows = []
     for layer in layers:
-        spec = f"{args.family}:{layer}" + (f",weights={args.weights}" if args.weights else "")
-        extractor = parse_spec(spec)
-        model = out / f"{layer}.safetensors"
-        shipped = shipped_path(extractor)
-        if args.shipped and shipped.exists() and not args.weights:
-            model = shipped
-        elif args.steps:
-            train(TrainConfig(feature=spec, data=str(data / "train"), output=str(model), width=args.width,
-                              batch=args.batch, steps=args.steps, workers=1, checkpoint_every=10 ** 6))
-        learned = evaluate(model, data / "val", size=128)["normalized_error"] if model.exists() else None
-        errors = []
-        for image in views[: args.optimize_images]:
-            x, _ = invert_by_optimization(extractor, extractor(image[None]), (128, 128),
-                                          OptimizeConfig(steps=args.optimize_steps))
-            errors.append(float(metrics.normalized_errors(x, image[None], norm)[0]))
-        # The learned inverter on exactly the images the optimisation ran on: the fair comparison.
-        same = refined = None
-        if model.exists() and errors:
-            same, refined = learned_and_refined(extractor, model, views[: args.optimize_images], norm)
-        rows.append({"layer": layer, "learned": learned, "learned_same_images": same,
-                     "refined_same_images": refined, "optimize": float(np.mean(errors)) if errors else None})
+        rows.append(layer_row(args, layer, out, views, norm))
         print(json.dumps(rows[-1]), flush=True)
     (out / "sweep.json").write_text(json.dumps({"weights": args.weights, "steps": args.steps,
                                                 "optimize_images": args.optimize_images, "rows": rows}, indent=1))
-    k = args.optimize_images
-    table = [f"| layer | learned inverter (all val images) | learned (first {k}) | learned, then refined (first {k}) "
-             f"| optimisation (first {k}) |", "|---|---|---|---|---|"]
-    fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
-    table += [f"| {r['layer']} | {fmt(r['learned'])} | {fmt(r['learned_same_images'])} | "
-              f"{fmt(r['refined_same_images'])} | {fmt(r['optimize'])} |" for r in rows]
+    table = markdown_table(rows, args.optimize_images)
     (out / "sweep.md").write_text("\n".join(table) + "\n")
     plot(rows, out / "sweep.png", args.optimize_images)
     print("\n".join(table))
     if args.update:
         update(args.update, rows, args.weights, args.steps, args.optimize_images)
+
+
+def layer_row(args, layer: str, out: Path, views: torch.Tensor, norm: float) -> dict:
+    """One layer's errors: its learned inverter (trained here, or the shipped one) on every validation
+    view, and on the first few against optimisation and learned-then-refined."""
+    data = Path(args.data)
+    spec = f"{args.family}:{layer}" + (f",weights={args.weights}" if args.weights else "")
+    extractor = parse_spec(spec)
+    model = out / f"{layer}.safetensors"
+    shipped = shipped_path(extractor)
+    if args.shipped and shipped.exists() and not args.weights:
+        model = shipped
+    elif args.steps:
+        train(TrainConfig(feature=spec, data=str(data / "train"), output=str(model), width=args.width,
+                          batch=args.batch, steps=args.steps, workers=1, checkpoint_every=10 ** 6))
+    learned = evaluate(model, data / "val", size=128)["normalized_error"] if model.exists() else None
+    errors = []
+    for image in views[: args.optimize_images]:
+        x, _ = invert_by_optimization(extractor, extractor(image[None]), (128, 128),
+                                      OptimizeConfig(steps=args.optimize_steps))
+        errors.append(float(metrics.normalized_errors(x, image[None], norm)[0]))
+    # The learned inverter on exactly the images the optimisation ran on: the fair comparison.
+    same = refined = None
+    if model.exists() and errors:
+        same, refined = learned_and_refined(extractor, model, views[: args.optimize_images], norm)
+    return {"layer": layer, "learned": learned, "learned_same_images": same,
+            "refined_same_images": refined, "optimize": float(np.mean(errors)) if errors else None}
+
+
+def markdown_table(rows: list[dict], k: int) -> list[str]:
+    """sweep.md's lines: each layer's errors, "—" where a column has none."""
+    table = [f"| layer | learned inverter (all val images) | learned (first {k}) | learned, then refined (first {k}) "
+             f"| optimisation (first {k}) |", "|---|---|---|---|---|"]
+    fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    return table + [f"| {r['layer']} | {fmt(r['learned'])} | {fmt(r['learned_same_images'])} | "
+                    f"{fmt(r['refined_same_images'])} | {fmt(r['optimize'])} |" for r in rows]
 
 
 def learned_and_refined(extractor, model: Path, few: torch.Tensor, norm: float) -> tuple[float, float]:
