@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def make_views(photos: Path, n: int, side: int, work: Path) -> Path:
     from featinv_cli.data import eval_view
-    from featinv_cli.images import list_images, read_image, write_image
+    from featinv_cli.arguments import list_images
+    from featinv_cli.formats.png import write_image
+    from featinv_cli.images import read_image
 
     views = work / "views"
     if views.is_dir() and len(list(views.glob("*.png"))) == n:

@@ -54,7 +54,7 @@ PAPER = {"hog": "0.24", "sift": "0.28", "lbp": "0.38"}  # Table 2 of the paper (
 
 
 def _metadata(path: Path) -> dict:
-    from featinv_cli.formats import canonical_arch
+    from featinv_cli.formats.model import canonical_arch
     from featinv_cli.safetensors_codec import json_field, read_metadata
 
     meta = read_metadata(path)
@@ -275,7 +275,7 @@ def evaluate_shipped(val: str, only: list[str] | None = None) -> None:
     """Score every shipped model (or those named in ``only``) on ``val`` and store the scores in its
     metadata (weights untouched)."""
     from featinv_cli.evaluate import baseline_mean, evaluation_record
-    from featinv_cli.formats import store_evaluation
+    from featinv_cli.formats.model import store_evaluation
     from featinv_cli.inverter import ASSETS
 
     mean = baseline_mean(str(Path(val).parent / "train"), 128)  # the sample's training photos

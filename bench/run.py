@@ -204,8 +204,9 @@ def end_to_end(feature: str, width: float, batch: int, steps: int, data: str, ou
 
 def training(steps: int) -> None:
     """End-to-end `featinv train` against its bare step, for hog, lbp and sift: what the data path costs."""
-    from featinv_cli.images import list_images
-    from featinv_cli.views import load_views, pack, save_views
+    from featinv_cli.arguments import list_images
+    from featinv_cli.formats.views import load_views, save_views
+    from featinv_cli.packing import pack
 
     peak = matmul_peak()
     print(f"\nTraining throughput, {torch.get_num_threads()} threads, batch 32, 128-px crops, {steps} steps; "

@@ -69,7 +69,7 @@ def main() -> None:
                 done[name] = {"command": " ".join(cmd), "exit": proc.returncode}
                 del running[name]
     from featinv_cli.evaluate import evaluate
-    from featinv_cli.formats import load_model
+    from featinv_cli.formats.model import load_model
 
     rows = []
     for name in args.variants:

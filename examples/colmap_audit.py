@@ -43,7 +43,8 @@ def featinv(*args) -> str:
 def make_database(photos: Path, out: Path, full_size: bool) -> None:
     from featinv_cli.evaluate import evaluation_views
     from featinv_cli.extraction import per_file_names
-    from featinv_cli.images import list_images, source_names, write_image
+    from featinv_cli.arguments import list_images, source_names
+    from featinv_cli.formats.png import write_image
 
     files = list_images(photos)
     shutil.rmtree(out / "photos", ignore_errors=True)
@@ -72,8 +73,8 @@ def hand_conversion(feats: list[Path], root: Path, model: Path, out: Path) -> No
     what a user converting the database by hand would get."""
     import torch
 
-    from featinv_cli.formats import load_features
-    from featinv_cli.images import write_image
+    from featinv_cli.formats.features import load_features
+    from featinv_cli.formats.png import write_image
     from featinv_cli.inverter import Inverter
 
     inverter = Inverter(model)
@@ -89,7 +90,7 @@ def figure(out: Path, names: list[str], rows: dict[str, Path], scores: dict[str,
     import imageio.v3 as iio
 
     from featinv_cli.grid import labelled_grid
-    from featinv_cli.images import write_image
+    from featinv_cli.formats.png import write_image
 
     tiles, labels = [], []
     for label, folder in rows.items():

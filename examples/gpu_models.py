@@ -100,7 +100,7 @@ def train_all(pack_dir: Path, out: Path, budget: float, quick: bool, only: list[
     import torch
 
     from featinv_cli.evaluate import evaluate
-    from featinv_cli.views import load_views
+    from featinv_cli.formats.views import load_views
 
     out.mkdir(parents=True, exist_ok=True)
     device = "cuda" if torch.cuda.is_available() and not quick else "cpu"
@@ -128,7 +128,7 @@ def train_all(pack_dir: Path, out: Path, budget: float, quick: bool, only: list[
         if p.returncode or not path.exists():
             summary[name] = {"failed": p.returncode}
             continue
-        from featinv_cli.formats import load_model
+        from featinv_cli.formats.model import load_model
 
         t = load_model(path).train
         score = evaluate(path, pack_dir / "val.safetensors")

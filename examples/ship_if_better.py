@@ -36,7 +36,7 @@ def main() -> None:
     shipped = shipped_path(from_metadata(meta["feature"], json_field(meta, "params", str(new), {})))
     if val:
         from featinv_cli.evaluate import baseline_mean, evaluation_record
-        from featinv_cli.formats import store_evaluation
+        from featinv_cli.formats.model import store_evaluation
 
         train_dir = Path(val).parent / "train"
         mean = baseline_mean(str(train_dir), 128) if train_dir.is_dir() else None

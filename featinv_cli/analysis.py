@@ -236,9 +236,9 @@ def sample_gaussian(params: torch.Tensor, n: int, d: int, generator: torch.Gener
 
 def fit_statistics(ff, bins: int, name: str = "features"):
     """``sample --fit``: histograms per dimension and one Gaussian of the rows of a FeatureFile, as a
-    StatsFile (formats.py) that records what features they describe."""
+    StatsFile (formats/statistics.py) that records what features they describe."""
     from .errors import FeatinvError
-    from .formats import StatsFile
+    from .formats.statistics import StatsFile
 
     if len(ff) < 2:
         raise FeatinvError(f"{name}: fitting statistics needs several feature vectors, this file has {len(ff)}")

@@ -68,7 +68,8 @@ def database_items(database: str, spec: str, resize: int | None, crop: int | Non
 def feature_items(args: list[str], feature: str | None) -> tuple[int, Iterator[Item]]:
     """The rows of feature files (folders walked), named as `invert FILES -o DIR/` names its PNGs."""
     from .features import resolve
-    from .formats import expand_feature_args, load_features
+    from .arguments import expand_feature_args
+    from .formats.features import load_features
     from .grid import output_names
 
     folders = [Path(a) for a in args if Path(a).is_dir()]
@@ -108,7 +109,8 @@ def photo_items(files: list[Path], args: list[str], spec: str, resize: int | Non
     from .data import prepare_view
     from .extraction import per_file_names
     from .features import parse_spec
-    from .images import read_image, source_names
+    from .arguments import source_names
+    from .images import read_image
 
     extractor = parse_spec(spec)
     sources = source_names(files, args)
@@ -127,7 +129,7 @@ def pair_references(names: list[str], ref_files: list[Path], ref_args: list[str]
     """Each item name's reference: by name below the folders given (numbered as `extract -o DIR/`
     numbers them, so ``sub/x`` finds ``photos/sub/x.jpg``), else by file stem where stems are distinct."""
     from .extraction import per_file_names
-    from .images import source_names
+    from .arguments import source_names
 
     by_name = dict(zip(per_file_names(source_names(ref_files, ref_args)), ref_files))
     stems = [f.stem for f in ref_files]
@@ -268,7 +270,7 @@ class Auditor:
         return out
 
     def row(self, item: Item, ref, recon, judged) -> dict:
-        from .images import write_image
+        from .formats.png import write_image
 
         recon_name = f"{RECONSTRUCTIONS}/{item.name}.png"
         write_image(self.claim(recon_name), recon)
@@ -294,7 +296,7 @@ class Auditor:
         keypoints, gridded again, inverted and scored."""
         from .analysis import keep_keypoints
         from .data import quantize8
-        from .images import write_image
+        from .formats.png import write_image
 
         chosen = [i for i, (item, ref) in enumerate(zip(items, refs)) if item.raw is not None and ref is not None]
         self.swept |= bool(chosen)
@@ -318,14 +320,15 @@ class Auditor:
     def claim(self, name: str) -> Path:
         """The path of a report file, made ready: its folder made; a file there replaced only if featinv
         wrote it (an earlier audit's), never twice in one run."""
-        from .grid import refuse_unless_ours
+        from .formats.png import PNG_FILE
+        from .outputs import check_replaceable, make_folder
 
         if name.lower() in self.written:
             raise FeatinvError(f"{name}: two images of the audit would have this name")
         self.written.add(name.lower())
         path = self.root / name
-        refuse_unless_ours(path, "give -o another folder")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        check_replaceable(path, PNG_FILE, "give -o another folder")
+        make_folder(path.parent)
         return path
 
     def finish(self) -> tuple[float | None, list[dict], list[dict]]:

@@ -1,6 +1,6 @@
 """Training batches: (images, features) pairs on the training device, one call per step.
 
-``ViewBatches`` cuts them from a view cache (featinv_cli/views.py) in the main process, whole batches
+``ViewBatches`` cuts them from a view cache (featinv_cli/formats/views.py) in the main process, whole batches
 at a time: one zoom per step (the batch is resized, antialiased), a random crop and flip per image,
 then the features of the batch from the batched operators (HOG, LBP) or the CNN, on the device. SIFT
 comes from the keypoints detected once per view and per mirror image, moved into the crop and gridded
@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from .data import EpochBatches, epoch_order, worker_init
 from .errors import FeatinvError, counted
-from .views import ViewSet
+from .formats.views import ViewSet
 
 
 def resize8(x: torch.Tensor, size: int) -> torch.Tensor:

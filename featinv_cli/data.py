@@ -147,7 +147,7 @@ class FeatureRowsDataset(torch.utils.data.Dataset):
 
     def __init__(self, feature_files: list[Path], data: Path):
         from .errors import FeatinvError
-        from .formats import read_feature_fields
+        from .formats.features import read_feature_fields
 
         self.files, self.data, self.index = [Path(f) for f in feature_files], Path(data), []
         self.meta, self._open = None, {}

@@ -14,7 +14,8 @@ from . import metrics
 from .data import eval_view, evenly_spaced
 from .errors import FeatinvError
 from .inverter import Inverter
-from .images import list_images, read_image
+from .arguments import list_images
+from .images import read_image
 
 
 def mean_image(files: list, size: tuple[int, int], prepare) -> torch.Tensor:
@@ -28,7 +29,7 @@ def mean_image(files: list, size: tuple[int, int], prepare) -> torch.Tensor:
 
 def baseline_mean(data, size: int) -> torch.Tensor:
     """The mean evaluation view of the training data: folders, or a views file (`featinv pack`)."""
-    from .views import is_views_file, load_views
+    from .formats.views import is_views_file, load_views
 
     dirs = [str(d) for d in (data if isinstance(data, (list, tuple)) else [data])]
     if len(dirs) == 1 and is_views_file(dirs[0]):
@@ -41,7 +42,7 @@ def baseline_mean(data, size: int) -> torch.Tensor:
 def evaluation_views(directory: str | Path | list, size: int) -> torch.Tensor:
     """(N, 3, size, size) evaluation views of one or more folders' images, in sorted name order, or
     of a views file (`featinv pack --side SIZE`: the same views, decoded beforehand)."""
-    from .views import is_views_file, load_views
+    from .formats.views import is_views_file, load_views
 
     dirs = directory if isinstance(directory, (list, tuple)) else [directory]
     if len(dirs) == 1 and is_views_file(dirs[0]):

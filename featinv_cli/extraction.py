@@ -9,9 +9,9 @@ import torch
 from .data import prepare_view
 from .errors import FeatinvError, UsageError, note
 from .features.base import Extractor
-from .files import is_dir_target, relative_name
-from .formats import FEATURES_FORMAT, FeatureFile, check_replaceable, save_features, written_as
+from .formats.features import FEATURE_FILE, FeatureFile, save_features
 from .images import read_image
+from .outputs import Output, check_replaceable
 
 
 class ExtractDataset(torch.utils.data.Dataset):
@@ -56,22 +56,18 @@ class FeatureSink:
     files of an earlier, longer run to the same OUT are removed, so OUT-* is this run's rows alone. Files
     under a folder stay: each is whole."""
 
-    def __init__(self, output: str, extractor, view: dict, rows_per_file: int = 0):
-        self.output, self.extractor, self.view, self.rows_per_file = output, extractor, view, rows_per_file
-        self.per_file = is_dir_target(output)
+    def __init__(self, target: Output, extractor, view: dict, rows_per_file: int = 0):
+        output = self.output = target.arg
+        self.target, self.extractor, self.view, self.rows_per_file = target, extractor, view, rows_per_file
+        self.per_file = target.is_folder
         if self.per_file and output.endswith(".npy"):
             raise UsageError("-o: a directory name cannot end in .npy")
         if rows_per_file and (self.per_file or output == "-"):
             raise UsageError("--rows-per-file needs a file name for -o (not a directory or -)")
-        if not self.per_file:
-            from .formats import check_feature_name, check_feature_output
-
-            # With --rows-per-file, OUT names the numbered files: those there now are checked first.
-            check_feature_name(output) if rows_per_file else check_feature_output(output)
-            k = 0
-            while rows_per_file and self._part_name(k).exists():
-                check_replaceable(self._part_name(k), FEATURES_FORMAT)
-                k += 1
+        k = 0  # with --rows-per-file, OUT names the numbered files: those there now are checked first
+        while rows_per_file and self._part_name(k).exists():
+            check_replaceable(self._part_name(k), FEATURE_FILE)
+            k += 1
         self.rows, self.extras, self.sources, self.size, self.first, self.part = [], [], [], None, None, 0
 
     def __enter__(self) -> "FeatureSink":
@@ -91,12 +87,9 @@ class FeatureSink:
             name: str = "") -> None:
         """``name``: the file's name below a folder -o (``per_file_names``: the same in every shard)."""
         if self.per_file:
-            # per_file_names made the name safe already; kept at the write itself, where a name from a
-            # database (../x) would otherwise land outside -o.
-            target = Path(self.output) / f"{relative_name(name)}.safetensors"
-            check_replaceable(target, FEATURES_FORMAT, "give -o another folder")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            save_features(target, self._file(features, size, [source], extra))
+            # per_file_names made the name safe and unique already; Output.file makes sure of it at the
+            # write itself, where a name from a database (../x) would otherwise land outside -o.
+            save_features(self.target.file(name, ".safetensors"), self._file(features, size, [source], extra))
             return
         if self.size is not None and size != self.size:
             raise FeatinvError(f"{path}: {size[0]}x{size[1]}, but {self.first} is {self.size[0]}x{self.size[1]}; "
@@ -115,7 +108,7 @@ class FeatureSink:
         """Numbered feature files of an earlier run to the same OUT from part ``self.part`` on."""
         stale = []
         while self.rows_per_file and (older := self._part_name(self.part + len(stale))).exists() \
-                and written_as(older, FEATURES_FORMAT):
+                and FEATURE_FILE.ours(older):
             stale.append(older)
         for older in stale:
             older.unlink()
@@ -138,7 +131,7 @@ class FeatureSink:
         extra = {k: cat([e[k] for e in self.extras]) for k in self.extras[0]}
         name = self.output
         if self.rows_per_file:
-            check_replaceable(self._part_name(self.part), FEATURES_FORMAT)  # a gap's file, after those in __init__
+            check_replaceable(self._part_name(self.part), FEATURE_FILE)  # a gap's file, after those in __init__
             name, self.part = self._part_name(self.part), self.part + 1
         save_features(name, self._file(cat(self.rows), self.size, list(self.sources), extra))
         self.rows, self.extras, self.sources = [], [], []

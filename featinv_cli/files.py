@@ -1,4 +1,4 @@
-"""Bytes at the edges: whole files and stdin, memory maps, atomic writes, output-path checks."""
+"""Bytes at the edges: whole files and stdin, memory maps, atomic writes, names safe below a folder."""
 from __future__ import annotations
 
 import os
@@ -44,45 +44,12 @@ def map_file(path: str | Path) -> np.ndarray | bytearray:
         raise FeatinvError(f"{p}: cannot read ({e.strerror})") from None
 
 
-def is_dir_target(path: str) -> bool:
-    """An -o that names a folder (existing, or ending in /): one output file per row or image."""
-    return path != "-" and (path.endswith("/") or Path(path).is_dir())
-
-
-def check_folder_target(output: str | Path) -> Path:
-    """An output folder, checked before any work without making it (a run that fails first leaves
-    nothing): not a file, and under a folder that exists and can be written, else one line saying why."""
-    p = Path(output)
-    if p.exists() and not p.is_dir():
-        raise FeatinvError(f"-o {output}: is a file; give a folder (a new name, or an earlier report's folder)")
-    existing = p
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise FeatinvError(f"-o {output}: cannot create folder {p} ({existing} is a file)")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise FeatinvError(f"-o {output}: cannot create folder {p} (Permission denied in {existing})"
-                           if existing != p else f"-o {output}: cannot write in folder {p} (Permission denied)")
-    return p
-
-
 def check_not_terminal(output: str | Path) -> None:
     """Refuse ``-o -`` when stdout is a terminal (binary data would garble it); a long command checks
     this before it starts, not when it writes."""
     if str(output) == "-" and sys.stdout.isatty():
         raise FeatinvError("-o -: refusing to write binary data to a terminal; redirect it (> file) or "
                            "pipe it (| featinv invert - ...)")
-
-
-def check_not_input(output: str | Path, inputs) -> None:
-    """Refuse to write over one of the command's own inputs, or binary data to a terminal."""
-    check_not_terminal(output)
-    if str(output) == "-":
-        return
-    out = Path(output).resolve()
-    for item in inputs:
-        if str(item) != "-" and Path(item).resolve() == out:
-            raise FeatinvError(f"{output}: output would overwrite an input; choose another name")
 
 
 def relative_name(name: str) -> str:
@@ -118,19 +85,6 @@ def _umask() -> int:
     return mask
 
 
-def check_parent(path: str | Path) -> None:
-    """The folder an output goes in is there, and is a folder: in ``photo.png/x.safetensors`` it is a
-    file, which "does not exist" would misname."""
-    p = Path(path)
-    directory = p.parent if str(p.parent) else Path(".")
-    if directory.is_dir():
-        return
-    there = next((d for d in (directory, *directory.parents) if d.exists()), None)
-    if there is not None and not there.is_dir():
-        raise FeatinvError(f"{p}: {there} is a file, not a directory")
-    raise FeatinvError(f"{p}: directory {directory} does not exist")
-
-
 def atomic_write(path: str | Path, data: bytes | list) -> None:
     """Write to a temporary file beside the target, fsync, rename: never a half-written file.
 
@@ -144,8 +98,7 @@ def atomic_write(path: str | Path, data: bytes | list) -> None:
             sys.stdout.buffer.write(chunk)
         sys.stdout.buffer.flush()
         return
-    p = Path(path)
-    check_parent(p)
+    p = Path(path)  # its folder was checked before the work (outputs.Output)
     directory = p.parent if str(p.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=directory)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import FeatinvError, UsageError
 
 FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX; cv2 is imported where a grid is drawn (73 ms, a single PNG needs none)
 
@@ -160,54 +159,6 @@ def output_names(ff, path: str, folders: list[Path]) -> list[str]:
     return row_labels(ff, folders=True)
 
 
-class DirectoryOutput:
-    """``invert -o DIR/``: one PNG per row, written as soon as its feature file is inverted (a folder
-    of 12-megapixel photos never sits in memory at once; a file that fails later keeps the PNGs before
-    it). Names are made safe for a path (``relative_name``: no ``..``); a name already written is
-    numbered (``dropout 0.5``, ``dropout 0.5-2``). A file already there is overwritten only if featinv
-    wrote it (a PNG with its mark: an earlier run's); anything else (the photo the features came from,
-    when DIR is its folder) stops the run before it is touched."""
-
-    def __init__(self, output: str):
-        from .files import UniqueNames
-
-        self.root = Path(output)  # made at the first write: a run that fails first leaves nothing
-        self.names = UniqueNames()
-
-    def write(self, images, names: list[str]) -> None:
-        from .images import write_image
-
-        for image, name in zip(images, names):
-            path = self.root / f"{self.names.claim(name)}.png"
-            refuse_unless_ours(path, "give -o another folder")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_image(path, image)
-
-
-def refuse_unless_ours(path: Path, instead: str) -> None:
-    """An existing file is replaced only if featinv wrote it (a PNG with its mark: an earlier run's)."""
-    from .images import made_by_featinv
-
-    if path.is_dir():
-        raise FeatinvError(f"{path}: is a directory; {instead}")
-    if path.exists() and not made_by_featinv(path):
-        raise FeatinvError(f"{path}: already there and not marked as written by featinv (a source photo? or "
-                           f"the output of an older featinv, which did not mark its PNGs); refusing to overwrite "
-                           f"it: {instead}, or remove the file")
-
-
-def check_png_output(output: str, folders: bool = True) -> None:
-    """-o FILE of a command that writes one PNG, checked before any work: a *.png name (a name without
-    one is more likely a folder missing its /), and never a file featinv did not write, such as the photo
-    the features came from."""
-    if output == "-":
-        return
-    if Path(output).suffix.lower() != ".png":
-        raise UsageError(f"-o {output}: featinv writes PNG images; name it *.png"
-                         + (" (or end a folder's name with / for one PNG per row)" if folders else ""))
-    refuse_unless_ours(Path(output), "choose another name")
-
-
 def row_title(captions: list[str], history: list[str], name: str) -> str:
     """What a grid row shows: the caption its tiles share ("binarize"), else their common stem
     ("histogram" of "histogram #1", "histogram #2"), else the file's last operation or its name."""
@@ -239,8 +190,8 @@ def save_reconstructions(output: str, rows: list, captions: list[list[str]], row
     ((N, 3, H, W) in [0, 1]). Several files make one grid PNG, a row per file (``row_names``) with a
     caption per tile; one file's batch a grid of ``columns`` per row (all up to 8), each grid row titled
     by ``run_titles`` when given (an interpolation's pair); a plain PNG for a single image. (A directory
-    is DirectoryOutput's, row by row; ``output`` passed check_png_output before the work.)"""
-    from .images import image_to_uint8, write_image
+    is invert's, row by row (outputs.Output.file); ``output`` was checked before the work.)"""
+    from .formats.png import image_to_uint8, write_image
 
     if len(rows) > 1:
         tiles = [[image_to_uint8(i) for i in images] for images in rows]

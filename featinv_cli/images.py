@@ -1,4 +1,4 @@
-"""Image files: reading any common kind as (3, H, W) floats, writing 8-bit PNG, listing folders."""
+"""Image files in: any common kind read as (3, H, W) floats in [0, 1] (featinv's PNGs out: formats.png)."""
 from __future__ import annotations
 
 import warnings
@@ -7,10 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import FeatinvError, note
-from .files import atomic_write, read_bytes
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm"}
+from .errors import FeatinvError
+from .files import read_bytes
 
 
 def read_image(path: str | Path) -> torch.Tensor:
@@ -101,105 +99,3 @@ def image_from_array(arr: np.ndarray, name: str = "image") -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 
-def image_to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(3, H, W) float -> (H, W, 3) uint8, clipped, rounded half to even. Converted in bands of rows,
-    so a 6000x6000 image needs no float temporaries of its own size."""
-    x = image.detach()
-    out = np.empty((x.shape[1], x.shape[2], 3), np.uint8)
-    for r in range(0, x.shape[1], 256):
-        band = x[:, r:r + 256].float().clamp(0, 1).mul_(255.0).round_().to(torch.uint8)
-        out[r:r + 256] = band.permute(1, 2, 0).cpu().numpy()
-    return out
-
-
-MADE_BY = ("Software", "featinv")  # a PNG text chunk: `invert -o DIR/` overwrites only PNGs that carry it
-
-
-def encode_png(array: np.ndarray) -> bytes:
-    import imageio.v3 as iio
-    from PIL.PngImagePlugin import PngInfo
-
-    info = PngInfo()
-    info.add_text(*MADE_BY)
-    return iio.imwrite("<bytes>", array, extension=".png", plugin="pillow", pnginfo=info)  # named: no plugin search
-
-
-def made_by_featinv(path: str | Path) -> bool:
-    """Whether an existing file is a PNG that featinv wrote (encode_png's text chunk)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.format == "PNG" and im.info.get(MADE_BY[0]) == MADE_BY[1]
-    except (OSError, ValueError):
-        return False
-
-
-def write_image(path: str | Path, image: torch.Tensor | np.ndarray) -> None:
-    """Write (3, H, W) float in [0, 1] or (H, W, 3) uint8 as an 8-bit RGB PNG, atomically."""
-    arr = image if isinstance(image, np.ndarray) else image_to_uint8(image)
-    if str(path) != "-" and Path(path).suffix.lower() not in (".png", ""):
-        raise FeatinvError(f"{path}: featinv writes PNG images; name the output *.png")
-    atomic_write(path, encode_png(arr))
-
-
-def list_images(*directories: str | Path) -> list[Path]:
-    """Image files under one or more directories, sub-directories included (photos kept in class
-    folders, ImageNet's layout), in sorted path order, each directory's files after the last's."""
-    files: list[Path] = []
-    for directory in directories:
-        d = Path(directory)
-        if not d.is_dir():
-            from .formats import featinv_kind
-
-            kind = featinv_kind(d)
-            raise FeatinvError(f"{d}: no such file or directory" if not d.exists() else
-                               f"{d}: is {kind}, not a folder of images" if kind else f"{d}: not a directory")
-        found, other = [], []
-        for p in d.rglob("*"):
-            if p.is_file() and not p.name.startswith("._"):  # ._x.jpg: macOS's metadata beside x.jpg
-                (found if p.suffix.lower() in IMAGE_SUFFIXES else other).append(p)
-        found.sort()
-        if other and found:
-            note(f"{d}: {len(other)} file{'s' if len(other) > 1 else ''} not named as images "
-                 f"{'are' if len(other) > 1 else 'is'} left out "
-                 f"(e.g. {other[0].name}; featinv reads {', '.join(sorted(IMAGE_SUFFIXES))})")
-        if not found:
-            raise FeatinvError(f"{d}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, "
-                               f"sub-directories included)")
-        files += found
-    return files
-
-
-def source_names(files: list[Path], args) -> list[str]:
-    """What a feature file records as each image's source: its path below the directory argument it
-    was found in (``n01440764/a.jpg`` in ImageNet's class folders, so equal names in two folders stay
-    apart and ``train --features -d DIR`` finds the image again), or its file name when given as a file."""
-    roots = [Path(a) for a in args if Path(a).is_dir()]
-    names = []
-    for f in files:
-        root = next((r for r in roots if r in f.parents), None)
-        names.append(f.relative_to(root).as_posix() if root else f.name)
-    return names
-
-
-def expand_image_args(args) -> list[Path]:
-    """Command-line image arguments: files as given, directories expanded to their images; a file named
-    twice (``photos/ photos/sub``, ``a.png a.png``) once, with a note."""
-
-    out: list[Path] = []
-    seen: set[Path] = set()
-    twice: list[Path] = []
-    for a in args:
-        p = Path(a)
-        for f in list_images(p) if p.is_dir() else [p]:
-            key = f.resolve()
-            if key in seen:
-                twice.append(f)
-                continue
-            seen.add(key)
-            out.append(f)
-    if twice:
-        note(f"{len(twice)} image{'s' if len(twice) > 1 else ''} named twice (e.g. {twice[0]}) "
-             f"{'are' if len(twice) > 1 else 'is'} used once")
-    return out

@@ -10,7 +10,8 @@ from torch.nn import functional as F
 from .errors import FeatinvError
 from .features import Extractor, from_metadata
 from .features.cnn import same_weights
-from .formats import ModelFile, all_finite, load_model
+from .formats.features import all_finite
+from .formats.model import ModelFile, load_model
 from .models import build_holding
 
 ASSETS = Path(__file__).parent / "assets"
@@ -41,7 +42,7 @@ def shipped_model(extractor: Extractor, how: str = "") -> Path:
 def shipped_defaults(extractor: Extractor, arch: str, width: float | None) -> tuple[str, float]:
     """Arch auto and no width: what the shipped model for this feature uses (skip for hand-made features,
     paper for CNN layers; the shipped file's width when it is that network, else 1.0)."""
-    from .formats import canonical_arch
+    from .formats.model import canonical_arch
     from .safetensors_codec import json_field, read_metadata
 
     if arch == "auto":

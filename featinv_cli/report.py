@@ -6,6 +6,8 @@ import html
 import json
 from pathlib import Path
 
+from .formats.base import Kind
+
 PAPER_HOG_ERROR = 0.24  # Dosovitskiy & Brox's HOG inverter, their Table 2: what a well-trained attacker gets
 GENERATOR = "featinv audit"  # the page's <meta name="generator">: a rerun replaces only a page that has it
 
@@ -16,7 +18,7 @@ def figure_png(fig) -> bytes:
     import numpy as np
     from matplotlib import pyplot as plt
 
-    from .images import encode_png
+    from .formats.png import encode_png
 
     fig.canvas.draw()
     rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # the Agg canvas: an opaque white background
@@ -259,3 +261,6 @@ def is_ours(path: Path) -> bool:
         except (ValueError, OSError, AttributeError):
             return False
     return f'content="{GENERATOR}"'.encode() in head
+
+
+REPORT_FILE = Kind("audit report", is_ours, expected=lambda path: "an audit featinv wrote")

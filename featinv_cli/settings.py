@@ -4,7 +4,7 @@ Importing this needs no torch (so `featinv train --help` stays fast)."""
 from __future__ import annotations
 
 import os
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from .errors import FeatinvError, UsageError
@@ -136,27 +136,6 @@ def resolve_device(name: str) -> str:
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
         raise UsageError(f"--device {name!r}: choose auto, cpu or cuda")
     return name
-
-
-def resolved(cfg: TrainConfig, extractor, resumed: dict | None = None) -> TrainConfig:
-    """``cfg`` with its automatic settings decided, as `featinv train` decides them and ``train.train``
-    again (to the same values) for library callers: steps and --low-res (a resumed run's ``resumed``
-    settings first), the network (--init's file's, else the shipped model's for this feature), the
-    device, and the precision (bf16 where it pays)."""
-    from .inverter import shipped_defaults
-    from .warmstart import init_defaults
-
-    resumed = resumed or {}
-    arch, width, upsample = cfg.arch, cfg.width, cfg.upsample
-    if cfg.init:
-        arch, width, upsample = init_defaults(Path(cfg.init), arch, width, upsample)
-    arch, width = shipped_defaults(extractor, arch, width)
-    device = resolve_device(cfg.device)
-    precision = cfg.precision
-    if precision == "auto":
-        precision = "bf16" if bf16_supported(device) else "fp32"
-    return replace(cfg, steps=run_steps(cfg.steps, cfg.minutes, resumed), arch=arch, width=width, upsample=upsample,
-                   low_res=low_res_fraction(cfg.low_res, cfg.init, resumed), device=device, precision=precision)
 
 
 def recorded_name(path: str) -> str:

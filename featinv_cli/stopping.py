@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from .errors import FeatinvError
-from .formats import peek
+from .formats.checkpoint import peek
 from .settings import of_steps
 
 

@@ -18,13 +18,16 @@ from torch.nn import functional as F
 from . import __version__, ops
 from .errors import FeatinvError
 from .features import parse_spec
-from .formats import ModelFile, checkpoint_path, load_checkpoint, peek, save_checkpoint, save_model
+from .formats.checkpoint import checkpoint_path, load_checkpoint, peek, save_checkpoint
+from .formats.model import ModelFile, save_model
 from .models import for_extractor
 from .models.deep import AutoEncoder
-from .settings import TrainConfig, of_steps, resolved
+from .inverter import shipped_defaults
+from .settings import (TrainConfig, bf16_supported, low_res_fraction, of_steps, resolve_device,
+                       run_steps)
 from .stopping import Diverged, Terminated, in_any_process, sigterm_stops_training, stopped
 from .training_data import Data, training_data
-from .warmstart import init_model
+from .warmstart import init_defaults, init_model
 
 
 def cosine_to_one_percent(lr: float, t: float) -> float:
@@ -42,6 +45,24 @@ def learning_rate(cfg: TrainConfig, step: int, progress: float | None = None) ->
     if progress < cfg.decay_from:
         return cfg.lr * warm
     return warm * cosine_to_one_percent(cfg.lr, min(1.0, (progress - cfg.decay_from) / (1 - cfg.decay_from)))
+
+
+def resolved(cfg: TrainConfig, extractor, resumed: dict | None = None) -> TrainConfig:
+    """``cfg`` with its automatic settings decided, as `featinv train` decides them and ``train.train``
+    again (to the same values) for library callers: steps and --low-res (a resumed run's ``resumed``
+    settings first), the network (--init's file's, else the shipped model's for this feature), the
+    device, and the precision (bf16 where it pays)."""
+    resumed = resumed or {}
+    arch, width, upsample = cfg.arch, cfg.width, cfg.upsample
+    if cfg.init:
+        arch, width, upsample = init_defaults(Path(cfg.init), arch, width, upsample)
+    arch, width = shipped_defaults(extractor, arch, width)
+    device = resolve_device(cfg.device)
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "bf16" if bf16_supported(device) else "fp32"
+    return dataclasses.replace(cfg, steps=run_steps(cfg.steps, cfg.minutes, resumed), arch=arch, width=width, upsample=upsample,
+                   low_res=low_res_fraction(cfg.low_res, cfg.init, resumed), device=device, precision=precision)
 
 
 def distributed() -> tuple[int, int]:

@@ -34,8 +34,9 @@ def view_side(cfg: TrainConfig) -> int:
 
 def training_data(cfg: TrainConfig, extractor, device: torch.device, rank: int, world: int, on_decode=None) -> Data:
     """Views (a `featinv pack` file, or folders decoded once into views in memory) or stored features."""
-    from .images import list_images
-    from .views import is_views_file, load_views, pack
+    from .arguments import list_images
+    from .formats.views import is_views_file, load_views
+    from .packing import pack
 
     if cfg.batch % world:
         raise UsageError(f"--batch {cfg.batch} does not split evenly over {world} processes")

@@ -6,7 +6,7 @@ from typing import Callable
 
 from .errors import FeatinvError, UsageError
 from .features import from_metadata
-from .formats import load_model
+from .formats.model import load_model
 from .models import build, for_extractor
 from .models.widen import CANNOT_WIDEN_FC
 from .settings import TrainConfig
@@ -40,7 +40,7 @@ def same_but_input(a: dict, b: dict) -> bool:
 def file_network(init: Path) -> dict:
     """The canonical ``arch`` of the model file --init names (a UsageError when it is none), read from
     its header alone."""
-    from .formats import MODEL_FORMAT, canonical_arch
+    from .formats.model import MODEL_FORMAT, canonical_arch
     from .safetensors_codec import json_field, read_metadata
 
     if not init.is_file():
@@ -87,7 +87,7 @@ def init_model(cfg: TrainConfig, extractor, measure_scale: Callable[[], float]):
     spread as the file's were (``measure_scale``, CNN features), so its first layer sees inputs of the
     size it was trained on."""
     from .inverter import same_settings
-    from .formats import canonical_arch
+    from .formats.model import canonical_arch
     from .models.widen import widen
 
     mf = load_model(cfg.init)

@@ -50,7 +50,7 @@ def train_config(image_dir, out, **kw):
 
 def model_weights(path) -> dict:
     """The tensors of a model file."""
-    from featinv_cli.formats import load_model
+    from featinv_cli.formats.model import load_model
 
     return load_model(path).state
 

@@ -145,7 +145,7 @@ def test_layer_sweep_smoke_run(tmp_path):
 
 def test_finetune_encoder_trains_an_autoencoder(cli, image_dir, photos, tmp_path):
     from featinv_cli.evaluate import evaluate
-    from featinv_cli.formats import load_model
+    from featinv_cli.formats.model import load_model
 
     out = tmp_path / "ae.safetensors"
     r = cli("train", "caffenet:fc6", "--weights", "random:0", "--finetune-encoder", "-d", image_dir, "--width",

@@ -12,7 +12,7 @@ import torch
 
 from conftest import ROOT, one_line_error
 from featinv_cli.analysis import keep_keypoints, quantize_descriptors
-from featinv_cli.formats import load_features
+from featinv_cli.formats.features import load_features
 
 FIXTURE = ROOT / "tests" / "fixtures" / "colmap"
 DB, PHOTOS = FIXTURE / "database.db", FIXTURE / "photos"

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import one_line_error, photo
 from featinv_cli.errors import FeatinvError
-from featinv_cli.formats import FeatureFile, features_from_bytes, load_model, save_features
+from featinv_cli.formats.features import FeatureFile, features_from_bytes, save_features
+from featinv_cli.formats.model import load_model
 from featinv_cli.safetensors_codec import parse_safetensors
 
 
@@ -374,7 +375,7 @@ def test_a_bare_array_names_the_specs_its_channels_fit(cli, tmp_path):
 
 
 def test_a_model_with_nan_weights_is_refused_not_inverted_to_black(cli, tiny_model, tmp_path, photos):
-    from featinv_cli.formats import save_model
+    from featinv_cli.formats.model import save_model
 
     m = load_model(tiny_model)
     name = next(k for k, v in m.state.items() if v.is_floating_point())

@@ -84,7 +84,7 @@ def test_invert_takes_a_directory_of_feature_files(cli, photos, tiny_model, tmp_
     assert written == ["cups/cat.png", "siamese/cat.png", "tabby/cat.png"]
     assert iio.imread(tmp_path / "recon" / "cups" / "cat.png").shape == iio.imread(photos["coffee"]).shape
     # A file named on its own and again inside a named folder (either order) is inverted once.
-    from featinv_cli.formats import expand_feature_args
+    from featinv_cli.arguments import expand_feature_args
 
     feats, one = tmp_path / "feats", str(tmp_path / "feats" / "cups" / "cat.safetensors")
     assert len(expand_feature_args([str(feats)])) == 3
@@ -107,7 +107,7 @@ def test_grid_rows_of_one_photo_are_titled_by_what_differs():
 
 def test_an_interpolated_pair_is_titled_a_to_b_beside_other_files_too():
     import torch
-    from featinv_cli.formats import FeatureFile
+    from featinv_cli.formats.features import FeatureFile
     from featinv_cli.grid import file_title
 
     pair = FeatureFile(torch.zeros(3, 4), "hog", {}, (8, 8), ["x/a.png -> y/b.jpg"] * 3,
@@ -133,18 +133,21 @@ def test_long_labels_are_broken_into_lines_not_cut():
 
 
 def test_directory_output_numbers_repeated_names_and_keeps_paths_inside(tmp_path):
-    from featinv_cli.grid import DirectoryOutput
+    from featinv_cli.formats.png import PNG_FILE, write_image
+    from featinv_cli.outputs import Output
 
-    out = DirectoryOutput(f"{tmp_path}/out/")
+    out = Output(f"{tmp_path}/out/", PNG_FILE, takes="file or folder")
     image = torch.zeros(3, 4, 4)
-    out.write([image] * 4, ["dropout 0.5", "dropout 0.5", "../../escape", "a/b:c"])
+    for name in ["dropout 0.5", "dropout 0.5", "../../escape", "a/b:c"]:
+        write_image(out.file(name, ".png"), image)
     written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png"))
     assert written == ["a/b_c.png", "dropout 0.5-2.png", "dropout 0.5.png", "escape.png"]
 
 
 def test_score_json(cli, photos, tmp_path):
     from featinv_cli.data import prepare_view as prepare
-    from featinv_cli.images import read_image, write_image
+    from featinv_cli.formats.png import write_image
+    from featinv_cli.images import read_image
 
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     write_image(a, prepare(read_image(photos["astronaut"]), 64, 64, "a"))
@@ -260,7 +263,7 @@ def test_sift_file_keeps_keypoints_and_info_counts_them(cli, photos, tmp_path):
     feats = tmp_path / "s.safetensors"
     assert cli("extract", "sift", photos["chelsea"], photos["astronaut"], "--resize", "128", "--crop", "128",
                "-o", feats).code == 0
-    from featinv_cli.formats import load_features
+    from featinv_cli.formats.features import load_features
 
     ff = load_features(feats)
     counts = ff.extra["counts"]
@@ -316,7 +319,7 @@ def test_unwritable_output_leaves_nothing(cli, photos, tmp_path, monkeypatch):
 
 def test_shards_rows_per_file_and_workers_give_the_whole_set(cli, image_dir, tmp_path):
     """--shard I/N blocks cover the set once, in order; --rows-per-file splits; workers change nothing."""
-    from featinv_cli.formats import load_features
+    from featinv_cli.formats.features import load_features
 
     common = ["extract", "hog", image_dir, "--resize", "64", "--crop", "64"]
     assert cli(*common, "-o", tmp_path / "all.safetensors").code == 0
@@ -369,7 +372,7 @@ def test_info_on_a_bare_array_a_model_from_stdin_and_statistics(cli, photos, tmp
 
     feats = tmp_path / "h.safetensors"
     assert cli("extract", "hog", photos["chelsea"], "--resize", "64", "--crop", "64", "-o", feats).code == 0
-    from featinv_cli.formats import load_features
+    from featinv_cli.formats.features import load_features
 
     np.save(tmp_path / "h.npy", load_features(feats).features[0].numpy())  # one map: (31, 8, 8)
     d = json.loads(cli("info", tmp_path / "h.npy", "--json").out)
@@ -400,7 +403,7 @@ def test_class_folders_are_walked_and_keep_their_names_apart(cli, tmp_path):
     folders, records each source below the folder given, and -o DIR/ keeps the sub-folders."""
     import imageio.v3 as iio
 
-    from featinv_cli.formats import load_features
+    from featinv_cli.formats.features import load_features
 
     root = tmp_path / "photos"
     for cls, name in (("cat", "chelsea"), ("cup", "coffee")):
@@ -430,7 +433,7 @@ def test_extract_device(cli, photos, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("spec", ["hog", "lbp", "sift", "squeezenet:fire9"])
 def test_extract_on_the_gpu_matches_the_cpu(cli, photos, tmp_path, spec):
-    from featinv_cli.formats import load_features
+    from featinv_cli.formats.features import load_features
 
     a, b = tmp_path / "cpu.safetensors", tmp_path / "gpu.safetensors"
     assert cli("extract", spec, photos["chelsea"], "-o", a, "--device", "cpu").code == 0

@@ -13,8 +13,9 @@ from featinv_cli.batches import ViewBatches
 from featinv_cli.errors import FeatinvError
 from featinv_cli.features import parse_spec
 from featinv_cli.features.colmap import keypoint_geometry, read_database
-from featinv_cli.formats import load_features, load_model
-from featinv_cli.views import load_views
+from featinv_cli.formats.features import load_features
+from featinv_cli.formats.model import load_model
+from featinv_cli.formats.views import load_views
 
 FIXTURE = ROOT / "tests" / "fixtures" / "colmap"
 DB = FIXTURE / "database.db"
@@ -211,9 +212,9 @@ def test_a_colmap_sift_model_trains_from_packed_views(cli, tmp_path, monkeypatch
     r = cli("pack", FIXTURE / "photos", "-o", views, "--side", "96", "--sift", "colmap-sift")
     assert r.code == 0, r.err
     forked = tmp_path / "forked.safetensors"  # two forked processes, a view each at a time: the same keypoints
-    import featinv_cli.views
+    import featinv_cli.packing
 
-    monkeypatch.setattr(featinv_cli.views, "SIFT_CHUNK", 1)
+    monkeypatch.setattr(featinv_cli.packing, "SIFT_CHUNK", 1)
     r = cli("pack", FIXTURE / "photos", "-o", forked, "--side", "96", "--sift", "colmap-sift", "--workers", "2")
     assert r.code == 0, r.err
     for k in ("keypoints", "descriptors", "counts"):

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 from conftest import ROOT
-from featinv_cli.formats import load_model
+from featinv_cli.formats.model import load_model
 
 SCRIPT = ROOT / "examples" / "gpu_models.py"
 
@@ -79,7 +79,7 @@ def test_ship_if_better_ships_a_first_model_then_only_a_lower_error(tiny_model, 
     import shutil
 
     import featinv_cli.inverter
-    from featinv_cli.formats import store_evaluation
+    from featinv_cli.formats.model import store_evaluation
 
     sys.path.insert(0, str(ROOT / "examples"))
     try:

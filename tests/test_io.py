@@ -8,7 +8,8 @@ import torch
 
 from featinv_cli.errors import FeatinvError
 from featinv_cli.files import atomic_write
-from featinv_cli.formats import FeatureFile, features_from_bytes, load_features, load_model, save_features
+from featinv_cli.formats.features import FeatureFile, features_from_bytes, load_features, save_features
+from featinv_cli.formats.model import load_model
 from featinv_cli.images import read_image
 
 
@@ -158,7 +159,7 @@ def test_safetensors_written_here_and_by_the_library_read_both_ways(tmp_path):
 def test_a_feature_file_is_memory_mapped_not_copied(tmp_path, monkeypatch):
     """Loading a feature file maps it and keeps the features as a view of the mapped pages (a
     6000x6000 photo's SIFT grid is 1.2 GB): the tensor's memory lies inside the file's mapping."""
-    from featinv_cli import formats
+    from featinv_cli.formats import features as formats
 
     path = tmp_path / "f.safetensors"
     save_features(path, FeatureFile(torch.rand(1, 31, 40, 50), feature="hog"))
@@ -188,7 +189,7 @@ def test_integer_images_convert_as_numpy_divides(shape, dtype):
 
 def test_a_npy_file_is_read_as_a_view_of_its_bytes():
     """Only the .npy header is parsed through a stream; the array is a view of the bytes read."""
-    from featinv_cli.formats import npy_array
+    from featinv_cli.formats.features import npy_array
 
     buf = io.BytesIO()
     np.save(buf, np.random.rand(3, 31, 8, 8).astype(np.float32))

@@ -64,7 +64,7 @@ def test_invert_to_a_folder_never_writes_over_a_photo_but_over_its_own_output(cl
     out = tmp_path / "recon"
     assert cli("invert", tmp_path / "feats", "-o", f"{out}/").code == 0
     first = (out / "a.png").read_bytes()
-    from featinv_cli.images import write_image
+    from featinv_cli.formats.png import write_image
 
     write_image(out / "a.png", np.zeros((4, 4, 3), np.uint8))  # a featinv PNG, but not this one
     assert cli("invert", tmp_path / "feats", "-o", f"{out}/").code == 0  # a re-run replaces its own PNG
@@ -112,7 +112,7 @@ def test_perturb_takes_zero_values_as_given(cli, tmp_path):
     out = tmp_path / "z.safetensors"
     assert cli("perturb", tmp_path / "v.npy", "--binarize", "--scale", "0", "-o", out).code == 0
     assert json.loads(cli("info", out, "--json").text)["history"] == ["binarize, scale 0"]
-    from featinv_cli.formats import load_features
+    from featinv_cli.formats.features import load_features
 
     assert not load_features(out).features.any()  # scaled by 0, not skipped
     r = cli("perturb", tmp_path / "v.npy", "--binarize", "--keep-top", "0", "-o", out)
@@ -203,7 +203,7 @@ def test_minutes_alone_train_for_the_minutes_and_init_skips_low_res(cli, image_d
     """`train --init shipped --minutes M` (the README's "continue ours"): the clock ends the run, not the
     default 2000 steps, and an inverter that already reads full-resolution crops is not sent back to
     half resolution."""
-    from featinv_cli.formats import load_model
+    from featinv_cli.formats.model import load_model
 
     first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     common = ("-d", image_dir, "--batch", "2", "--crop", "64", "--width", "0.125", "--workers", "0", "-q")
@@ -219,7 +219,7 @@ def test_minutes_alone_train_for_the_minutes_and_init_skips_low_res(cli, image_d
 def test_resume_takes_unset_settings_from_the_checkpoint(cli, image_dir, tmp_path):
     """A run stopped by an older featinv (whose defaults differ: low_res 0.7 with --init, steps 2000 with
     --minutes) resumes with the same command: what the command leaves out comes from the checkpoint."""
-    from featinv_cli.formats import checkpoint_path
+    from featinv_cli.formats.checkpoint import checkpoint_path
     from featinv_cli.train import TrainConfig, train
 
     first, out = tmp_path / "a.safetensors", tmp_path / "b.safetensors"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import one_line_error
-from featinv_cli.formats import load_features
+from featinv_cli.formats.features import load_features
 
 
 @pytest.fixture

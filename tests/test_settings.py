@@ -11,7 +11,8 @@ from featinv_cli.cli import app
 from featinv_cli.cli.train import train as train_command
 from featinv_cli.errors import UsageError
 from featinv_cli.features import parse_spec
-from featinv_cli.settings import STEPS, TrainConfig, bf16_supported, resolved, same_on_resume
+from featinv_cli.settings import STEPS, TrainConfig, bf16_supported, same_on_resume
+from featinv_cli.train import resolved
 
 TRAIN = typer.main.get_command(app).commands["train"]
 

@@ -7,7 +7,7 @@ import torch
 
 from conftest import one_line_error
 from featinv_cli import threads
-from featinv_cli.formats import load_model
+from featinv_cli.formats.model import load_model
 
 
 @pytest.fixture

@@ -119,7 +119,7 @@ def test_train_and_invert_a_module(cli, image_dir, photos, tmp_path, module):
     assert r.code == 0, r.err
     import imageio.v3 as iio
 
-    from featinv_cli.formats import load_features
+    from featinv_cli.formats.features import load_features
 
     png = iio.imread(out)  # an 8-bit RGB image at the size of the photo the features came from
     assert png.dtype == np.uint8 and png.shape == (*load_features(feats).image_size, 3)

@@ -6,7 +6,7 @@ import torch
 
 from conftest import ROOT, model_weights as weights, train_config as cfg
 from featinv_cli.errors import FeatinvError
-from featinv_cli.formats import load_model
+from featinv_cli.formats.model import load_model
 from featinv_cli.train import TrainConfig, checkpoint_path, learning_rate, train
 
 
@@ -292,7 +292,7 @@ def test_minutes_end_the_run_and_low_res_trains(image_dir, tmp_path):
 def test_full_resolution_starts_with_a_fresh_optimizer(image_dir, tmp_path):
     """--low-res: at the switch Adam's moments are cleared and the warm-up restarts (its old moments
     diverged a 30-minute HOG run at the switch)."""
-    from featinv_cli.formats import peek
+    from featinv_cli.formats.checkpoint import peek
 
     out = tmp_path / "m.safetensors"
     train(cfg(image_dir, out, steps=10, low_res=0.5, warmup=100, keep_checkpoint=True, checkpoint_every=100))

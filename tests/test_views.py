@@ -8,8 +8,10 @@ from featinv_cli.batches import ViewBatches
 from featinv_cli.data import prepare_view
 from featinv_cli.errors import FeatinvError
 from featinv_cli.features import parse_spec
-from featinv_cli.images import list_images, read_image
-from featinv_cli.views import load_views, pack, save_views
+from featinv_cli.arguments import list_images
+from featinv_cli.images import read_image
+from featinv_cli.formats.views import load_views, save_views
+from featinv_cli.packing import pack
 
 from conftest import one_line_error
 
@@ -103,9 +105,9 @@ def test_sift_added_to_a_views_file_later_in_parallel_is_the_same(cli, packed, i
     """pack photos/ then pack views.safetensors --sift sift --workers 2 (what a GPU machine does with a
     carried WebP pack) gives the keypoints pack photos/ --sift sift gives in one process (in chunks of
     3 views here, so the workers' parts are put back together in order)."""
-    import featinv_cli.views
+    import featinv_cli.packing
 
-    monkeypatch.setattr(featinv_cli.views, "SIFT_CHUNK", 3)
+    monkeypatch.setattr(featinv_cli.packing, "SIFT_CHUNK", 3)
     plain, again = tmp_path / "plain.safetensors", tmp_path / "again.safetensors"
     assert cli("pack", image_dir, "-o", plain, "--side", "80").code == 0
     r = cli("pack", plain, "--sift", "sift", "--workers", "2", "-o", again)
@@ -135,7 +137,7 @@ def test_train_from_views_file(cli, image_dir, tmp_path):
     r = cli("train", "hog", "-d", views, "-o", out, "--width", "0.125", "--crop", "64", "--batch", "4",
             "--steps", "2", "-q")
     assert r.code == 0, r.err
-    from featinv_cli.formats import load_model
+    from featinv_cli.formats.model import load_model
 
     t = load_model(out).train
     assert t["data_images"] == 8 and t["images_seen"] == 8

@@ -6,7 +6,7 @@ import torch
 from conftest import model_weights as weights, train_config as cfg
 from featinv_cli.errors import FeatinvError
 from featinv_cli.features import from_metadata
-from featinv_cli.formats import load_model
+from featinv_cli.formats.model import load_model
 from featinv_cli.train import train
 from featinv_cli.warmstart import init_model
 

@@ -27,16 +27,14 @@ def parse_keep(text: str) -> list[float]:
 def check_report_folder(output: str) -> Path:
     """-o DIR, before any work: a folder that can be made, whose report files (if an earlier run left
     them) featinv wrote; the images inside are checked as they are written."""
-    from ..files import check_folder_target
-    from ..grid import refuse_unless_ours
-    from ..report import is_ours
+    from ..formats.png import PNG_FILE
+    from ..outputs import Output, check_replaceable
+    from ..report import REPORT_FILE
 
-    root = check_folder_target(output)
+    root = Output(output, REPORT_FILE, takes="folder").path
     for name in ("audit.json", "index.html"):
-        if (root / name).exists() and not is_ours(root / name):
-            raise FeatinvError(f"{root / name}: already there and not an audit featinv wrote; refusing to overwrite "
-                               f"it: give -o another folder, or remove the file")
-    refuse_unless_ours(root / "defence.png", "give -o another folder")
+        check_replaceable(root / name, REPORT_FILE, "give -o another folder")
+    check_replaceable(root / "defence.png", PNG_FILE, "give -o another folder")
     return root
 
 
@@ -45,8 +43,9 @@ def open_source(sources: list[str], feature: Optional[str], resize, crop):
     are photos) for a COLMAP database, feature files (folders walked) or photos with --feature."""
     from ..audit import database_items, feature_items, photo_items
     from ..features.colmap import is_database
-    from ..formats import FEATURE_SUFFIXES
-    from ..images import IMAGE_SUFFIXES, expand_image_args
+    from ..formats.features import FEATURE_SUFFIXES
+    from ..arguments import expand_image_args
+    from ..formats.base import IMAGE_SUFFIXES
 
     if any(is_database(s) for s in sources):
         if len(sources) != 1:
@@ -117,7 +116,7 @@ def audit(
       featinv audit feats/ -r photos/ -o report/ --keep 1,0.3                    # feature files
     """
     from ..audit import Auditor
-    from ..images import expand_image_args
+    from ..arguments import expand_image_args
 
     keeps = parse_keep(keep)
     root = check_report_folder(output)
@@ -204,6 +203,7 @@ def write_report(root: Path, auditor, sources: list[str], feature, keeps, seed) 
     from ..audit import AUDIT_FORMAT, summary
     from ..files import atomic_write
     from ..inverter import ASSETS
+    from ..outputs import make_folder
     from ..recognition import JUDGE
     from ..report import page, plot_defence
     from . import common
@@ -219,7 +219,7 @@ def write_report(root: Path, auditor, sources: list[str], feature, keeps, seed) 
                              "judge": JUDGE, "seed": seed, "keep": keeps,
                              "models": [model_record(p) for p in auditor.inverters],
                              "shipped_hog_error": model_record(ASSETS / "hog.safetensors")["held_out_error"]}}
-    root.mkdir(parents=True, exist_ok=True)
+    make_folder(root)
     if defence:
         atomic_write(auditor.claim("defence.png"), plot_defence(defence))
         record["plot"] = "defence.png"

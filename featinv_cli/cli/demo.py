@@ -49,10 +49,10 @@ def demo(
     from rich.table import Table
     from .. import metrics
     from ..features import parse_spec
-    from ..files import check_parent
-    from ..grid import check_png_output, labelled_grid
+    from ..formats.png import PNG_FILE, image_to_uint8, write_image
+    from ..grid import labelled_grid
     from ..inverter import Inverter, shipped_model
-    from ..images import image_to_uint8, write_image
+    from ..outputs import Output
 
     Threads(threads)
 
@@ -61,8 +61,7 @@ def demo(
         raise UsageError("--specs: give at least one feature spec, e.g. hog,lbp")
     if size < 32:
         raise UsageError(f"--size {size}: give at least 32 pixels (128: the protocol the models were scored with)")
-    check_parent(output)  # before the models run, not after
-    check_png_output(str(output), folders=False)  # one grid, never a folder
+    Output(output, PNG_FILE)  # one grid, never a folder; checked before the models run, not after
     models = {spec: shipped_model(parse_spec(spec), how="featinv demo shows the shipped models; for another, "
                       f"featinv extract {spec} IMAGE -o f.safetensors, then featinv invert f.safetensors -m MODEL")
               for spec in specs}  # every spec has a shipped model, found before any runs

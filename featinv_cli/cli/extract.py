@@ -39,21 +39,20 @@ def say_what_the_database_lacks(images, database) -> None:
              f"(e.g. {name}: {k} of {n}); those keypoints are left out of the grid")
 
 
-def extract_database(extractor, database: str, output: str, resize, crop, rows_per_file: int, raw: bool,
+def extract_database(extractor, database: str, target, resize, crop, rows_per_file: int, raw: bool,
                      quiet: bool) -> None:
     """`extract colmap-sift DATABASE.db`: -o checked first (by the sink), then the whole database read and
     checked before any row is made, then one image's grid at a time."""
     from ..extraction import FeatureSink, database_rows, per_file_names
     from ..features.colmap import as_view, read_database
-    from ..files import is_dir_target
 
-    with FeatureSink(output, extractor, {"resize": resize, "crop": crop}, rows_per_file) as sink:
+    with FeatureSink(target, extractor, {"resize": resize, "crop": crop}, rows_per_file) as sink:
         found = read_database(database)
         say_what_the_database_lacks(found, database)
         if resize or crop:
             found = [as_view(i, resize, crop) for i in found]
         sizes = sorted({f"{i.height}x{i.width}" for i in found})
-        if len(sizes) > 1 and not is_dir_target(output):
+        if len(sizes) > 1 and not target.is_folder:
             raise UsageError(f"{database}: its images have {len(sizes)} sizes ({', '.join(sizes[:4])}); write "
                              f"one file per image with -o DIR/")
         rows = database_rows(extractor, found, database)
@@ -117,11 +116,13 @@ def extract(
     from ..features.registry import parse_spec, with_weights
     from ..extraction import ExtractDataset, FeatureSink, per_file_names
     from ..features.colmap import is_database
-    from ..files import check_not_input
-    from ..images import expand_image_args, source_names
+    from ..arguments import expand_image_args, source_names
+    from ..formats.features import FEATURE_FILE
+    from ..outputs import Output
 
     extractor = parse_spec(with_weights(feature, weights))
     Threads(threads)
+    target = Output(output, FEATURE_FILE, inputs=images, takes="file or folder")
     for i in images:
         if Path(i).suffix.lower() == ".db" and Path(i).is_file() and not is_database(i):
             raise FeatinvError(f"{i}: not a SQLite file (a COLMAP database.db is one)")
@@ -131,8 +132,7 @@ def extract(
                              "(one database, nothing else)")
         if shard:
             raise UsageError("--shard splits a list of images; a database is read whole")
-        check_not_input(output, images)
-        extract_database(extractor, images[0], output, resize, crop, rows_per_file, raw, quiet)
+        extract_database(extractor, images[0], target, resize, crop, rows_per_file, raw, quiet)
         return
     files = expand_image_args(images)
     sources = source_names(files, images)
@@ -142,7 +142,7 @@ def extract(
     if not files:  # more jobs in an array than images: this one has nothing to do, and that is no error
         note(f"shard {shard} holds none of the {total} images; nothing written")
         return
-    check_not_input(output, files)
+    target.check_not_input(files)
     if rows_per_file < 0 or workers < 0:
         raise UsageError("--rows-per-file and --workers must be >= 0")
     device = resolve_device(device)
@@ -153,7 +153,7 @@ def extract(
         ops.build()  # compile or load the operators here, once, not in every worker at the same time
     loader = torch.utils.data.DataLoader(ExtractDataset(files, extractor, resize, crop, extract=not on_gpu),
                                          batch_size=None, num_workers=workers, worker_init_fn=worker_init)
-    with FeatureSink(output, extractor, {"resize": resize, "crop": crop}, rows_per_file) as sink, \
+    with FeatureSink(target, extractor, {"resize": resize, "crop": crop}, rows_per_file) as sink, \
             progress(len(files), "extract", quiet) as bar:
         for i, size, feats, extra in loader:
             if on_gpu:

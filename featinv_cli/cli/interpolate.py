@@ -8,7 +8,7 @@ import typer
 from ..errors import FeatinvError, UsageError, note
 
 if TYPE_CHECKING:  # annotations only; imported where used, so --help stays fast
-    from ..formats import FeatureFile
+    from ..formats.features import FeatureFile
 
 
 def same_space(a: FeatureFile, b: FeatureFile, name_a: str, name_b: str) -> None:
@@ -53,15 +53,14 @@ def interpolate(
       featinv invert ab.safetensors -o ab.png
     """
     from .. import analysis
-    from ..files import check_not_input
-    from ..formats import FeatureFile, check_feature_output, load_features, note_if_bare, save_features
+    from ..outputs import Output
+    from ..formats.features import FEATURE_FILE, FeatureFile, load_features, note_if_bare, save_features
 
     if count < 2:
         raise UsageError("-n/--count must be at least 2 (the two end points)")
     if a == "-" and b == "-":
         raise UsageError("only one of A and B can be read from stdin")
-    check_not_input(output, [a, b])
-    check_feature_output(output)
+    Output(output, FEATURE_FILE, inputs=[a, b])
     fa, fb = load_features(a), load_features(b)
     for bare, described, name in ((fa, fb, a), (fb, fa, b)):
         if bare.feature is None and described.feature is not None:  # a .npy beside its extract's file

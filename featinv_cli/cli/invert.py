@@ -145,26 +145,24 @@ def invert(
     where the steps did not lower the error on validation photos it keeps the learned image and says so.
     """
     from ..features import resolve
-    from ..files import check_not_input, is_dir_target
-    from ..formats import expand_feature_args, load_features
-    from ..grid import (DirectoryOutput, check_png_output, distinct_titles, file_title, output_names,
-                        row_labels, save_reconstructions, source_label)
+    from ..arguments import expand_feature_args
+    from ..formats.features import load_features
+    from ..formats.png import PNG_FILE, write_image
+    from ..grid import distinct_titles, file_title, output_names, row_labels, save_reconstructions, source_label
+    from ..outputs import Output
     from ..optimize import check_differentiable
 
     folders = [Path(a) for a in features if a != "-" and Path(a).is_dir()]
     features = expand_feature_args(features)
     device = resolve_device(device)
     Threads(threads)
-    check_not_input(output, list(features) + ([str(model)] if model else []))
     if features.count("-") > 1:
         raise FeatinvError("only one input can be read from stdin")
     check_method(method, steps, model, mirror_average, grid_size)
-    if columns and len(features) > 1 and not is_dir_target(output):
-        raise UsageError("--columns lays out one file's batch; several feature files make one grid row each")
     # -o DIR/: each file's PNGs are written as soon as it is inverted; otherwise one PNG or grid at the end.
-    directory = DirectoryOutput(output) if is_dir_target(output) else None
-    if directory is None:
-        check_png_output(output)
+    target = Output(output, PNG_FILE, inputs=[*features, model], takes="file or folder")
+    if columns and len(features) > 1 and not target.is_folder:
+        raise UsageError("--columns lays out one file's batch; several feature files make one grid row each")
     inverters: dict = {}
     said: set[str] = set()  # features refine left as learned, said once each
     rows, captions, row_names, specs = [], [], [], []
@@ -184,8 +182,9 @@ def invert(
                 warned_scale = say_if_beyond_the_models_scale(inverter, size, name)
             if method == "refine":
                 images = refined(extractor, ff.features, images, steps, lambda_a, lambda_tv, device, quiet, said)
-        if directory:
-            directory.write(images, output_names(ff, path, folders))
+        if target.is_folder:
+            for image, png in zip(images, output_names(ff, path, folders)):
+                write_image(target.file(png, ".png"), image)
             continue
         rows.append(images)
         captions.append(row_labels(ff))
@@ -195,6 +194,6 @@ def invert(
             grid_columns = run
         row_names.append(file_title(ff, captions[-1], name))
         specs.append(extractor.spec)
-    if not directory:
+    if not target.is_folder:
         row_names = distinct_titles(row_names, specs, features)
         save_reconstructions(output, rows, captions, row_names, grid_columns if len(rows) == 1 else 0, run_titles)

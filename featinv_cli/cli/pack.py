@@ -55,10 +55,10 @@ def pack(
     where many cores make it quick, instead of carrying them).
     """
     from ..features.registry import parse_spec
-    from ..files import check_not_input, check_parent
-    from ..formats import VIEWS_FORMAT, check_replaceable
-    from ..images import expand_image_args, source_names
-    from ..views import detect_sift, is_views_file, load_views, pack as pack_views, save_views, to_webp
+    from ..arguments import expand_image_args, source_names
+    from ..formats.views import VIEWS_FILE, is_views_file, load_views, save_views, to_webp
+    from ..outputs import Output
+    from ..packing import detect_sift, pack as pack_views
 
     if side is not None and side < 64:
         raise UsageError(f"--side {side}: views must be at least 64 pixels")
@@ -68,10 +68,7 @@ def pack(
         raise UsageError(f"--webp {webp}: give a quality from 1 to 100 (0: raw pixels)")
     if any(str(i) == "-" for i in images):
         raise UsageError("pack reads photos (files or folders) or a views file by name, not from stdin")
-    if output.suffix != ".safetensors":
-        raise UsageError(f"{output}: a views file name ends in .safetensors")
-    check_parent(output)  # before the photos are decoded, not after
-    check_replaceable(output, VIEWS_FORMAT)
+    target = Output(output, VIEWS_FILE, inputs=images)  # before the photos are decoded, not after
     if len(images) > 1 and any(is_views_file(i) for i in images):
         raise UsageError("a views file is packed again on its own (featinv pack VIEWS --sift sift -o OUT); pack "
                          "photos together from their folders")
@@ -81,7 +78,6 @@ def pack(
                          f"each batch)")
     Threads(threads)
     if len(images) == 1 and is_views_file(images[0]):
-        check_not_input(output, images)
         vs = load_views(images[0], workers)
         if side not in (None, vs.side):
             raise UsageError(f"--side {side}: {images[0]} holds {vs.side}-px views; pack the photos again to change it")
@@ -97,7 +93,7 @@ def pack(
     else:
         side = side or 160
         files = expand_image_args(images)
-        check_not_input(output, files)
+        target.check_not_input(files)
         with progress(len(files) * (2 if extractor else 1), "pack", quiet) as bar:
             vs = pack_views(files, source_names(files, images), side, extractor, workers, bar.advance, webp, strict)
         say_skipped(vs.skipped, len(files), verbose)

@@ -132,12 +132,11 @@ def perturb(
       featinv perturb db.safetensors --keep-keypoints 0.25 --quantize-descriptors 4 -o defended.safetensors
     """
     from ..analysis import KEYPOINT_PERTURBATIONS, perturb as apply
-    from ..files import check_not_input
-    from ..formats import all_finite, check_feature_output, load_features, note_if_bare, save_features
+    from ..outputs import Output
+    from ..formats.features import FEATURE_FILE, all_finite, load_features, note_if_bare, save_features
 
     ops = _operations(ctx)
-    check_not_input(output, [features])
-    check_feature_output(output)
+    Output(output, FEATURE_FILE, inputs=[features])
     ff = load_features(features)
     _check_sizes(ops, ff.features[0].numel())
     was_zero = int((~ff.features.flatten(1).ne(0).any(1)).sum())

@@ -44,9 +44,10 @@ def sample(
     """
     import torch
     from .. import analysis
-    from ..files import check_not_input, read_bytes
-    from ..formats import (STATS_FORMAT, FeatureFile, all_finite, check_feature_output, check_replaceable,
-                           features_from_bytes, note_if_bare, save_features, save_stats, stats_from_bytes)
+    from ..files import read_bytes
+    from ..formats.features import FEATURE_FILE, FeatureFile, all_finite, features_from_bytes, note_if_bare, save_features
+    from ..formats.statistics import STATS_FILE, save_stats, stats_from_bytes
+    from ..outputs import Output
 
     if method not in ("histogram", "gaussian"):
         raise UsageError(f"--method {method!r}: choose histogram or gaussian")
@@ -58,10 +59,7 @@ def sample(
         raise UsageError("--bins: --method gaussian draws from one Gaussian and uses no histogram bins")
     if not (math.isfinite(alpha) and alpha > 0):
         raise UsageError(f"--alpha {alpha}: give a positive contrast factor (the paper's is 2)")
-    if fit_only and output != "-" and not output.endswith(".safetensors"):
-        raise UsageError(f"-o {output}: statistics are a safetensors file; name it *.safetensors (or - for a pipe)")
-    check_not_input(output, [source])
-    check_replaceable(output, STATS_FORMAT) if fit_only else check_feature_output(output)
+    Output(output, STATS_FILE if fit_only else FEATURE_FILE, inputs=[source])
     data, name = read_bytes(source), "<stdin>" if source == "-" else source
     stats = stats_from_bytes(data, name)
     if stats is not None and bins is not None:

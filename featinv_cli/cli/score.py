@@ -29,7 +29,7 @@ def paired_by_name(recons: tuple[list[Path], list[str]], refs: tuple[list[Path],
     numbers them (val/x.jpg, val/x.png, val/sub/x.png -> x, x-2, sub/x: what `invert feats/ -o recon/`
     writes); then by file stem where both sides hold the same distinct stems; else in the order given."""
     from ..extraction import per_file_names
-    from ..images import source_names
+    from ..arguments import source_names
 
     (recon_files, recon_args), (ref_files, ref_args) = recons, refs
     for keys_recon, keys_ref, how in (
@@ -108,7 +108,8 @@ def score(
     from .. import metrics
     from ..data import prepare_view
     from ..evaluate import mean_image
-    from ..images import expand_image_args, read_image
+    from ..arguments import expand_image_args
+    from ..images import read_image
     from ..recognition import JUDGE, judge_pairs, rates
 
     if baseline_mean and not Path(baseline_mean).exists():  # found out now, not after the scoring

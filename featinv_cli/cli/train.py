@@ -118,7 +118,8 @@ def train(
     images, so the run follows the single-process one; rank 0 alone writes files and progress.
     """
     from ..features.registry import parse_spec, with_weights
-    from ..settings import TrainConfig, resolved
+    from ..settings import TrainConfig
+    from ..train import resolved
 
     resumed = resumed_config(output) if resume else {}
     steps = run_steps(steps, minutes, resumed)  # a resumed run keeps its own: an older default may differ
@@ -220,12 +221,10 @@ def check_outputs(output: Path, init: Path | None, data: list[Path], val: Path |
     feature file or photo named by mistake), and --val holds images that decode (not found out after an
     hour of training)."""
     from ..evaluate import evaluation_views
-    from ..files import check_not_input, check_parent
-    from ..formats import MODEL_FORMAT, check_replaceable
+    from ..formats.model import MODEL_FILE
+    from ..outputs import Output
 
-    check_parent(output)  # not found out at the first checkpoint
-    check_not_input(output, [p for p in [init, *data, val] if p is not None])
-    check_replaceable(output, MODEL_FORMAT)
+    Output(output, MODEL_FILE, inputs=[init, *data, val])  # not found out at the first checkpoint
     if val is not None:
         try:
             n = len(evaluation_views(val, 128))
@@ -238,7 +237,7 @@ def check_outputs(output: Path, init: Path | None, data: list[Path], val: Path |
 
 def resumed_config(output: Path) -> dict:
     """The settings of the checkpoint --resume will continue ({} when there is none: train says so)."""
-    from ..formats import checkpoint_path, peek
+    from ..formats.checkpoint import checkpoint_path, peek
 
     ckpt = checkpoint_path(output)
     return peek(ckpt)["config"] if ckpt.exists() else {}
@@ -246,7 +245,7 @@ def resumed_config(output: Path) -> dict:
 
 def say_where_resuming(cfg, quiet: bool) -> None:
     """Where --resume continues, once the checkpoint is known to fit this run (a refusal says nothing else)."""
-    from ..formats import checkpoint_path, resumable
+    from ..formats.checkpoint import checkpoint_path, resumable
 
     ckpt = checkpoint_path(cfg.output)
     if ckpt.exists():
@@ -259,7 +258,7 @@ def report_validation(output, val, cfg) -> None:
     """`train --val`: the model's error on a folder, against predicting the mean training image; stored
     in the model file's metadata (``evaluation``) too."""
     from ..evaluate import baseline_mean, evaluation_record
-    from ..formats import store_evaluation
+    from ..formats.model import store_evaluation
 
     e = evaluation_record(output, val, baseline_mean(cfg.data, 128), device=cfg.device)
     store_evaluation(output, e)

@@ -292,7 +292,7 @@ class ColmapSIFT(KeypointGrid):
         """pycolmap's SIFT of (N, 3, H, W) images in [0, 1], through a database as COLMAP writes it
         (so both routes read the same bytes)."""
 
-        from ..images import write_image
+        from ..formats.png import write_image
 
         try:
             import pycolmap

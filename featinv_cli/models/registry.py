@@ -11,7 +11,7 @@ from typing import Callable
 from torch import nn
 
 from ..errors import FeatinvError
-from ..formats import canonical_arch
+from ..formats.model import canonical_arch
 from ..features.base import Extractor
 from .deep import ConvLayerInverter, FCLayerInverter
 from .blocks import UPSAMPLE

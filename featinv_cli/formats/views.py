@@ -1,12 +1,7 @@
-"""The view cache: training photos decoded once, at their training scale, as one uint8 array.
-
-A view is a photo resized so its shorter side is ``side`` and cut to the centre square, rounded to
-8 bits (``data.prepare_view``, as `extract --resize S --crop S` prepares an image). `featinv pack`
-writes a set of views to one memory-mapped file (format ``featinv-views/1``); `featinv train` reads it
-with no JPEG decoding, or decodes a folder into the same array in memory once at start. For sparse
-SIFT, whose features cannot be recomputed from a crop on the fly at the cost of HOG, the file can also
-hold every view's keypoints and those of its mirror image, detected once.
-"""
+"""Views files (featinv-formats(5)): training photos as `featinv pack` stores them, one uint8 array of
+views (raw, or WebP to carry to another machine) and, for sparse SIFT, every view's keypoints and those
+of its mirror. The writer, the memory-mapped reader, the header's checks (which `info` shares) and the
+WebP codec."""
 from __future__ import annotations
 
 import json
@@ -16,11 +11,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import FeatinvError
-from .formats import VIEWS_FORMAT
+from ..errors import FeatinvError, UsageError
+from .base import Kind, header_says
 
 if TYPE_CHECKING:
     import torch
+
+VIEWS_FORMAT = "featinv-views/1"  # `featinv pack`: training photos as 8-bit views (read by views.py)
 
 
 @dataclass
@@ -43,113 +40,6 @@ class ViewSet:
 
     def __len__(self) -> int:
         return int(self.views.shape[0])
-
-
-class _Decode:
-    """A map-style dataset (what DataLoader needs) of the views of ``files``: (view, "") or, unless
-    ``strict``, (zeros, why) for a photo that does not read. A plain class, so that `info` reads a views
-    header without importing torch."""
-
-    def __init__(self, files: list[Path], side: int, strict: bool):
-        self.files, self.side, self.strict = files, side, strict
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
-        import torch
-
-        from .data import prepare_view
-        from .images import read_image
-
-        try:
-            view = prepare_view(read_image(self.files[i]), self.side, self.side, str(self.files[i]))
-        except FeatinvError as e:
-            if self.strict:
-                raise
-            return torch.zeros(3, self.side, self.side, dtype=torch.uint8), str(e)
-        return (view * 255.0).round().to(torch.uint8), ""
-
-
-def decode_views(files: list[Path], side: int, workers: int = 0, on_image=None,
-                 strict: bool = True) -> tuple[torch.Tensor, list[tuple[int, str]]]:
-    """(M, 3, side, side) uint8 views of ``files``, decoded in ``workers`` processes, and (index, why)
-    of each file left out (none when ``strict``: the first that does not read raises)."""
-    import torch
-
-    from .data import worker_init
-    from .memory import check_fits
-
-    check_fits(len(files) * 3 * side * side, f"{len(files)} views of {side}x{side}", "pack fewer photos or a smaller --side")
-    out = torch.empty(len(files), 3, side, side, dtype=torch.uint8)
-    loader = torch.utils.data.DataLoader(_Decode(files, side, strict), batch_size=32, num_workers=workers,
-                                         worker_init_fn=worker_init)
-    kept, seen, failed = 0, 0, []
-    for batch, why in loader:
-        failed += [(seen + j, w) for j, w in enumerate(why) if w]
-        good = torch.tensor([not w for w in why])
-        out[kept:kept + int(good.sum())] = batch[good]  # the views kept stay contiguous: out[:kept] is no copy
-        kept, seen = kept + int(good.sum()), seen + len(why)
-        if on_image:
-            on_image(len(why))
-    return out[:kept], failed
-
-
-_DETECTING: tuple = ()  # (views, extractor) of detect_sift, inherited by its forked workers
-
-
-SIFT_CHUNK = 64  # views per task of detect_sift's workers
-
-
-def _detect_chunk(start: int) -> dict[str, np.ndarray]:
-    """SIFT of views start..start+SIFT_CHUNK-1 and their mirrors, as numpy arrays (plain pickles from a worker)."""
-    import torch
-
-    views, extractor = _DETECTING
-    kps, descs, counts = [], [], []
-    for i in range(start, min(start + SIFT_CHUNK, len(views))):
-        x = views[i:i + 1].float() / 255.0
-        raw = extractor.detect(torch.cat([x, x.flip(-1)]))
-        kps.append(raw["keypoints"])
-        descs.append(raw["descriptors"].round().clamp(0, 255).to(torch.uint8))
-        counts.append(raw["counts"])
-    return {"keypoints": torch.cat(kps).numpy(), "descriptors": torch.cat(descs).numpy(),
-            "counts": torch.cat(counts).numpy()}
-
-
-def _one_thread() -> None:
-    import torch
-
-    torch.set_num_threads(1)  # a forked child must not enter the parent's OpenMP pool (it would hang)
-
-
-def detect_sift(views: torch.Tensor, extractor, on_image=None, workers: int = 0) -> dict[str, torch.Tensor]:
-    """Raw SIFT of each view and of its mirror image (rows 2i, 2i+1), descriptors as uint8 (OpenCV's
-    are whole numbers 0..255): ~20 kB per view, where a dense 133-channel grid would take 0.8 MB.
-    ``workers`` forked processes detect chunks of SIFT_CHUNK views in parallel (the same result as one process)."""
-    global _DETECTING
-    from contextlib import ExitStack
-    from multiprocessing import get_context
-
-    import torch
-
-    starts = list(range(0, len(views), SIFT_CHUNK))
-    _DETECTING = (views, extractor)
-    parts = []
-    try:
-        with ExitStack() as stack:
-            results = map(_detect_chunk, starts) if workers <= 1 else stack.enter_context(
-                get_context("fork").Pool(workers, initializer=_one_thread)).imap(_detect_chunk, starts)
-            for start, part in zip(starts, results):
-                parts.append(part)
-                if on_image:
-                    on_image(min(SIFT_CHUNK, len(views) - start))
-    finally:
-        _DETECTING = ()
-    if not parts:
-        return {"keypoints": torch.zeros(0, 4), "descriptors": torch.zeros(0, 128, dtype=torch.uint8),
-                "counts": torch.zeros(0, dtype=torch.long)}
-    return {k: torch.from_numpy(np.concatenate([p[k] for p in parts])) for k in parts[0]}
 
 
 def _webp(view: np.ndarray, quality: int) -> bytes:
@@ -217,9 +107,9 @@ def save_views(path: str | Path, vs: ViewSet, webp: int = 0, workers: int = 0) -
     ``vs.views`` become the decoded WebP, as in to_webp)."""
     import torch
 
-    from .files import atomic_write
+    from ..files import atomic_write
 
-    from .safetensors_codec import safetensors_chunks
+    from ..safetensors_codec import safetensors_chunks
 
     if webp:
         to_webp(vs, webp, workers)
@@ -240,7 +130,7 @@ def save_views(path: str | Path, vs: ViewSet, webp: int = 0, workers: int = 0) -
 
 def is_views_file(path: str | Path) -> bool:
     """Whether ``path`` is a file written by `featinv pack` (reads its header only)."""
-    from .safetensors_codec import read_metadata
+    from ..safetensors_codec import read_metadata
 
     p = Path(path)
     if not p.is_file() or p.suffix != ".safetensors":
@@ -268,7 +158,7 @@ def views_header(entries: dict, meta: dict[str, str], name: str) -> ViewsHeader:
     """The views format's own validation of a header (``safetensors_header``'s entries and metadata, whose
     shapes fill their bytes): what `info` shows and what `load_views` reads, so neither believes a claim
     the other refuses."""
-    from .safetensors_codec import json_field
+    from ..safetensors_codec import json_field
 
     if meta.get("format") != VIEWS_FORMAT:
         raise FeatinvError(f"{name}: not a featinv views file (made by featinv pack)")
@@ -316,9 +206,9 @@ def _sift_keypoints(kinds: dict, count: int, name: str) -> int:
 def load_views(path: str | Path, workers: int = 0) -> ViewSet:
     """A `featinv pack` file, memory-mapped: views are read from disk as batches touch them (WebP
     views are decoded into memory first, in ``workers`` processes)."""
-    from .files import map_file
-    from .memory import check_fits
-    from .safetensors_codec import parse_safetensors, safetensors_header
+    from ..files import map_file
+    from ..memory import check_fits
+    from ..safetensors_codec import parse_safetensors, safetensors_header
 
     name = str(path)
     data = map_file(path)
@@ -343,22 +233,19 @@ def load_views(path: str | Path, workers: int = 0) -> ViewSet:
     return ViewSet(views, header.sources, header.fingerprint, sift, header.sift_params, webp)
 
 
-def pack(files: list[Path], sources: list[str], side: int, sift_extractor=None, workers: int = 0,
-         on_image=None, webp: int = 0, strict: bool = True) -> ViewSet:
-    """Decode ``files`` into views (as WebP of that quality decodes them, when ``webp``), and detect SIFT
-    on each view and its mirror when an extractor is given. Unless ``strict``, photos that do not read
-    are left out (``ViewSet.skipped``); none that reads is still an error."""
-    from .data import fingerprint
+def describe(name, source, entries, meta, header_len) -> dict:
+    h = views_header(entries, meta, name)  # the format's own checks: what train would refuse, info refuses
+    out = {"file": name, "kind": "training views (featinv pack)", "views": h.count, "side": h.side,
+           "storage": ("webp" + (f", quality {h.webp_quality}" if h.webp_quality else "")) if h.webp else "raw uint8",
+           "fingerprint": h.fingerprint}
+    if h.sift_params is not None or h.sift_keypoints:  # keypoints of each view and its mirror
+        out.update(sift_params=h.sift_params, sift_keypoints=h.sift_keypoints)
+    return out
 
-    views, failed = decode_views(files, side, workers, on_image, strict)
-    if failed and len(failed) == len(files):
-        raise FeatinvError(f"none of the {len(files)} photos reads: {failed[0][1]}" if len(files) > 1 else failed[0][1])
-    out = set(i for i, _ in failed)
-    kept = [i for i in range(len(files)) if i not in out]
-    vs = ViewSet(views, [sources[i] for i in kept], fingerprint([files[i] for i in kept]),
-                 skipped=[(sources[i], why) for i, why in failed])
-    if webp:
-        to_webp(vs, webp, workers)
-    if sift_extractor is not None:
-        vs.sift, vs.sift_params = detect_sift(vs.views, sift_extractor, on_image, workers), sift_extractor.params
-    return vs
+
+def check_views_name(output: str, folders: bool = False) -> None:
+    if Path(output).suffix != ".safetensors":
+        raise UsageError(f"{output}: a views file name ends in .safetensors")
+
+
+VIEWS_FILE = Kind("views file", header_says(VIEWS_FORMAT), VIEWS_FORMAT, describe, check_views_name)
