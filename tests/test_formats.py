@@ -63,3 +63,17 @@ def test_every_kind_in_the_registry_describes_and_tells_its_own_files(tmp_path):
     path = tmp_path / "m.safetensors"
     write(path, MODEL, {})
     assert KINDS[MODEL_FORMAT].ours(path) and not KINDS[STATS_FORMAT].ours(path)
+
+
+def test_info_of_a_safetensors_file_imports_no_torch():
+    """The header alone is read (0.4 s, where importing torch takes over a second)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    model = Path(__file__).resolve().parent.parent / "featinv_cli" / "assets" / "hog.safetensors"
+    code = ("import sys; from featinv_cli.cli import main; sys.argv = ['featinv', 'info', sys.argv[1]]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules, file=sys.stderr)")
+    run = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, timeout=60)
+    assert run.stderr.strip().splitlines()[-1] == "False", run.stderr

@@ -8,6 +8,14 @@ import typer
 from .common import JSON, out, show_table
 
 
+def invert_would_take(ff, name: str):
+    """A bare array's (extractor, image size) as `featinv invert` guesses them; imports torch, so only
+    a .npy pays for it."""
+    from ..features import resolve
+
+    return resolve(ff, name)
+
+
 def info(
     file: str = typer.Argument(..., help="Feature, model, statistics or views file, or - for stdin."),
     as_json: bool = JSON,
@@ -22,10 +30,9 @@ def info(
     """
     from rich.table import Table
 
-    from ..features import resolve
     from ..formats import describe
 
-    d = describe(file, guess=resolve)  # a bare array: what invert would take it for
+    d = describe(file, guess=invert_would_take)
     if as_json:
         out.print_json(json.dumps(d))
         return
