@@ -175,8 +175,10 @@ def compute_only(feature: str, width: float, batch: int, steps: int, data) -> tu
     opt = torch.optim.Adam(net.parameters(), 1e-3)
     mean = torch.zeros(1, 3, 1, 1)  # the data's mean colour changes the numbers, not the work
 
+    held = []  # the last step's output, kept until the next is made, as train's loop keeps it (train.Step)
+
     def step():
-        training_step(net, opt, feats, x, mean, clip_grad_norm=TrainConfig.clip_grad_norm)
+        held[:] = [training_step(net, opt, feats, x, mean, clip_grad_norm=TrainConfig.clip_grad_norm)]
     with FlopCounterMode(display=False) as counter:
         step()
     step()
@@ -251,8 +253,10 @@ def precision(steps: int) -> None:
             x, y = torch.randn(64, 31, 16, 16), torch.randn(64, 3, 128, 128)
             mean = torch.zeros(1, 3, 1, 1)
 
+            held = []  # kept until the next step's is made, as train's loop keeps it (train.Step)
+
             def step():
-                training_step(net, opt, x, y, mean, bf16=mode == "bf16", clip_grad_norm=0.0)
+                held[:] = [training_step(net, opt, x, y, mean, bf16=mode == "bf16", clip_grad_norm=0.0)]
             step()
             t = time.perf_counter()
             for _ in range(steps):

@@ -89,7 +89,8 @@ def test_a_step_its_check_stops_leaves_the_weights_as_they_were():
     with pytest.raises(KeyboardInterrupt):
         training_step(net, opt, feats, images, mean, check=stop)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
-    assert training_step(net, opt, feats, images, mean, clip_grad_norm=1.0) > 0
+    done = training_step(net, opt, feats, images, mean, clip_grad_norm=1.0)
+    assert done.loss > 0 and done.reconstruction.shape == images.shape and not done.reconstruction.requires_grad
     assert not all(torch.equal(before[k], v) for k, v in net.state_dict().items())
 
 
