@@ -1,5 +1,5 @@
 """Training settings and their defaults, in one place: `featinv train` takes its option defaults
-from here, and ``resolved`` decides the automatic ones for the command and the library alike.
+from here, and ``train.resolved`` decides the automatic ones for the command and the library alike.
 Importing this needs no torch (so `featinv train --help` stays fast)."""
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def kept_on_resume(default=MISSING, default_factory=MISSING):
 @dataclass
 class TrainConfig:
     """A training run's settings. The defaults are `featinv train`'s; "auto" and None are decided by
-    ``resolved`` (which ``train.train`` calls), so a library caller trains what the command trains."""
+    ``train.resolved`` (which ``train.train`` calls), so a library caller trains what the command trains."""
 
     feature: str = kept_on_resume()
     data: list[str]  # folders of training images, walked recursively

@@ -40,15 +40,15 @@ def same_but_input(a: dict, b: dict) -> bool:
 def file_network(init: Path) -> dict:
     """The canonical ``arch`` of the model file --init names (a UsageError when it is none), read from
     its header alone."""
-    from .formats.model import MODEL_FORMAT, canonical_arch
-    from .safetensors_codec import json_field, read_metadata
+    from .formats.model import canonical_arch, model_fields
+    from .safetensors_codec import read_metadata
 
     if not init.is_file():
         raise UsageError(f"--init {init}: no such model file")
-    meta = read_metadata(init)
-    if meta.get("format") != MODEL_FORMAT:
-        raise UsageError(f"--init {init}: not a featinv model file")
-    return canonical_arch(json_field(meta, "arch", str(init), {}))
+    try:
+        return canonical_arch(model_fields(read_metadata(init), str(init))["arch"])
+    except FeatinvError as e:  # the model format's own checks, said of the option
+        raise UsageError(f"--init {e}") from None
 
 
 def init_defaults(init: Path, arch: str, width: float | None, upsample: str) -> tuple[str, float, str]:

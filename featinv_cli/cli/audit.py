@@ -7,8 +7,9 @@ from typing import List, Optional
 import typer
 
 from ..errors import FeatinvError, UsageError, note
+from ..settings import resolve_device
 from ..threads import Threads
-from .common import DEVICE, QUIET, THREADS, out, resolve_device, stages
+from .common import DEVICE, QUIET, THREADS, out, stages
 
 CHUNK = 16  # images extracted, inverted and scored together; memory holds one chunk's reconstructions
 

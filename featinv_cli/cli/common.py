@@ -10,7 +10,6 @@ from rich.console import Console
 from typer.core import TyperCommand
 
 from ..errors import UsageError, set_quiet
-from ..settings import resolve_device  # noqa: F401  (every command's --device; train's settings decide it too)
 from ..threads import check_threads
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -8,8 +8,9 @@ from pathlib import Path
 import typer
 
 from ..errors import UsageError
+from ..settings import resolve_device
 from ..threads import Threads
-from .common import DEVICE, QUIET, THREADS, err, resolve_device, show_table
+from .common import DEVICE, QUIET, THREADS, err, show_table
 
 if TYPE_CHECKING:  # annotations only; imported where used, so --help stays fast
     import torch

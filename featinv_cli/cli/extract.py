@@ -7,8 +7,9 @@ from typing import List, Optional
 import typer
 
 from ..errors import FeatinvError, UsageError, counted, note
+from ..settings import resolve_device
 from ..threads import Threads
-from .common import DEVICE, QUIET, THREADS, WEIGHTS, progress, resolve_device
+from .common import DEVICE, QUIET, THREADS, WEIGHTS, progress
 
 
 def parse_shard(text: str | None, n: int) -> slice:

@@ -7,8 +7,9 @@ from typing import List, Optional
 import typer
 
 from ..errors import FeatinvError, UsageError, note
+from ..settings import resolve_device
 from ..threads import Threads
-from .common import DEVICE, QUIET, THREADS, parse_size, progress, resolve_device
+from .common import DEVICE, QUIET, THREADS, parse_size, progress
 
 
 def optimize_rows(extractor, features, size, steps, lambda_a, lambda_tv, device, quiet):
